@@ -1,0 +1,329 @@
+"""AttentionStation and Strategy: what to capture / intervene, activated as a context manager.
+
+Notebook use, three steps (load, run under a context, read tensors):
+
+    vlm = llava.load_vlm("llava/toy/checkpoint")
+    station = AttentionStation()
+    batch = vlm.prepare([(image, "what shape is the red object?")])
+    with station.run(Strategy(), batch) as run:
+        vlm.generate(batch, max_new_tokens=4)
+    run.image_attention(0)          # (Q, L, H, V) float32 for sample 0
+
+The station implements the sink protocol read by `llava/attention.py` (`plan`, `deliver`),
+and is activated through `utils.capture` (a ContextVar): nothing leaks outside the `with` block,
+even on exceptions, and nested runs see their own strategy.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
+
+import torch
+
+from utils.capture import LayerPlan, activate
+from utils.errors import UserError
+
+if TYPE_CHECKING:
+    from lab.records import AttentionRecord
+
+QueryMode = Literal["last_input", "generated", "all_input"]
+
+
+@dataclass
+class Strategy:
+    """What one run captures and how it intervenes (built from the Hydra `strategy` group).
+
+    query_positions: "last_input" (default: the token that produces the answer), "generated"
+    (every generated token's query: row t is the query that produced generated token t),
+    "all_input" (every prompt position), or a list of prompt positions (negative = from the end).
+    layers / heads: text-model indices to capture (None = all).
+    maskout / modify: [[layer, head], ...] (0-based text-model indices).
+    steps: apply interventions on every forward ("all") or only during prefill ("prefill").
+    """
+
+    query_positions: str | list[int] = "last_input"
+    layers: list[int] | None = None
+    heads: list[int] | None = None
+    capture: bool = True
+    maskout: list[list[int]] = field(default_factory=list)
+    maskout_mode: Literal["zero", "uniform"] = "zero"
+    modify: list[list[int]] = field(default_factory=list)
+    modify_factor: float = 1.0
+    modify_mode: Literal["image_reweight", "logits_scale"] = "image_reweight"
+    steps: Literal["all", "prefill"] = "all"
+
+    def __post_init__(self) -> None:
+        qp = self.query_positions
+        if isinstance(qp, str) and qp not in ("last_input", "generated", "all_input"):
+            raise UserError(
+                f"strategy.query_positions={qp!r} is not valid: use last_input, generated, all_input or a list of positions"
+            )
+        if not isinstance(qp, str):
+            self.query_positions = [int(p) for p in qp]
+        if self.maskout_mode not in ("zero", "uniform"):
+            raise UserError(f"strategy.maskout_mode={self.maskout_mode!r}: use zero or uniform")
+        if self.modify_mode not in ("image_reweight", "logits_scale"):
+            raise UserError(f"strategy.modify_mode={self.modify_mode!r}: use image_reweight or logits_scale")
+        if self.steps not in ("all", "prefill"):
+            raise UserError(f"strategy.steps={self.steps!r}: use all or prefill")
+        if self.modify_factor < 0:
+            raise UserError(f"strategy.modify_factor={self.modify_factor} must be >= 0")
+        for name in ("maskout", "modify"):
+            pairs = getattr(self, name)
+            clean = []
+            for p in pairs:
+                if len(p) != 2:
+                    raise UserError(f"strategy.{name} entries are [layer, head] pairs; got {list(p)!r}")
+                clean.append([int(p[0]), int(p[1])])
+            setattr(self, name, clean)
+        self.layers = None if self.layers is None else [int(x) for x in self.layers]
+        self.heads = None if self.heads is None else [int(x) for x in self.heads]
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "Strategy":
+        """Build from an OmegaConf node or dict with the same field names."""
+        from omegaconf import OmegaConf
+
+        d = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
+        return cls(**d)  # type: ignore[arg-type]
+
+    def check_against(self, num_layers: int, num_heads: int) -> None:
+        """Out-of-range indices are a user error naming the key, not an IndexError deep in a layer."""
+        for name in ("maskout", "modify"):
+            for layer, head in getattr(self, name):
+                if not (0 <= layer < num_layers and 0 <= head < num_heads):
+                    raise UserError(
+                        f"strategy.{name} has [{layer}, {head}] but the text model has {num_layers} layers x {num_heads} heads"
+                    )
+        for name, n in (("layers", num_layers), ("heads", num_heads)):
+            vals = getattr(self, name)
+            if vals is not None and any(not 0 <= v < n for v in vals):
+                raise UserError(f"strategy.{name}={vals} out of range (0..{n - 1})")
+
+    def interventions(self) -> dict[str, Any]:
+        return {
+            "maskout": self.maskout,
+            "maskout_mode": self.maskout_mode,
+            "modify": self.modify,
+            "modify_factor": self.modify_factor,
+            "modify_mode": self.modify_mode,
+            "steps": self.steps,
+        }
+
+
+@dataclass
+class RunInputs:
+    """What the station must know about a batch: its padding and where the image tokens are.
+
+    attention_mask: (B, S) 0/1 of the padded batch; image_cols: per sample, the key positions of
+    its image tokens in the padded frame (any family: llava/ computes them).
+    """
+
+    attention_mask: torch.Tensor
+    image_cols: Sequence[torch.Tensor]
+
+
+class StationRun:
+    """One active run: receives the attention function's calls and keeps what it captured."""
+
+    def __init__(self, strategy: Strategy, inputs: RunInputs, num_layers: int | None = None):
+        self.strategy = strategy
+        am = inputs.attention_mask
+        self.batch, self.seq_len = am.shape
+        self.device = am.device
+        lengths = am.long().sum(-1)
+        # Left padding puts the prompt at the end; for right padding the same arithmetic holds with
+        # first_pos 0. first_pos = index of the first real token.
+        first = torch.argmax(am.long(), dim=-1)
+        last = am.shape[1] - 1 - torch.argmax(am.long().flip(-1), dim=-1)
+        self.first_pos = first
+        self.last_pos = last
+        self.lengths = lengths
+        vmax = max(int(c.numel()) for c in inputs.image_cols) if inputs.image_cols else 0
+        cols = torch.zeros(self.batch, vmax, dtype=torch.long)
+        valid = torch.zeros(self.batch, vmax, dtype=torch.bool)
+        for b, c in enumerate(inputs.image_cols):
+            cols[b, : c.numel()] = c.long().cpu()
+            valid[b, : c.numel()] = True
+        self.num_image_tokens = [int(c.numel()) for c in inputs.image_cols]
+        self.image_cols = cols.to(self.device)
+        self.image_valid = None if bool(valid.all()) else valid.to(self.device)
+        self._calls: dict[int, int] = {}
+        self._captured: dict[int, list[torch.Tensor]] = {}  # layer -> per step (B, Hc, Qs, Vmax)
+        self._heads_t = None if strategy.heads is None else torch.tensor(strategy.heads, dtype=torch.long)
+        self._maskout: dict[int, list[int]] = {}
+        for layer, head in strategy.maskout:
+            self._maskout.setdefault(layer, []).append(head)
+        self._modify: dict[int, list[int]] = {}
+        for layer, head in strategy.modify:
+            self._modify.setdefault(layer, []).append(head)
+        self.num_layers = num_layers
+
+    # ---- the sink protocol (called by llava/attention.py) -------------------------------
+    def _rows(self, step: int, q_len: int) -> torch.Tensor | None:
+        qp = self.strategy.query_positions
+        if qp == "generated":
+            if step == 0:
+                return self.last_pos[:, None]
+            return torch.zeros(self.batch, 1, dtype=torch.long, device=self.device)
+        if step != 0:
+            return None
+        if qp == "last_input":
+            return self.last_pos[:, None]
+        if qp == "all_input":
+            return torch.arange(q_len, device=self.device).expand(self.batch, q_len)
+        pos = torch.tensor(qp, dtype=torch.long, device=self.device)  # positions in each unpadded prompt
+        rel = torch.where(pos[None, :] < 0, self.lengths[:, None] + pos[None, :], pos[None, :])
+        if bool(((rel < 0) | (rel >= self.lengths[:, None])).any()):
+            raise UserError(f"strategy.query_positions={qp} is outside a prompt of {int(self.lengths.min())} tokens")
+        return self.first_pos[:, None] + rel
+
+    def plan(self, layer_idx: int, q_len: int, kv_len: int, batch: int, device) -> Any:
+        step = self._calls.get(layer_idx, 0)
+        self._calls[layer_idx] = step + 1
+        s = self.strategy
+        capture = s.capture and (s.layers is None or layer_idx in s.layers)
+        rows = self._rows(step, q_len) if capture else None
+        interv = step == 0 or s.steps == "all"
+        maskout = self._maskout.get(layer_idx, []) if interv else []
+        modify = self._modify.get(layer_idx, []) if interv else []
+        if rows is None and not maskout and not modify:
+            return None
+        return LayerPlan(
+            image_cols=self.image_cols,
+            image_valid=self.image_valid,
+            rows=rows,
+            capture_heads=self._heads_t,
+            maskout_heads=maskout,
+            maskout_mode=s.maskout_mode,
+            modify_heads=modify,
+            modify_factor=s.modify_factor,
+            modify_mode=s.modify_mode,
+        )
+
+    def deliver(self, layer_idx: int, probs: torch.Tensor) -> None:
+        self._captured.setdefault(layer_idx, []).append(probs.detach())
+
+    # ---- results ------------------------------------------------------------------------
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self._captured)
+
+    @property
+    def steps(self) -> int:
+        """Forward calls seen (1 for a plain forward; prefill + decode steps for generate)."""
+        return max(self._calls.values()) if self._calls else 0
+
+    def image_attention(self, b: int, num_steps: int | None = None) -> torch.Tensor:
+        """(Q, L, H, V) float32 on CPU for sample b; `num_steps` trims generated rows to the sample's length."""
+        layers = self.layers
+        if not layers:
+            raise RuntimeError("nothing was captured: did the model run with attn_implementation='capture_sdpa'?")
+        per_layer = []
+        for layer in layers:
+            steps = self._captured[layer]
+            if num_steps is not None:
+                steps = steps[:num_steps]
+            x = torch.cat([t[b] for t in steps], dim=1)  # (Hc, Q, Vmax)
+            per_layer.append(x)
+        out = torch.stack(per_layer, dim=1)  # (Hc, L, Q, Vmax)
+        out = out.permute(2, 1, 0, 3)[..., : self.num_image_tokens[b]]  # (Q, L, Hc, V)
+        return out.float().cpu().contiguous()
+
+
+class AttentionStation:
+    """Collects what the attention function reports; one `run` per forward/generate call."""
+
+    def __init__(self) -> None:
+        self.last_run: StationRun | None = None
+
+    @contextmanager
+    def run(self, strategy: Strategy, inputs: RunInputs) -> Iterator[StationRun]:
+        run = StationRun(strategy, inputs)
+        self.last_run = run
+        with activate(run):
+            yield run
+
+
+def collect(vlm: Any, samples: Sequence[Any], strategy: Strategy, *, max_new_tokens: int = 0,
+            station: AttentionStation | None = None) -> list["AttentionRecord"]:
+    """Run one batch through `vlm` under `strategy` and return one AttentionRecord per sample.
+
+    `vlm` is duck-typed (llava.model.VLM): prepare / forward / generate / decode / tokens,
+    num_layers, num_heads, model_id, model_type, prompt_template, image_aspect. Generation runs
+    when `max_new_tokens > 0` or the strategy captures generated tokens.
+    """
+    import numpy as np
+
+    from lab.records import AttentionRecord, RecordMeta
+
+    strategy.check_against(vlm.num_layers, vlm.num_heads)
+    batch = vlm.prepare(samples)
+    station = station or AttentionStation()
+    qp = strategy.query_positions
+    do_generate = max_new_tokens > 0 or qp == "generated"
+    with station.run(strategy, RunInputs(batch.attention_mask, batch.image_cols)) as run:
+        if do_generate:
+            generated = vlm.generate(batch, max_new_tokens=max(max_new_tokens, 1))
+        else:
+            vlm.forward(batch)
+            generated = [torch.zeros(0, dtype=torch.long) for _ in range(len(batch))]
+    layers = run.layers if strategy.capture else []
+    heads = strategy.heads if strategy.heads is not None else list(range(vlm.num_heads))
+    records = []
+    for b, sample in enumerate(batch.samples):
+        ids = batch.input_ids[b]
+        s_len = int(ids.numel())
+        gen = generated[b]
+        if not strategy.capture:
+            att = torch.zeros(0, 0, len(heads), batch.layouts[b].num_tokens)
+            qpos: list[int] = []
+            mode = "none"
+        elif qp == "generated":
+            att = run.image_attention(b, num_steps=int(gen.numel()))
+            qpos = [s_len - 1 + t for t in range(att.shape[0])]
+            mode = "generated"
+        else:
+            att = run.image_attention(b)
+            if qp == "last_input":
+                qpos, mode = [s_len - 1], "last_input"
+            elif qp == "all_input":
+                off = batch.pad_offsets[b]
+                att = att[off: off + s_len]
+                qpos, mode = list(range(s_len)), "all_input"
+            else:
+                qpos = [p if p >= 0 else s_len + p for p in qp]
+                mode = "positions"
+        all_ids = torch.cat([ids.cpu(), gen.cpu()])
+        meta = RecordMeta(
+            sample_id=sample.sample_id or f"sample_{b}",
+            model_id=vlm.model_id,
+            model_type=vlm.model_type,
+            num_layers=vlm.num_layers,
+            num_heads=vlm.num_heads,
+            layers=list(layers),
+            heads=list(heads),
+            prompt=batch.prompts[b],
+            query=sample.query,
+            query_mode=mode,
+            query_positions=qpos,
+            query_tokens=vlm.tokens(all_ids[qpos].tolist()) if qpos else [],
+            image_path=sample.image_path,
+            image_size=list(sample.image.size),
+            image_aspect=vlm.image_aspect,
+            layout=batch.layouts[b].to_dict(),
+            prompt_template=vlm.prompt_template,
+            generated_text=vlm.decode(gen) if gen.numel() else "",
+            generated_tokens=vlm.tokens(gen.tolist()) if gen.numel() else [],
+            interventions=strategy.interventions() if (strategy.maskout or strategy.modify) else {},
+            dtype=str(getattr(vlm.model, "dtype", "")).replace("torch.", ""),
+        )
+        records.append(AttentionRecord(
+            image_attention=att.numpy().astype(np.float32),
+            input_ids=ids.cpu().numpy().astype(np.int64),
+            meta=meta,
+            generated_ids=gen.cpu().numpy().astype(np.int64) if gen.numel() else None,
+        ))
+    return records

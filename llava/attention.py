@@ -1,0 +1,197 @@
+"""The one attention function: SDPA output + compact capture of image-token attention + interventions.
+
+Registered once with transformers' `AttentionInterface` under `ATTN_IMPLEMENTATION`, with the
+`sdpa` boolean mask builder registered under the same name in `AttentionMaskInterface` so that
+padding masks arrive exactly as SDPA would see them.
+
+With no active sink (see `utils.capture`) or for modules without `layer_idx` (the vision tower),
+it *is* transformers' `sdpa_attention_forward`. Under an active sink, for each text layer it asks
+`sink.plan(layer_idx, q_len, kv_len, batch, device)` for a `LayerPlan`, and then:
+
+* computes the layer output with SDPA (interventions applied per head, see below);
+* for the query rows the plan names only, computes `softmax(q k^T * scaling + mask)` over all keys
+  in float32 and keeps the image-token columns: `[B, H, Qs, V]`, handed to `sink.deliver(...)`.
+  Memory is O(B x H x Qs x S) per layer; the full `[H, S, S]` matrix is never built.
+
+Interventions (per head, only the heads the plan names):
+* maskout `zero`: the head's output is zeroed (standard head ablation);
+* maskout `uniform`: the head's query is zeroed, so its scores are all equal and it attends
+  uniformly to the keys it may see;
+* modify `image_reweight`: post-softmax weights on image keys x factor, renormalised, which is
+  exactly an additive `log(factor)` bias on those logits (SDPA with a float mask);
+* modify `logits_scale`: pre-softmax logits of image keys x factor (explicit attention for those
+  heads only).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from utils.capture import LayerPlan, active_sink
+
+ATTN_IMPLEMENTATION = "capture_sdpa"
+
+
+def _image_key_mask(plan: LayerPlan, batch: int, kv_len: int, device) -> torch.Tensor:
+    """(B, kv_len) bool: True on image-token key columns."""
+    cols = plan.image_cols.to(device)
+    m = torch.zeros(batch, kv_len, dtype=torch.bool, device=device)
+    valid = plan.image_valid.to(device) if plan.image_valid is not None else torch.ones_like(cols, dtype=torch.bool)
+    cols = cols.clamp(max=kv_len - 1)
+    m.scatter_(1, cols, valid)
+    return m
+
+
+def _visible(attention_mask: torch.Tensor | None, rows: torch.Tensor | None, q_len: int, kv_len: int, batch: int, device) -> torch.Tensor:
+    """(B, 1, R, kv_len) bool of keys each query row may see, exactly as SDPA sees them.
+
+    `rows` (B, R) selects query rows (None = all q_len rows). A missing mask means SDPA's own
+    causal rule: upper-left aligned when q_len > 1 (transformers crops keys to q_len then), all
+    keys for a single decoding query.
+    """
+    if attention_mask is not None:
+        if attention_mask.dtype != torch.bool:
+            attention_mask = attention_mask == 0  # additive float mask: 0 = visible
+        m = attention_mask.to(device).expand(batch, -1, -1, -1)  # (B, 1|H, q, kv)
+        m = m[:, :1]
+        if rows is not None:
+            idx = rows[:, None, :, None].expand(batch, 1, rows.shape[1], m.shape[-1])
+            m = m.gather(2, idx)
+        return m
+    r = rows if rows is not None else torch.arange(q_len, device=device).expand(batch, q_len)
+    cols = torch.arange(kv_len, device=device)
+    if q_len == 1:
+        return torch.ones(batch, 1, r.shape[1], kv_len, dtype=torch.bool, device=device)
+    return (cols[None, None, None, :] <= r[:, None, :, None]) & (cols < q_len)
+
+
+def _logits(module, q: torch.Tensor, key: torch.Tensor, scaling: float, plan: LayerPlan, img_keys: torch.Tensor) -> torch.Tensor:
+    """(B, H, R, S) attention logits for query rows `q` (B, H, R, D), with per-head interventions."""
+    key = repeat_kv(key, getattr(module, "num_key_value_groups", 1))  # (B, H, S, D)
+    logits = torch.matmul(q, key.transpose(2, 3)) * scaling  # (B, H, R, S)
+    if plan.maskout_heads and plan.maskout_mode == "uniform":
+        logits[:, plan.maskout_heads] = 0.0
+    if plan.modify_heads and plan.modify_factor != 1.0:
+        img = img_keys[:, None, None, :]  # (B, 1, 1, S)
+        sub = logits[:, plan.modify_heads]
+        if plan.modify_mode == "image_reweight":
+            bias = math.log(plan.modify_factor) if plan.modify_factor > 0 else float("-inf")
+            sub = torch.where(img, sub + bias, sub)
+        else:  # logits_scale
+            sub = torch.where(img, sub * plan.modify_factor, sub)
+        logits[:, plan.modify_heads] = sub
+    return logits
+
+
+def _softmax(logits: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    logits = logits.float().masked_fill(~visible, float("-inf"))
+    return torch.softmax(logits, dim=-1)
+
+
+def _intervened_output(module, query, key, value, attention_mask, dropout, scaling, is_causal, plan: LayerPlan, kwargs) -> torch.Tensor:
+    """SDPA output (B, q, H, D) with the plan's per-head interventions applied."""
+    batch, n_heads, q_len, _ = query.shape
+    kv_len = key.shape[2]
+    device = query.device
+    if plan.maskout_heads and plan.maskout_mode == "uniform":
+        query = query.clone()
+        query[:, plan.maskout_heads] = 0.0  # equal scores -> uniform over the visible keys
+    mask = attention_mask
+    scale_heads: list[int] = []
+    if plan.modify_heads and plan.modify_factor != 1.0:
+        img_keys = _image_key_mask(plan, batch, kv_len, device)
+        if plan.modify_mode == "image_reweight":
+            visible = _visible(attention_mask, None, q_len, kv_len, batch, device)  # (B, 1, q, kv)
+            bias = math.log(plan.modify_factor) if plan.modify_factor > 0 else float("-inf")
+            fmask = torch.zeros(batch, n_heads, q_len, kv_len, dtype=query.dtype, device=device)
+            head_sel = torch.zeros(n_heads, dtype=torch.bool, device=device)
+            head_sel[plan.modify_heads] = True
+            fmask = fmask.masked_fill(head_sel[None, :, None, None] & img_keys[:, None, None, :], bias)
+            fmask = fmask.masked_fill(~visible, float("-inf"))
+            mask = fmask
+        else:
+            scale_heads = list(plan.modify_heads)
+    out, _ = sdpa_attention_forward(
+        module, query, key, value, mask, dropout=dropout, scaling=scaling, is_causal=is_causal if mask is None else False, **kwargs
+    )  # (B, q, H, D)
+    if scale_heads:
+        visible = _visible(attention_mask, None, q_len, kv_len, batch, device)
+        sub_plan = LayerPlan(image_cols=plan.image_cols, image_valid=plan.image_valid, modify_heads=list(range(len(scale_heads))),
+                             modify_factor=plan.modify_factor, modify_mode="logits_scale")
+        k = repeat_kv(key, getattr(module, "num_key_value_groups", 1))[:, scale_heads]
+        v = repeat_kv(value, getattr(module, "num_key_value_groups", 1))[:, scale_heads]
+        logits = _logits(_NoGroups, query[:, scale_heads], k, scaling, sub_plan, img_keys)
+        probs = _softmax(logits, visible).to(v.dtype)
+        out = out.clone()
+        out[:, :, scale_heads] = torch.matmul(probs, v).transpose(1, 2)
+    if plan.maskout_heads and plan.maskout_mode == "zero":
+        out = out.clone()
+        out[:, :, plan.maskout_heads] = 0.0
+    return out
+
+
+class _NoGroups:
+    num_key_value_groups = 1
+
+
+def capture_sdpa_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs,
+):
+    """transformers attention interface: query (B, H, q, D), key/value (B, Hkv, kv, D) -> ((B, q, H, D), None)."""
+    sink = active_sink()
+    layer_idx = getattr(module, "layer_idx", None)
+    if sink is None or layer_idx is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs)
+    batch, _, q_len, head_dim = query.shape
+    kv_len = key.shape[2]
+    plan: LayerPlan | None = sink.plan(layer_idx, q_len=q_len, kv_len=kv_len, batch=batch, device=query.device)
+    if plan is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs)
+    scale = scaling if scaling is not None else head_dim**-0.5
+
+    if plan.intervenes:
+        out = _intervened_output(module, query, key, value, attention_mask, dropout, scale, is_causal, plan, kwargs)
+    else:
+        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs)
+
+    if plan.rows is not None and plan.rows.numel() > 0:
+        rows = plan.rows.to(query.device)  # (B, Qs)
+        n_heads = query.shape[1]
+        q_sel = query.gather(2, rows[:, None, :, None].expand(batch, n_heads, rows.shape[1], head_dim))  # (B, H, Qs, D)
+        img_keys = _image_key_mask(plan, batch, kv_len, query.device)
+        logits = _logits(module, q_sel, key, scale, plan, img_keys)  # (B, H, Qs, S)
+        probs = _softmax(logits, _visible(attention_mask, rows, q_len, kv_len, batch, query.device))
+        cols = plan.image_cols.to(query.device).clamp(max=kv_len - 1)
+        probs = probs.gather(3, cols[:, None, None, :].expand(batch, n_heads, rows.shape[1], cols.shape[1]))  # (B, H, Qs, Vmax)
+        if plan.image_valid is not None:
+            probs = probs * plan.image_valid.to(probs.device)[:, None, None, :]
+        if plan.capture_heads is not None:
+            probs = probs.index_select(1, plan.capture_heads.to(probs.device))
+        sink.deliver(layer_idx, probs)
+    return out, None
+
+
+_REGISTERED = False
+
+
+def register() -> str:
+    """Register the function (idempotent) and return its implementation name for `attn_implementation=`."""
+    global _REGISTERED
+    if not _REGISTERED:
+        AttentionInterface.register(ATTN_IMPLEMENTATION, capture_sdpa_attention)
+        AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
+        _REGISTERED = True
+    return ATTN_IMPLEMENTATION

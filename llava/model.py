@@ -1,0 +1,296 @@
+"""Loading a VLM and turning (image, query) pairs into model inputs plus ImageLayouts.
+
+`load_vlm` takes a hub id or a local folder of any LLaVA-format checkpoint
+(`LlavaForConditionalGeneration` + its processor) and returns a `VLM`: the model with the
+capture attention function installed on its text model, the processor, and the settings that
+decide prompts and image geometry. Families are looked up in `FAMILIES` by `config.model_type`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from PIL import Image
+
+from llava import attention
+from llava.layouts import llava15_layout
+from utils.errors import UserError
+from utils.layout import ImageLayout
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class Sample:
+    """One image + query; `image` may be a PIL image or a path."""
+
+    image: Any
+    query: str
+    sample_id: str = ""
+    image_path: str | None = None
+
+
+@dataclass
+class PreparedBatch:
+    """Model inputs for a left-padded batch plus per-sample bookkeeping.
+
+    image_cols[b]: key positions of sample b's image tokens in the padded frame (B, S).
+    layouts[b]: positions in sample b's own unpadded prompt (what records store).
+    """
+
+    inputs: dict[str, torch.Tensor]
+    prompts: list[str]
+    input_ids: list[torch.Tensor]  # unpadded, per sample (S_b,)
+    pad_offsets: list[int]
+    image_cols: list[torch.Tensor]
+    layouts: list[ImageLayout]
+    samples: list[Sample]
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return self.inputs["attention_mask"]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"model.device={device} but no CUDA GPU is visible; use model.device=cpu or auto")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UserError(f"model.device={device!r} is not valid: use auto, cpu, cuda or cuda:N") from None
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise UserError(f"model.dtype={dtype!r} is not valid: use auto, float32, float16 or bfloat16")
+    return DTYPES[dtype]
+
+
+class VLM:
+    """A loaded vision-language model with its processor and prompt/geometry settings."""
+
+    def __init__(self, model, processor, *, model_id: str, prompt_template: str = "chat", image_aspect: str = "auto",
+                 system_prompt: str | None = None):
+        self.model = model
+        self.processor = processor
+        self.model_id = model_id
+        self.model_type = model.config.model_type
+        if prompt_template not in ("chat", "plain"):
+            raise UserError(f"prompt_template={prompt_template!r} is not valid: use chat or plain")
+        self.prompt_template = prompt_template
+        self.system_prompt = system_prompt
+        ip = processor.image_processor
+        self.processor_pads = bool(getattr(ip, "do_pad", False))
+        if image_aspect == "auto":
+            image_aspect = "pad" if self.processor_pads else "crop"
+        if image_aspect not in ("crop", "pad"):
+            raise UserError(f"image_aspect={image_aspect!r} is not valid: use auto, crop or pad")
+        self.image_aspect = image_aspect
+        tc = model.config.text_config
+        self.num_layers = int(tc.num_hidden_layers)
+        self.num_heads = int(tc.num_attention_heads)
+        self.image_token_id = int(model.config.image_token_id)
+        vc = model.config.vision_config
+        self.grid_side = int(vc.image_size) // int(vc.patch_size)
+        tok = processor.tokenizer
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        tok.padding_side = "left"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ---- prompts ------------------------------------------------------------------------
+    def build_prompt(self, query: str, history: Sequence[tuple[str, str]] = ()) -> str:
+        """Prompt text with one image placeholder: the chat template, or the paper's `<image>\\n{query}`.
+
+        history: earlier (user, assistant) turns for multi-turn chat; the image sits in the first turn.
+        """
+        image_token = self.processor.image_token
+        if self.prompt_template == "plain":
+            if history:
+                raise UserError("prompt_template=plain has no multi-turn form; use prompt_template=chat")
+            return f"{image_token}\n{query}"
+        messages: list[dict] = []
+        if self.system_prompt:
+            messages.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
+        turns = [*history, (query, None)]
+        for i, (user, assistant) in enumerate(turns):
+            content: list[dict] = [{"type": "text", "text": user}]
+            if i == 0:
+                content.insert(0, {"type": "image"})
+            messages.append({"role": "user", "content": content})
+            if assistant is not None:
+                messages.append({"role": "assistant", "content": [{"type": "text", "text": assistant}]})
+        if getattr(self.processor, "chat_template", None) is None:
+            raise UserError(f"{self.model_id} has no chat template; use prompt_template=plain")
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+
+    # ---- images -------------------------------------------------------------------------
+    def _fit_image(self, image: Image.Image) -> tuple[Image.Image, dict]:
+        """Apply pad-to-square ourselves when asked for but the processor does not pad."""
+        kwargs: dict = {}
+        if self.image_aspect == "pad" and not self.processor_pads:
+            w, h = image.size
+            m = max(w, h)
+            mean = getattr(self.processor.image_processor, "image_mean", None) or (0, 0, 0)
+            color = tuple(int(x * 255) for x in mean)
+            canvas = Image.new("RGB", (m, m), color)
+            canvas.paste(image, ((m - w) // 2 if h > w else 0, (m - h) // 2 if w > h else 0))
+            return canvas, kwargs
+        if self.image_aspect == "crop" and self.processor_pads:
+            kwargs["do_pad"] = False
+        return image, kwargs
+
+    def layout_for(self, image_size: tuple[int, int], positions: Sequence[int]) -> ImageLayout:
+        ip = self.processor.image_processor
+        return llava15_layout(image_size, positions, self.grid_side, self.image_aspect,
+                              size=getattr(ip, "size", None), crop_size=getattr(ip, "crop_size", None))
+
+    def prepare(self, samples: Sequence[Sample | tuple], history: Sequence[tuple[str, str]] = ()) -> PreparedBatch:
+        """Tokenise a batch (left padding) and locate every sample's image tokens."""
+        from utils.io import load_image
+
+        items = [s if isinstance(s, Sample) else Sample(*s) for s in samples]
+        images, prompts, kwargs = [], [], {}
+        for s in items:
+            img = s.image
+            if not isinstance(img, Image.Image):
+                s.image_path = s.image_path or str(img)
+                img = load_image(img)
+            s.image = img.convert("RGB")
+            fitted, kwargs = self._fit_image(s.image)
+            images.append(fitted)
+            prompts.append(self.build_prompt(s.query, history))
+        enc = self.processor(images=images, text=prompts, return_tensors="pt", padding=True, **kwargs)
+        am = enc["attention_mask"]
+        ids = enc["input_ids"]
+        input_ids, offsets, cols, layouts = [], [], [], []
+        for b, s in enumerate(items):
+            first = int(torch.argmax(am[b].long()))
+            own = ids[b, first:][am[b, first:].bool()]
+            pos = torch.nonzero(own == self.image_token_id).flatten()
+            if pos.numel() == 0:
+                raise UserError(f"prompt for sample {s.sample_id or b} has no image token; check the chat template")
+            input_ids.append(own)
+            offsets.append(first)
+            cols.append(pos + first)
+            layouts.append(self.layout_for(s.image.size, pos.tolist()))
+        inputs = {k: v.to(self.device) for k, v in enc.items()}
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return PreparedBatch(inputs, prompts, input_ids, offsets, cols, layouts, items)
+
+    # ---- running ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward(self, batch: PreparedBatch, **kwargs):
+        return self.model(**batch.inputs, **kwargs)
+
+    @torch.inference_mode()
+    def generate(self, batch: PreparedBatch, max_new_tokens: int = 16, streamer=None, **kwargs) -> list[torch.Tensor]:
+        """Greedy generation; returns per sample the generated ids, cut after the first EOS."""
+        out = self.model.generate(**batch.inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                  streamer=streamer, **kwargs)
+        new = out[:, batch.inputs["input_ids"].shape[1]:]
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        result = []
+        for row in new:
+            cut = len(row)
+            for i, t in enumerate(row.tolist()):
+                if t in eos_ids:
+                    cut = i + 1
+                    break
+            result.append(row[:cut].cpu())
+        return result
+
+    def decode(self, ids: torch.Tensor) -> str:
+        return self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    def tokens(self, ids: Sequence[int]) -> list[str]:
+        return [str(t) for t in self.processor.tokenizer.convert_ids_to_tokens(list(ids))]
+
+
+def _load_llava(name_or_path: str, dtype: torch.dtype, device: torch.device, device_map, attn_implementation: str):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(name_or_path)
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attn_implementation}
+    if device_map:
+        kwargs["device_map"] = device_map
+    model = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
+    if not device_map:
+        model.to(device)
+    return model.eval(), processor
+
+
+FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {"llava": _load_llava}
+
+
+def _model_type(name_or_path: str) -> str:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path).model_type
+    except OSError as e:
+        local = Path(name_or_path)
+        hint = "the folder has no config.json" if local.exists() else "not a local folder, and the hub could not be reached or has no such repo"
+        raise UserError(f"cannot load model {name_or_path!r}: {hint} ({str(e).splitlines()[0]})") from None
+
+
+def load_vlm(
+    name_or_path: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    device_map: Any = None,
+    prompt_template: str = "chat",
+    image_aspect: str = "auto",
+    system_prompt: str | None = None,
+    attn_implementation: str | None = None,
+) -> VLM:
+    """Load a checkpoint (hub id or local folder) with the capture attention function on its layers."""
+    model_type = _model_type(str(name_or_path))
+    if model_type not in FAMILIES:
+        raise UserError(f"model type {model_type!r} of {name_or_path} is not supported; supported: {sorted(FAMILIES)}")
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    impl = attn_implementation or attention.register()
+    model, processor = FAMILIES[model_type](str(name_or_path), dt, dev, device_map, impl)
+    return VLM(model, processor, model_id=str(name_or_path), prompt_template=prompt_template,
+               image_aspect=image_aspect, system_prompt=system_prompt)
+
+
+def load_from_config(cfg) -> VLM:
+    """Build a VLM from the Hydra `model` group (see config/model/*.yaml)."""
+    name = cfg.name_or_path
+    if getattr(cfg, "builder", None) == "tiny_random":
+        from llava.builders import TinyLlavaSpec, save_tiny_llava
+
+        folder = Path(cfg.cache_dir) / "tiny_random"
+        if not (folder / "config.json").exists():
+            save_tiny_llava(folder, TinyLlavaSpec(seed=int(cfg.seed)))
+        name = str(folder)
+    dm = cfg.device_map
+    if dm is not None and not isinstance(dm, str):
+        from omegaconf import OmegaConf
+
+        dm = OmegaConf.to_container(dm)
+    return load_vlm(name, device=cfg.device, dtype=cfg.dtype, device_map=dm, prompt_template=cfg.prompt_template,
+                    image_aspect=cfg.image_aspect, system_prompt=cfg.system_prompt)

@@ -1,0 +1,120 @@
+"""Structured Hydra configs: dataclass schemas registered in the ConfigStore.
+
+The YAML files in `config/` name these schemas first in their defaults list, so every key has a
+type and a misspelled key or a wrong type is an error naming the key (never a silent default).
+Paths inside the repository are written `${repo:examples/...}` so they work from any cwd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from omegaconf import MISSING, OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _repo_path(rel: str = "") -> str:
+    return str(REPO_ROOT / rel) if rel else str(REPO_ROOT)
+
+
+if not OmegaConf.has_resolver("repo"):
+    OmegaConf.register_new_resolver("repo", _repo_path)
+
+
+@dataclass
+class ModelConfig:
+    """config/model/*.yaml: which checkpoint and how to feed it."""
+
+    name: str = MISSING
+    name_or_path: str = MISSING  # hub id or local folder
+    builder: Optional[str] = None  # "tiny_random": build a tiny random LLaVA into cache_dir first
+    cache_dir: str = "${repo:.cache/models}"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    device_map: Optional[str] = None  # passed to from_pretrained, e.g. "auto" to spread over GPUs
+    prompt_template: str = "chat"  # chat | plain ("<image>\n{query}")
+    image_aspect: str = "auto"  # auto (the processor's own) | crop | pad
+    system_prompt: Optional[str] = None
+
+
+@dataclass
+class StrategyConfig:
+    """What to capture and how to intervene (see lab.stations.Strategy)."""
+
+    query_positions: str = "last_input"  # last_input | generated | all_input
+    positions: Optional[List[int]] = None  # explicit prompt positions (overrides query_positions)
+    layers: Optional[List[int]] = None
+    heads: Optional[List[int]] = None
+    maskout: List[List[int]] = field(default_factory=list)
+    maskout_mode: str = "zero"  # zero | uniform
+    modify: List[List[int]] = field(default_factory=list)
+    modify_factor: float = 1.0
+    modify_mode: str = "image_reweight"  # image_reweight | logits_scale
+    steps: str = "all"  # all | prefill
+
+
+@dataclass
+class ElbowConfig:
+    method: str = "kneedle"  # kneedle | chord
+
+
+@dataclass
+class SelectionConfig:
+    """The paper's selection (Kang et al., CVPR 2025); every constant is an option."""
+
+    k: int = 10  # heads taken per sample (lowest spatial entropy among those above the elbow)
+    exclude_layers: List[int] = field(default_factory=lambda: [0, 1])
+    elbow: ElbowConfig = field(default_factory=ElbowConfig)
+    component_weight: str = "mass"  # mass | area
+    connectivity: int = 8
+    bottom_row_filter: bool = False
+    bottom_row_fraction: float = 0.5
+    grid: Optional[str] = None  # which layout grid to analyse (anyres models); None = the default
+
+
+@dataclass
+class FinderConfig:
+    """localization_heads_finder.py"""
+
+    stage: str = "batch"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    image_file: Optional[str] = None
+    query: Optional[str] = None
+    save_id: Optional[str] = None
+    attention_file: Optional[str] = None
+    attention_dir: Optional[str] = None
+    heads_file: Optional[str] = None
+    output_dir: Optional[str] = None
+    data_file: str = "${repo:examples/toy/toy_small.jsonl}"
+    top_k: int = 3
+    batch_size: int = 8
+    max_new_tokens: int = 8
+    visualize_batch: bool = False
+    show_plot: bool = False
+    overwrite: bool = False
+    start_index: int = 0
+    end_index: Optional[int] = None
+    shard: Optional[str] = None  # "i/n": this process takes rows i, i+n, i+2n, ...
+    seed: int = 0
+
+
+def register_configs() -> None:
+    """Register the schemas (idempotent); entry points call this before `hydra.main` runs."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="finder_schema", node=FinderConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+
+
+def to_plain(node: Any) -> Any:
+    """OmegaConf node -> plain Python containers (resolved)."""
+    if OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return node

@@ -1,0 +1,12 @@
+"""The one exception type for mistakes a user can make (bad path, bad JSONL line, bad config key).
+
+Entry points catch it, print its message on one line (no traceback) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message names the file/line/key and says what to do."""
+
+    exit_code = 2
