@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         del chunk
 
     t0 = time.perf_counter()
+    import kneed  # noqa: F401  (one-time import, ~1-2 s: reported apart from the selection)
+
+    import_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
     sel = select_heads(s_img, ent)
     select_s = time.perf_counter() - t0
 
@@ -90,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"per-sample analysis:        {analyze_s:8.2f} s  ({1000 * analyze_s / N:.2f} ms/record)")
     print(f"selection:                  {select_s:8.3f} s")
     print(f"total (analysis+selection): {total:8.2f} s  -> {N / total:.1f} records/s")
-    ok = total <= args.target
+    print(f"one-time kneed import:      {import_s:8.2f} s  (total incl. import: {total + import_s:.2f} s)")
+    ok = total + import_s <= args.target
     print(f"target <= {args.target:.0f} s: {'MET' if ok else 'NOT MET'}")
     print(f"threshold {sel.threshold:.4g} ({sel.elbow.method_used}), {int(sel.eligible.sum())} eligible heads")
     print("selected:", sel.head_list, "(planted:", sorted(planted), ")")

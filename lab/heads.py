@@ -491,7 +491,8 @@ def spatial_entropy_batch(
     above-mean cell, ``nan`` for a map with non-finite values), but all maps of a chunk of
     ``chunk_maps`` are labelled in a single ``scipy.ndimage.label`` call (a 3D structuring
     element that does not connect across the stacking axis) and reduced with ``np.bincount``:
-    ~10 ms for 1024 maps of 24x24 instead of ~100 ms for a Python loop.
+    on the 2-core dev machine, 1024 speckled 24x24 maps (~43 components each) take ~15-25 ms
+    against ~130 ms for a Python loop over `spatial_entropy`.
     """
     _check_weight(component_weight)
     a = np.asarray(maps)

@@ -59,6 +59,12 @@ def test_diagonal_neighbours_connect_only_with_8_connectivity():
     assert hd.spatial_entropy(a, connectivity=8) == 0.0
     assert hd.spatial_entropy(a, connectivity=4) == pytest.approx(LN2)
     assert hd.spatial_entropy_details(a, connectivity=4).n_components == 2
+    assert hd.spatial_entropy_details(a).n_components == 1
+    e, n = hd.spatial_entropy_batch(np.stack([a, a]))
+    assert (n == 1).all() and (e == 0.0).all()
+    e4, n4 = hd.spatial_entropy_batch(np.stack([a, a]), connectivity=4)
+    assert (n4 == 2).all() and np.allclose(e4, LN2)
+    assert hd.analyze_sample(a.reshape(1, 1, 36), (6, 6), exclude_layers=()).n_components[0, 0] == 1
 
 
 def test_constant_and_empty_maps_are_inf():
