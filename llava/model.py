@@ -188,6 +188,10 @@ class VLM:
             pos = torch.nonzero(own == self.image_token_id).flatten()
             if pos.numel() == 0:
                 raise UserError(f"prompt for sample {s.sample_id or b} has no image token; check the chat template")
+            limit = getattr(self.model.config.text_config, "max_position_embeddings", None)
+            if limit and own.numel() > limit:
+                raise UserError(f"sample {s.sample_id or b}: prompt of {own.numel()} tokens is longer than the "
+                                f"model's {limit} positions; shorten the prompt")
             input_ids.append(own)
             offsets.append(first)
             cols.append(pos + first)

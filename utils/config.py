@@ -77,6 +77,16 @@ class SelectionConfig:
 
 
 @dataclass
+class GroundingConfig:
+    """Selected heads' maps -> box (lab/grounding.py) and the evaluate baselines."""
+
+    sigma: float = 1.0  # Gaussian smoothing per head, in grid cells
+    hull: bool = False  # fill the convex hull of the largest region before taking its box
+    random_draws: int = 5  # random-head baseline: number of seeded draws of top_k heads
+    query_row: Optional[int] = None  # which captured query row to analyse; None = the last input token
+
+
+@dataclass
 class FinderConfig:
     """localization_heads_finder.py"""
 
@@ -84,6 +94,7 @@ class FinderConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)
     image_file: Optional[str] = None
     query: Optional[str] = None
     save_id: Optional[str] = None
@@ -97,6 +108,7 @@ class FinderConfig:
     max_new_tokens: int = 8
     visualize_batch: bool = False
     show_plot: bool = False
+    show_components: bool = True
     overwrite: bool = False
     start_index: int = 0
     end_index: Optional[int] = None
