@@ -116,12 +116,33 @@ class FinderConfig:
     seed: int = 0
 
 
+@dataclass
+class VisualizeConfig:
+    """visualize_attention.py: views of saved records (no model needed)."""
+
+    mode: str = "single"  # single | batch
+    model: ModelConfig = field(default_factory=ModelConfig)  # unused by the views; kept so model= works alike
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    attention_file: Optional[str] = None
+    attention_dir: Optional[str] = None  # mode=batch: a folder of records (default: <data_file dir>/...)
+    data_file: Optional[str] = None  # mode=batch: JSONL whose ids name records in attention_dir
+    heads_file: Optional[str] = None
+    layer: Optional[int] = None
+    head: Optional[int] = None
+    top_k: int = 3
+    show_components: bool = False
+    show_plot: bool = False
+    output_dir: Optional[str] = None
+
+
 def register_configs() -> None:
     """Register the schemas (idempotent); entry points call this before `hydra.main` runs."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(name="finder_schema", node=FinderConfig)
+    cs.store(name="visualize_schema", node=VisualizeConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
 
 

@@ -1,0 +1,83 @@
+"""visualize_attention.py's views of saved records: one record (a chosen head or the top-k), or a folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from lab.records import AttentionRecord, record_path, safe_id
+from lab.stages import (StageContext, _load_image_or_blank, _visualize_record, head_maps, heads_from_file,
+                        record_files, write_index)
+from utils.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _single_head(rec: AttentionRecord, cfg, out_dir: Path) -> dict:
+    from lab import plots
+
+    layer, head = int(cfg.layer), int(cfg.head)
+    maps = head_maps(rec, [(layer, head)], cfg)
+    path = plots.overlay_heads(
+        _load_image_or_blank(rec), rec.layout, {(layer, head): maps[0]},
+        out_dir / f"{safe_id(rec.meta.sample_id)}_L{layer}H{head}.png", show_components=cfg.show_components,
+        title=f"L{layer}H{head}: {rec.meta.query}", grid=cfg.selection.grid, sigma=cfg.grounding.sigma,
+        gt_box=rec.meta.extra.get("bbox"), show=cfg.show_plot)
+    return {"figure": str(path), "heads": [(layer, head)]}
+
+
+def single_view(cfg, ctx: StageContext) -> dict:
+    if not cfg.attention_file:
+        raise UserError("mode=single needs attention_file=<record .safetensors>")
+    if (cfg.layer is None) != (cfg.head is None):
+        raise UserError("give both layer= and head= (or neither, for the top_k heads)")
+    rec = AttentionRecord.load(cfg.attention_file)
+    out = ctx.output_dir / "figures"
+    if cfg.layer is not None:
+        res = _single_head(rec, cfg, out)
+    else:
+        heads = heads_from_file(cfg.heads_file, cfg.top_k) if cfg.heads_file else None
+        res = _visualize_record(rec, cfg, out, heads)
+    print(f"figure: {res['figure']}")
+    return res
+
+
+def batch_view(cfg, ctx: StageContext) -> dict:
+    """Overlays for every record of a folder (or of a JSONL's ids) + index.html."""
+    if cfg.data_file:
+        from utils.data import load_rows
+
+        rows = load_rows(cfg.data_file)
+        folder = Path(cfg.attention_dir) if cfg.attention_dir else None
+        if folder is None:
+            raise UserError("mode=batch with data_file= needs attention_dir=<run folder>/attention holding its records")
+        files = [record_path(folder.parent, r.id) for r in rows]
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            log.warning("%d record(s) missing, e.g. %s", len(missing), missing[0])
+        files = [f for f in files if f.exists()]
+    else:
+        if not cfg.attention_dir:
+            raise UserError("mode=batch needs attention_dir=<folder of records> or data_file= + attention_dir=")
+        files = record_files(Path(cfg.attention_dir))
+    heads = heads_from_file(cfg.heads_file, cfg.top_k) if cfg.heads_file else None
+    out = ctx.output_dir / "figures" / "samples"
+    done, failed = [], []
+    for f in files:
+        try:
+            done.append(_visualize_record(AttentionRecord.load(f), cfg, out, heads)["figure"])
+        except UserError as e:
+            failed.append((str(f), str(e)))
+            log.warning("%s: %s", f, e)
+    index = write_index(ctx.output_dir, {"records": len(files)})
+    print(f"{len(done)} figure(s) in {out}, {len(failed)} failed; index: {index}")
+    return {"figures": done, "failed": failed, "index": str(index)}
+
+
+VIEWS = {"single": single_view, "batch": batch_view}
+
+
+def run_view(cfg, ctx: StageContext) -> dict:
+    if cfg.mode not in VIEWS:
+        raise UserError(f"unknown mode={cfg.mode!r}; valid modes: {', '.join(VIEWS)}")
+    return VIEWS[cfg.mode](cfg, ctx)
