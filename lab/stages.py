@@ -310,16 +310,37 @@ def _batch_collect(cfg, ctx: StageContext, require: tuple[str, ...] = ()) -> tup
 
 
 def batch_stage(cfg, ctx: StageContext) -> dict:
-    """JSONL -> records (resumable, failures recorded) -> select -> heads.json + figures + index.html."""
-    rows, summary = _batch_collect(cfg, ctx)
-    result = {"collect": summary.to_dict()}
-    if cfg.shard:
-        print("shard done; run stage=select attention_dir=... over the union of the shards' records")
+    """JSONL -> records (resumable, failures recorded) -> select -> heads.json + figures + index.html.
+
+    Under torchrun / accelerate launch every rank collects its shard of the rows into one shared
+    folder; rank 0 waits for all of them, then selects over the union.
+    """
+    from lab import distributed as D
+
+    info = D.launched_info()
+    if info.active:
+        if cfg.shard:
+            raise UserError("shard= and a multi-process launch do not mix: the launcher already shards by rank")
+        D.init(info)
+        ctx.output_dir = D.shared_output_dir(info, ctx.output_dir)
+        cfg.shard = info.shard
+    try:
+        rows, summary = _batch_collect(cfg, ctx)
+        result = {"collect": summary.to_dict()}
+        if info.active:
+            D.barrier(info)
+            if info.rank != 0:
+                return result
+            cfg.shard = None
+        elif cfg.shard:
+            print("shard done; run stage=select attention_dir=... over the union of the shards' records")
+            return result
+        result["select"] = select_stage(cfg, ctx)
+        result["index"] = str(write_index(ctx.output_dir, result))
+        print(f"index: {result['index']}")
         return result
-    result["select"] = select_stage(cfg, ctx)
-    result["index"] = str(write_index(ctx.output_dir, result))
-    print(f"index: {result['index']}")
-    return result
+    finally:
+        D.finish(info)
 
 
 def write_index(run_dir: Path, result: dict) -> Path:

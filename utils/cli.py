@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
+
+from omegaconf import OmegaConf
 
 from utils.errors import UserError
 
@@ -32,7 +35,14 @@ def run_entry(cfg, dispatch: Callable[[Any, Any], dict]) -> dict | None:
             from llava.model import load_from_config
 
             log.info("loading model %s", cfg.model.name_or_path)
-            return load_from_config(cfg.model)
+            model_cfg = cfg.model
+            local_rank = os.environ.get("LOCAL_RANK")
+            if local_rank is not None and model_cfg.device == "auto" and not model_cfg.device_map:
+                import torch  # one GPU per rank under torchrun / accelerate launch
+
+                if torch.cuda.is_available():
+                    model_cfg = OmegaConf.merge(model_cfg, {"device": f"cuda:{local_rank}"})
+            return load_from_config(model_cfg)
 
         ctx = StageContext(loader=loader, output_dir=out)
         return dispatch(cfg, ctx)
