@@ -1,9 +1,10 @@
 """Loading a VLM and turning (image, query) pairs into model inputs plus ImageLayouts.
 
-`load_vlm` takes a hub id or a local folder of any LLaVA-format checkpoint
-(`LlavaForConditionalGeneration` + its processor) and returns a `VLM`: the model with the
-capture attention function installed on its text model, the processor, and the settings that
-decide prompts and image geometry. Families are looked up in `FAMILIES` by `config.model_type`.
+`load_vlm` takes a hub id or a local folder of a supported checkpoint (LLaVA-1.5, LLaVA-NeXT,
+LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, Gemma 3) and returns a `VLM`: the model with the capture
+attention function installed on its text model, the processor, and the settings that decide
+prompts and image geometry. What differs per family (processor loading, image-token ids, image
+fitting, `ImageLayout`) lives in `llava.families.FAMILIES`, looked up by `config.model_type`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from PIL import Image
 
 from llava import attention
-from llava.layouts import llava15_layout
+from llava.families import FAMILIES, Family, family_for
 from utils.errors import UserError
 from utils.layout import ImageLayout
 
@@ -94,19 +95,16 @@ class VLM:
             raise UserError(f"prompt_template={prompt_template!r} is not valid: use chat or plain")
         self.prompt_template = prompt_template
         self.system_prompt = system_prompt
+        self.family: Family = family_for(self.model_type)
         ip = processor.image_processor
         self.processor_pads = bool(getattr(ip, "do_pad", False))
-        if image_aspect == "auto":
-            image_aspect = "pad" if self.processor_pads else "crop"
-        if image_aspect not in ("crop", "pad"):
-            raise UserError(f"image_aspect={image_aspect!r} is not valid: use auto, crop or pad")
-        self.image_aspect = image_aspect
+        self.image_aspect = self.family.resolve_aspect(self, image_aspect)
         tc = model.config.text_config
         self.num_layers = int(tc.num_hidden_layers)
         self.num_heads = int(tc.num_attention_heads)
-        self.image_token_id = int(model.config.image_token_id)
-        vc = model.config.vision_config
-        self.grid_side = int(vc.image_size) // int(vc.patch_size)
+        self.image_token_ids = self.family.image_token_ids(model.config)
+        self.image_token_id = self.image_token_ids[0]
+        self.grid_side = self.family.grid_side(model.config)  # None for families without a square base grid
         tok = processor.tokenizer
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
@@ -122,7 +120,7 @@ class VLM:
 
         history: earlier (user, assistant) turns for multi-turn chat; the image sits in the first turn.
         """
-        image_token = self.processor.image_token
+        image_token = self.family.plain_image_text(self.processor)
         if self.prompt_template == "plain":
             if history:
                 raise UserError("prompt_template=plain has no multi-turn form; use prompt_template=chat")
@@ -144,24 +142,12 @@ class VLM:
 
     # ---- images -------------------------------------------------------------------------
     def _fit_image(self, image: Image.Image) -> tuple[Image.Image, dict]:
-        """Apply pad-to-square ourselves when asked for but the processor does not pad."""
-        kwargs: dict = {}
-        if self.image_aspect == "pad" and not self.processor_pads:
-            w, h = image.size
-            m = max(w, h)
-            mean = getattr(self.processor.image_processor, "image_mean", None) or (0, 0, 0)
-            color = tuple(int(x * 255) for x in mean)
-            canvas = Image.new("RGB", (m, m), color)
-            canvas.paste(image, ((m - w) // 2 if h > w else 0, (m - h) // 2 if w > h else 0))
-            return canvas, kwargs
-        if self.image_aspect == "crop" and self.processor_pads:
-            kwargs["do_pad"] = False
-        return image, kwargs
+        """The image the processor gets, plus processor kwargs (LLaVA-1.5: our own pad-to-square)."""
+        return self.family.fit_image(self, image)
 
-    def layout_for(self, image_size: tuple[int, int], positions: Sequence[int]) -> ImageLayout:
-        ip = self.processor.image_processor
-        return llava15_layout(image_size, positions, self.grid_side, self.image_aspect,
-                              size=getattr(ip, "size", None), crop_size=getattr(ip, "crop_size", None))
+    def layout_for(self, image_size: tuple[int, int], positions: Sequence[int], enc=None, b: int = 0) -> ImageLayout:
+        """ImageLayout of sample b; `enc` (the processor output) is needed by anyres / Qwen families."""
+        return self.family.layout(self, enc, b, image_size, positions)
 
     def prepare(self, samples: Sequence[Sample | tuple], history: Sequence[tuple[str, str]] = ()) -> PreparedBatch:
         """Tokenise a batch (left padding) and locate every sample's image tokens."""
@@ -178,6 +164,8 @@ class VLM:
             fitted, kwargs = self._fit_image(s.image)
             images.append(fitted)
             prompts.append(self.build_prompt(s.query, history))
+        if self.family.nested_images:
+            images = [[im] for im in images]
         enc = self.processor(images=images, text=prompts, return_tensors="pt", padding=True, **kwargs)
         am = enc["attention_mask"]
         ids = enc["input_ids"]
@@ -185,7 +173,7 @@ class VLM:
         for b, s in enumerate(items):
             first = int(torch.argmax(am[b].long()))
             own = ids[b, first:][am[b, first:].bool()]
-            pos = torch.nonzero(own == self.image_token_id).flatten()
+            pos = torch.nonzero(torch.isin(own, torch.tensor(self.image_token_ids))).flatten()
             if pos.numel() == 0:
                 raise UserError(f"prompt for sample {s.sample_id or b} has no image token; check the chat template")
             limit = getattr(self.model.config.text_config, "max_position_embeddings", None)
@@ -195,7 +183,7 @@ class VLM:
             input_ids.append(own)
             offsets.append(first)
             cols.append(pos + first)
-            layouts.append(self.layout_for(s.image.size, pos.tolist()))
+            layouts.append(self.layout_for(s.image.size, pos.tolist(), enc, b))
         inputs = {k: v.to(self.device) for k, v in enc.items()}
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
@@ -231,10 +219,11 @@ class VLM:
         return [str(t) for t in self.processor.tokenizer.convert_ids_to_tokens(list(ids))]
 
 
-def _load_llava(name_or_path: str, dtype: torch.dtype, device: torch.device, device_map, attn_implementation: str):
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+def _load_model(name_or_path: str, dtype: torch.dtype, device: torch.device, device_map, attn_implementation: str,
+                family: Family | None = None):
+    from transformers import AutoModelForImageTextToText
 
-    processor = AutoProcessor.from_pretrained(name_or_path)
+    processor = (family or FAMILIES["llava"]).load_processor(name_or_path)
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attn_implementation}
     if device_map:
         kwargs["device_map"] = device_map
@@ -244,7 +233,7 @@ def _load_llava(name_or_path: str, dtype: torch.dtype, device: torch.device, dev
     return model.eval(), processor
 
 
-FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {"llava": _load_llava}
+_load_llava = _load_model  # old name
 
 
 def _model_type(name_or_path: str) -> str:
@@ -276,7 +265,7 @@ def load_vlm(
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     impl = attn_implementation or attention.register()
-    model, processor = FAMILIES[model_type](str(name_or_path), dt, dev, device_map, impl)
+    model, processor = _load_model(str(name_or_path), dt, dev, device_map, impl, FAMILIES[model_type])
     return VLM(model, processor, model_id=str(name_or_path), prompt_template=prompt_template,
                image_aspect=image_aspect, system_prompt=system_prompt)
 

@@ -1,0 +1,233 @@
+"""Model families: what differs between VLMs once the prompt is built.
+
+A `Family` answers, for one `config.model_type`:
+* `load_processor(path)`: the processor (with a fallback when transformers cannot build the video
+  processor, e.g. without torchvision: we never feed videos);
+* `image_token_ids(config)`: the placeholder ids whose positions are the record's image axis V
+  (LLaVA-NeXT's `image_newline` positions carry the same `<image>` id, so they are in V);
+* `resolve_aspect(vlm, requested)` / `fit_image(vlm, image)`: how the image is fitted
+  (only LLaVA-1.5 offers crop | pad; the others have one processor-defined geometry);
+* `layout(vlm, enc, b, image_size, positions)`: the `ImageLayout` of sample b from the processor
+  outputs (`image_sizes`, `image_grid_thw`, ...);
+* `grid_side(config)`: side of the square base grid, or None.
+
+`FAMILIES` maps model_type -> Family; `llava.model.VLM` holds one and delegates to it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from PIL import Image
+
+from llava.layouts import anyres_layout, llava15_layout, resize_grid_layout
+from utils.errors import UserError
+from utils.layout import ImageLayout
+
+
+def load_processor(path: str):
+    """AutoProcessor, or (when its video processor cannot be built, e.g. no torchvision) the same
+    processor class assembled from tokenizer + image processor with no video processor."""
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(path)
+    except (ImportError, AttributeError, ValueError, TypeError) as e:
+        if "video" not in str(e).lower() and "torchvision" not in str(e).lower():
+            raise
+        return _processor_without_video(path)
+
+
+def _processor_without_video(path: str):
+    import transformers
+    from transformers import AutoImageProcessor, AutoTokenizer
+    from transformers.utils import cached_file
+
+    cfg_file = cached_file(path, "processor_config.json", _raise_exceptions_for_missing_entries=False)
+    cfg: dict[str, Any] = json.loads(Path(cfg_file).read_text()) if cfg_file else {}
+    if "processor_class" not in cfg:
+        from transformers import AutoConfig
+        from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+        cfg["processor_class"] = PROCESSOR_MAPPING_NAMES[AutoConfig.from_pretrained(path).model_type]
+    pcls = getattr(transformers, cfg.pop("processor_class"))
+    tok = AutoTokenizer.from_pretrained(path)
+    ip = AutoImageProcessor.from_pretrained(path)
+    from transformers.processing_utils import ProcessorMixin
+
+    orig = ProcessorMixin.check_argument_for_proper_class
+
+    def check(self, name, arg):
+        return None if arg is None else orig(self, name, arg)
+
+    ProcessorMixin.check_argument_for_proper_class = check
+    try:
+        import inspect
+
+        allowed = set(inspect.signature(pcls.__init__).parameters)
+        kwargs = {k: v for k, v in cfg.items() if k in allowed}
+        return pcls(image_processor=ip, tokenizer=tok, video_processor=None,
+                    chat_template=getattr(tok, "chat_template", None), **kwargs)
+    finally:
+        ProcessorMixin.check_argument_for_proper_class = orig
+
+
+class Family:
+    """LLaVA-1.5 behaviour; subclasses override what differs."""
+
+    name = "llava"
+    aspects: tuple[str, ...] = ("resize",)
+    nested_images = False  # processor wants images grouped per prompt: [[img], [img], ...]
+
+    def load_processor(self, path: str):
+        return load_processor(path)
+
+    def plain_image_text(self, processor) -> str:
+        """What stands for the image in prompt_template=plain (`{this}\n{query}`)."""
+        return processor.image_token
+
+    def image_token_ids(self, config) -> list[int]:
+        tid = getattr(config, "image_token_id", None)
+        if tid is None:
+            tid = getattr(config, "image_token_index")
+        return [int(tid)]
+
+    def grid_side(self, config) -> int | None:
+        vc = config.vision_config
+        return int(vc.image_size) // int(vc.patch_size)
+
+    def resolve_aspect(self, vlm, requested: str) -> str:
+        if requested in ("auto", self.aspects[0]):
+            return self.aspects[0]
+        raise UserError(f"image_aspect={requested!r} is not valid for {vlm.model_type}: its processor fixes the geometry; "
+                        f"use auto or {self.aspects[0]}")
+
+    def fit_image(self, vlm, image: Image.Image) -> tuple[Image.Image, dict]:
+        return image, {}
+
+    def layout(self, vlm, enc, b: int, image_size: tuple[int, int], positions: Sequence[int]) -> ImageLayout:
+        raise NotImplementedError
+
+
+class Llava15(Family):
+    """One G x G grid; crop (llava-hf) or pad (original LLaVA) geometry."""
+
+    aspects = ("crop", "pad")
+
+    def resolve_aspect(self, vlm, requested: str) -> str:
+        if requested == "auto":
+            return "pad" if vlm.processor_pads else "crop"
+        if requested not in self.aspects:
+            raise UserError(f"image_aspect={requested!r} is not valid: use auto, crop or pad")
+        return requested
+
+    def fit_image(self, vlm, image: Image.Image) -> tuple[Image.Image, dict]:
+        """Apply pad-to-square ourselves when asked for but the processor does not pad."""
+        kwargs: dict = {}
+        if vlm.image_aspect == "pad" and not vlm.processor_pads:
+            w, h = image.size
+            m = max(w, h)
+            mean = getattr(vlm.processor.image_processor, "image_mean", None) or (0, 0, 0)
+            color = tuple(int(x * 255) for x in mean)
+            canvas = Image.new("RGB", (m, m), color)
+            canvas.paste(image, ((m - w) // 2 if h > w else 0, (m - h) // 2 if w > h else 0))
+            return canvas, kwargs
+        if vlm.image_aspect == "crop" and vlm.processor_pads:
+            kwargs["do_pad"] = False
+        return image, kwargs
+
+    def layout(self, vlm, enc, b, image_size, positions):
+        ip = vlm.processor.image_processor
+        return llava15_layout(image_size, positions, vlm.grid_side, vlm.image_aspect,
+                              size=getattr(ip, "size", None), crop_size=getattr(ip, "crop_size", None))
+
+
+class LlavaNext(Family):
+    """Base grid + unpadded high-res grid with one newline per row (see `llava.layouts.anyres_layout`)."""
+
+    name = "llava_next"
+    aspects = ("anyres",)
+
+    def _max_patches(self, config) -> int | None:
+        return None
+
+    def layout(self, vlm, enc, b, image_size, positions):
+        cfg = vlm.model.config
+        if getattr(cfg, "vision_feature_select_strategy", "default") not in ("default", "full"):
+            raise UserError(f"vision_feature_select_strategy={cfg.vision_feature_select_strategy!r} is not supported")
+        hw = enc["image_sizes"][b].tolist()
+        if (hw[1], hw[0]) != tuple(image_size):
+            raise UserError(f"processor saw an image of {hw[1]}x{hw[0]}, expected {image_size[0]}x{image_size[1]}")
+        crop_px = int(cfg.vision_config.image_size)
+        return anyres_layout(image_size, positions, vlm.grid_side, crop_px, cfg.image_grid_pinpoints,
+                             max_num_patches=self._max_patches(cfg))
+
+
+class LlavaOnevision(LlavaNext):
+    """LLaVA-NeXT's layout with SigLIP grids and anyres_max_N downscaling of the high-res grid."""
+
+    name = "llava_onevision"
+
+    def _max_patches(self, config) -> int | None:
+        ar = getattr(config, "vision_aspect_ratio", "") or ""
+        if ar.startswith("anyres_max_"):
+            return int(ar[len("anyres_max_"):])
+        return None
+
+
+class QwenVL(Family):
+    """Qwen2-VL / Qwen2.5-VL: grid_thw (t, h, w) patches, 2x2 merged -> (h/2) x (w/2) tokens, row-major."""
+
+    name = "qwen_vl"
+
+    def grid_side(self, config) -> int | None:
+        return None
+
+    def plain_image_text(self, processor) -> str:
+        # M-RoPE finds images by <|vision_start|>: keep it around the placeholder
+        tok = processor.tokenizer
+        start = getattr(tok, "vision_start_token", None) or "<|vision_start|>"
+        end = getattr(tok, "vision_end_token", None) or "<|vision_end|>"
+        return f"{start}{processor.image_token}{end}"
+
+    def layout(self, vlm, enc, b, image_size, positions):
+        t, h, w = (int(x) for x in enc["image_grid_thw"][b].tolist())
+        m = int(vlm.model.config.vision_config.spatial_merge_size)
+        if t != 1:
+            raise UserError(f"image {b} has {t} temporal patches; only single images are supported")
+        return resize_grid_layout(image_size, positions, h // m, w // m, vlm.model_type)
+
+
+class Gemma3(Family):
+    """Gemma 3: mm_tokens_per_image pooled tokens, one square grid over the resized image (no pan-and-scan)."""
+
+    name = "gemma3"
+    nested_images = True
+
+    def grid_side(self, config) -> int | None:
+        return int(math.isqrt(int(config.mm_tokens_per_image)))
+
+    def fit_image(self, vlm, image):
+        return image, {"do_pan_and_scan": False}
+
+    def layout(self, vlm, enc, b, image_size, positions):
+        return resize_grid_layout(image_size, positions, vlm.grid_side, vlm.grid_side, "gemma3")
+
+
+FAMILIES: dict[str, Family] = {
+    "llava": Llava15(),
+    "llava_next": LlavaNext(),
+    "llava_onevision": LlavaOnevision(),
+    "qwen2_vl": QwenVL(),
+    "qwen2_5_vl": QwenVL(),
+    "gemma3": Gemma3(),
+}
+
+
+def family_for(model_type: str) -> Family:
+    if model_type not in FAMILIES:
+        raise UserError(f"model type {model_type!r} is not supported; supported: {sorted(FAMILIES)}")
+    return FAMILIES[model_type]
