@@ -191,9 +191,18 @@ class StationRun:
         modify = self._modify.get(layer_idx, []) if interv else []
         if rows is None and not maskout and not modify:
             return None
+        cols, valid = self.image_cols, self.image_valid
+        total = self.seq_len + step  # keys the model has seen so far (prompt + generated)
+        if step > 0 and kv_len < total:
+            # a sliding-window cache (e.g. Gemma 3's local layers) keeps only the last kv_len keys:
+            # shift absolute positions into the cache's frame; columns that fell out get weight 0
+            cols = self.image_cols - (total - kv_len)
+            inside = cols >= 0
+            valid = inside if valid is None else (valid & inside)
+            cols = cols.clamp(min=0)
         return LayerPlan(
-            image_cols=self.image_cols,
-            image_valid=self.image_valid,
+            image_cols=cols,
+            image_valid=valid,
             rows=rows,
             capture_heads=self._heads_t,
             maskout_heads=maskout,

@@ -294,3 +294,30 @@ def test_plain_prompt_keeps_the_image_markers(family):
         assert rec.image_attention.shape[-1] == batch.layouts[b].num_tokens
         ref = _rows(out.attentions, b, [batch.attention_mask.shape[1] - 1], batch.image_cols[b])
         assert np.abs(rec.image_attention - ref.numpy()).max() <= TOL, name
+
+
+def test_gemma3_generation_past_the_sliding_window(tmp_path):
+    """Decoding with a sliding cache shorter than the sequence: image columns shift into the cache frame."""
+    import torch
+
+    from llava.family_builders import save_tiny_gemma3
+
+    folder = save_tiny_gemma3(tmp_path, seed=5, sliding_window=8)
+    vlm = load_vlm(str(folder), device="cpu", dtype="float32")
+    eager = load_vlm(str(folder), device="cpu", dtype="float32", attn_implementation="eager")
+    batch = vlm.prepare(_samples()[:1])
+    (rec,) = collect(vlm, batch.samples, Strategy(query_positions="generated"), max_new_tokens=4)
+    with torch.no_grad():
+        ref = eager.model.generate(**batch.inputs, max_new_tokens=4, do_sample=False, output_attentions=True,
+                                   return_dict_in_generate=True)
+    n = len(rec.meta.generated_tokens)
+    assert n >= 2
+    cols = batch.image_cols[0]
+    seq = batch.attention_mask.shape[1]
+    for t in range(n):
+        for li, att in enumerate(ref.attentions[t]):
+            kv = att.shape[-1]
+            total = seq + t
+            shifted = cols - (total - kv) if (t > 0 and kv < total) else cols
+            exp = torch.where(shifted >= 0, att[0, :, -1, shifted.clamp(min=0)], torch.zeros(()))
+            assert np.abs(rec.image_attention[t, li] - exp.numpy()).max() <= TOL, (t, li)
