@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lab import heads as H
+from lab.ablation import ablate_stage
 from lab.records import AttentionRecord, check_compatible, record_path, safe_id
 from lab.stations import Strategy, collect
 from utils.errors import UserError
@@ -419,6 +420,7 @@ STAGES: dict[str, Callable[[Any, StageContext], dict]] = {
     "select": select_stage,
     "visualize": visualize_stage,
     "evaluate": evaluate_stage,
+    "ablate": ablate_stage,
     "pipeline": pipeline_stage,
     "batch": batch_stage,
 }

@@ -21,6 +21,8 @@ Interventions (per head, only the heads the plan names):
   exactly an additive `log(factor)` bias on those logits (SDPA with a float mask);
 * modify `logits_scale`: pre-softmax logits of image keys x factor (explicit attention for those
   heads only).
+A head both masked out `uniform` and modified stays uniform (maskout wins). Captured rows show
+the intervened probabilities (for maskout `zero`: the head's attention before its output is zeroed).
 """
 
 from __future__ import annotations
@@ -76,21 +78,33 @@ def _logits(module, q: torch.Tensor, key: torch.Tensor, scaling: float, plan: La
     logits = torch.matmul(q, key.transpose(2, 3)) * scaling  # (B, H, R, S)
     if plan.maskout_heads and plan.maskout_mode == "uniform":
         logits[:, plan.maskout_heads] = 0.0
-    if plan.modify_heads and plan.modify_factor != 1.0:
+    modify_heads = _modify_heads(plan)
+    if modify_heads:
         img = img_keys[:, None, None, :]  # (B, 1, 1, S)
-        sub = logits[:, plan.modify_heads]
+        sub = logits[:, modify_heads]
         if plan.modify_mode == "image_reweight":
             bias = math.log(plan.modify_factor) if plan.modify_factor > 0 else float("-inf")
             sub = torch.where(img, sub + bias, sub)
         else:  # logits_scale
             sub = torch.where(img, sub * plan.modify_factor, sub)
-        logits[:, plan.modify_heads] = sub
+        logits[:, modify_heads] = sub
     return logits
 
 
 def _softmax(logits: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """Softmax over the visible keys; a row that sees no key (a padding query) is all zeros, as in SDPA,
+    so no NaN reaches the padded positions' values."""
     logits = logits.float().masked_fill(~visible, float("-inf"))
-    return torch.softmax(logits, dim=-1)
+    return torch.softmax(logits, dim=-1).masked_fill(~visible.any(-1, keepdim=True), 0.0)
+
+
+def _modify_heads(plan: LayerPlan) -> list[int]:
+    """Heads to modify: a head masked out `uniform` stays uniform (maskout wins over modify)."""
+    if not plan.modify_heads or plan.modify_factor == 1.0:
+        return []
+    if plan.maskout_heads and plan.maskout_mode == "uniform":
+        return [h for h in plan.modify_heads if h not in plan.maskout_heads]
+    return list(plan.modify_heads)
 
 
 def _intervened_output(module, query, key, value, attention_mask, dropout, scaling, is_causal, plan: LayerPlan, kwargs) -> torch.Tensor:
@@ -103,19 +117,20 @@ def _intervened_output(module, query, key, value, attention_mask, dropout, scali
         query[:, plan.maskout_heads] = 0.0  # equal scores -> uniform over the visible keys
     mask = attention_mask
     scale_heads: list[int] = []
-    if plan.modify_heads and plan.modify_factor != 1.0:
+    modify_heads = _modify_heads(plan)
+    if modify_heads:
         img_keys = _image_key_mask(plan, batch, kv_len, device)
         if plan.modify_mode == "image_reweight":
             visible = _visible(attention_mask, None, q_len, kv_len, batch, device)  # (B, 1, q, kv)
             bias = math.log(plan.modify_factor) if plan.modify_factor > 0 else float("-inf")
             fmask = torch.zeros(batch, n_heads, q_len, kv_len, dtype=query.dtype, device=device)
             head_sel = torch.zeros(n_heads, dtype=torch.bool, device=device)
-            head_sel[plan.modify_heads] = True
+            head_sel[modify_heads] = True
             fmask = fmask.masked_fill(head_sel[None, :, None, None] & img_keys[:, None, None, :], bias)
             fmask = fmask.masked_fill(~visible, float("-inf"))
             mask = fmask
         else:
-            scale_heads = list(plan.modify_heads)
+            scale_heads = modify_heads
     out, _ = sdpa_attention_forward(
         module, query, key, value, mask, dropout=dropout, scaling=scaling, is_causal=is_causal if mask is None else False, **kwargs
     )  # (B, q, H, D)

@@ -87,6 +87,16 @@ class GroundingConfig:
 
 
 @dataclass
+class AblationConfig:
+    """stage=ablate: answer accuracy with the selected heads masked out vs random heads (lab/ablation.py)."""
+
+    match: str = "exact"  # exact (first word(s) of the answer) | contains (the answer anywhere in it)
+    random_draws: int = 5  # seeded draws of as many random heads as selected
+    maskout_mode: str = "zero"  # zero | uniform (see strategy.maskout_mode)
+    steps: str = "all"  # all | prefill (see strategy.steps)
+
+
+@dataclass
 class FinderConfig:
     """localization_heads_finder.py"""
 
@@ -95,6 +105,7 @@ class FinderConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
     image_file: Optional[str] = None
     query: Optional[str] = None
     save_id: Optional[str] = None
@@ -136,12 +147,35 @@ class VisualizeConfig:
     output_dir: Optional[str] = None
 
 
+@dataclass
+class ChatConfig:
+    """cli_llava.py: one `query=` on `image_file=`, or an interactive chat (`cli_mode=true`)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    cli_mode: bool = False
+    query: Optional[str] = None
+    image_file: Optional[str] = None
+    heads_file: Optional[str] = None  # heads to overlay (heads.json); None = the record's own top heads
+    top_k: int = 3
+    max_new_tokens: int = 64
+    query_positions: str = "generated"  # generated | last_input (what the saved record captures)
+    save_id: Optional[str] = None
+    output_dir: Optional[str] = None
+    stream: bool = True  # print the answer token by token
+    token_figures: bool = True  # also a per-token overlay strip + image-share curve (query_positions=generated)
+    show_plot: bool = False
+    show_components: bool = False
+
+
 def register_configs() -> None:
     """Register the schemas (idempotent); entry points call this before `hydra.main` runs."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(name="finder_schema", node=FinderConfig)
+    cs.store(name="chat_schema", node=ChatConfig)
     cs.store(name="visualize_schema", node=VisualizeConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
 
