@@ -177,7 +177,6 @@ def register_configs() -> None:
     cs.store(name="finder_schema", node=FinderConfig)
     cs.store(name="chat_schema", node=ChatConfig)
     cs.store(name="visualize_schema", node=VisualizeConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
 
 
 def to_plain(node: Any) -> Any:
