@@ -236,10 +236,10 @@ class StationRun:
             if num_steps is not None:
                 steps = steps[:num_steps]
             x = torch.cat([t[b] for t in steps], dim=1)  # (Hc, Q, Vmax)
-            per_layer.append(x)
+            per_layer.append(x.float().cpu())  # layers may live on different GPUs (device_map=auto)
         out = torch.stack(per_layer, dim=1)  # (Hc, L, Q, Vmax)
         out = out.permute(2, 1, 0, 3)[..., : self.num_image_tokens[b]]  # (Q, L, Hc, V)
-        return out.float().cpu().contiguous()
+        return out.contiguous()
 
 
 class AttentionStation:
