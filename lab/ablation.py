@@ -161,7 +161,9 @@ def ablate_stage(cfg, ctx) -> dict:
     bad = [h for h in heads if not (0 <= h[0] < L and 0 <= h[1] < Hn)]
     if bad:
         raise UserError(f"heads {bad} are outside the model's {L} layers x {Hn} heads (heads_file={cfg.heads_file})")
-    exclude = [int(x) for x in cfg.selection.exclude_layers]
+    from utils.config import excluded_layers
+
+    exclude = excluded_layers(cfg.selection.exclude_layers, L)
     try:
         draws = G.random_head_sets(L, Hn, len(heads), int(ab.random_draws), int(cfg.seed),
                                    exclude_layers=exclude, exclude_heads=heads)

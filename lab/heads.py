@@ -218,6 +218,7 @@ def elbow_threshold(
     fallback: Literal["chord", "keep_all"] = "chord",
     flat_rtol: float = 1e-9,
     min_chord_distance: float = 1e-6,
+    curve: Literal["auto", "convex", "concave"] = "auto",
 ) -> Elbow:
     """Elbow of the descending sorted ``values`` (e.g. the heads' mean ``S_img``), as a threshold.
 
@@ -242,6 +243,12 @@ def elbow_threshold(
     (default) runs kneed with ``online=True`` to collect all detected knees and takes the one
     with the largest difference-curve value; "first" reproduces kneed's default; "last" is
     kneed's ``online=True`` answer (tends to wander deep into a noisy tail; not recommended).
+
+    ``curve``: "convex" is the usual LLaVA shape (an "L": a few high heads, then a long flat tail).
+    Some models give a "concave" curve instead (a long plateau of image-attending heads, then a
+    drop, e.g. the 4-layer toy model); kneedle must be told which, or it puts the knee at rank 0.
+    "auto" (default) decides from the data: concave when the normalised curve lies above the
+    chord joining its ends on average, convex otherwise.
 
     method="chord": the point with the largest perpendicular distance to the straight line joining
     the first and last points, with both axes scaled to [0, 1] first (otherwise the result would
@@ -301,13 +308,17 @@ def elbow_threshold(
 
     if knee_choice not in ("most_prominent", "first", "last"):
         raise ValueError(f"knee_choice must be 'most_prominent', 'first' or 'last', got {knee_choice!r}")
+    if curve == "auto":
+        t = np.linspace(0.0, 1.0, n)
+        ys = (y - y[-1]) / (y[0] - y[-1])  # 1 -> 0
+        curve = "concave" if float(np.mean(ys - (1.0 - t))) > 0 else "convex"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         kl = KneeLocator(
             np.arange(n),
             y,
             S=sensitivity,
-            curve="convex",
+            curve=curve,
             direction="decreasing",
             interp_method=interp_method,
             online=knee_choice != "first",

@@ -102,7 +102,10 @@ def sample_analysis(rec: AttentionRecord, cfg, threshold: float | None = None) -
 
 def _excluded(rec: AttentionRecord, layers) -> list[int]:
     """Excluded model layers -> indices on the record's L axis (records may hold a layer subset)."""
-    return [i for i, layer in enumerate(rec.meta.layers) if layer in set(layers)]
+    from utils.config import excluded_layers
+
+    wanted = set(excluded_layers(layers, rec.meta.num_layers))
+    return [i for i, layer in enumerate(rec.meta.layers) if layer in wanted]
 
 
 def record_files(folder: Path) -> list[Path]:
@@ -139,6 +142,13 @@ def _model_heads_to_axes(rec: AttentionRecord, heads: list[tuple[int, int]]) -> 
                             f"(layers {rec.meta.layers[:3]}..., heads {rec.meta.heads[:3]}...)")
         out.append((li[layer], hi[head]))
     return out
+
+
+def _sigma(cfg, rec: AttentionRecord) -> float:
+    from utils.config import smoothing_sigma
+
+    g = rec.layout.grid(cfg.selection.grid)
+    return smoothing_sigma(cfg.grounding.sigma, max(g.rows, g.cols))
 
 
 def head_maps(rec: AttentionRecord, heads: list[tuple[int, int]], cfg) -> np.ndarray:
@@ -255,13 +265,14 @@ def _visualize_record(rec: AttentionRecord, cfg, out_dir: Path, heads: list[tupl
         raise UserError(f"{rec.path}: no head passes both criteria; try selection.exclude_layers=[] or another sample")
     maps = head_maps(rec, heads, cfg)
     layout = rec.layout
-    g = grounding.predict_box(maps, layout, sigma=cfg.grounding.sigma, hull=cfg.grounding.hull, grid=cfg.selection.grid)
+    sigma = _sigma(cfg, rec)
+    g = grounding.predict_box(maps, layout, sigma=sigma, hull=cfg.grounding.hull, grid=cfg.selection.grid)
     gt = rec.meta.extra.get("bbox")
     sid = safe_id(rec.meta.sample_id)
     path = plots.overlay_heads(
         _load_image_or_blank(rec), layout, {h: m for h, m in zip(heads, maps)}, out_dir / f"{sid}_heads.png",
         combined=g.combined, pred_box=g.box_xywh, gt_box=gt, show_components=cfg.show_components,
-        title=f"{rec.meta.query}  ->  {rec.meta.generated_text}", grid=cfg.selection.grid, sigma=cfg.grounding.sigma,
+        title=f"{rec.meta.query}  ->  {rec.meta.generated_text}", grid=cfg.selection.grid, sigma=sigma,
         show=cfg.show_plot)
     res = {"figure": str(path), "heads": heads, "box": [float(x) for x in g.box_xywh]}
     if gt is not None:
@@ -383,7 +394,8 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     draws = [[(first.meta.layers[li], first.meta.heads[hi]) for li, hi in d] for d in draws]
     sel_m, all_m = G.GroundingMetrics(), G.GroundingMetrics()
     rnd_m = [G.GroundingMetrics() for _ in draws]
-    kw = dict(sigma=cfg.grounding.sigma, hull=cfg.grounding.hull, grid=cfg.selection.grid)
+    sigma = _sigma(cfg, first)
+    kw = dict(sigma=sigma, hull=cfg.grounding.hull, grid=cfg.selection.grid)
     for row, rec in recs:
         layout = rec.layout
         g = G.predict_box(head_maps(rec, heads, cfg), layout, **kw)
@@ -400,7 +412,7 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     random_summary["draws"] = len(rnd)
     metrics = {"selected_heads": sel_m.summary(), "all_heads_mean": all_m.summary(), "random_heads": random_summary,
                "heads": [list(h) for h in heads], "heads_source": source, "failed": len(summary.failed),
-               "settings": {"sigma": cfg.grounding.sigma, "hull": cfg.grounding.hull, "top_k": len(heads), "seed": cfg.seed}}
+               "settings": {"sigma": sigma, "hull": cfg.grounding.hull, "top_k": len(heads), "seed": cfg.seed}}
     path = atomic_write_json(ctx.output_dir / "metrics.json", H.jsonable(metrics))
     names = ["selected_heads", "all_heads_mean", "random_heads"]
     print(f"\n{'':16s} {'Acc@0.5':>8s} {'mIoU':>7s} {'pointing':>9s} {'n':>5s}")

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from lab.records import AttentionRecord, record_path, safe_id
-from lab.stages import (StageContext, _load_image_or_blank, _visualize_record, head_maps, heads_from_file,
+from lab.stages import (StageContext, _load_image_or_blank, _sigma, _visualize_record, head_maps, heads_from_file,
                         record_files, write_index)
 from utils.errors import UserError
 
@@ -21,7 +21,7 @@ def _single_head(rec: AttentionRecord, cfg, out_dir: Path) -> dict:
     path = plots.overlay_heads(
         _load_image_or_blank(rec), rec.layout, {(layer, head): maps[0]},
         out_dir / f"{safe_id(rec.meta.sample_id)}_L{layer}H{head}.png", show_components=cfg.show_components,
-        title=f"L{layer}H{head}: {rec.meta.query}", grid=cfg.selection.grid, sigma=cfg.grounding.sigma,
+        title=f"L{layer}H{head}: {rec.meta.query}", grid=cfg.selection.grid, sigma=_sigma(cfg, rec),
         gt_box=rec.meta.extra.get("bbox"), show=cfg.show_plot)
     return {"figure": str(path), "heads": [(layer, head)]}
 

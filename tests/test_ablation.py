@@ -93,7 +93,7 @@ def _common(dataset, out):
 def test_ablate_with_heads_file(dataset, tiny_vlm, tmp_path):
     hf = _heads_file(tmp_path / "heads.json", [(2, 1), (3, 0)])
     res = run_stage(make_cfg("stage=ablate", f"heads_file={hf}", "ablation.random_draws=3", "seed=7",
-                             *_common(dataset, tmp_path)), ctx(tmp_path, tiny_vlm))
+                             "selection.exclude_layers=[0,1]", *_common(dataset, tmp_path)), ctx(tmp_path, tiny_vlm))
     data = json.loads((tmp_path / "ablation.json").read_text())
     assert set(data) >= {"baseline", "selected_heads", "random_heads", "settings"}
     assert data["baseline"] == {"accuracy": 1.0, "n": 6, "correct": 6}
@@ -106,7 +106,7 @@ def test_ablate_with_heads_file(dataset, tiny_vlm, tmp_path):
     assert rnd["std"] == pytest.approx(np.std([d["accuracy"] for d in rnd["draws"]]))
     for d in rnd["draws"]:
         assert len(d["heads"]) == 2
-        assert all(l not in (0, 1) and [l, h] not in sel["heads"] for l, h in d["heads"])  # default exclude_layers
+        assert all(l not in (0, 1) and [l, h] not in sel["heads"] for l, h in d["heads"])  # exclude_layers=[0,1]
     assert data["settings"]["match"] == "exact" and data["settings"]["random_draws"] == 3
     assert len(data["samples"]) == 6 and all(s["baseline_correct"] for s in data["samples"])
     png = tmp_path / "figures" / "ablation.png"
@@ -116,7 +116,7 @@ def test_ablate_with_heads_file(dataset, tiny_vlm, tmp_path):
     # same seed, same draws
     out2 = tmp_path / "again"
     run_stage(make_cfg("stage=ablate", f"heads_file={hf}", "ablation.random_draws=3", "seed=7",
-                       *_common(dataset, out2)), ctx(out2, tiny_vlm))
+                       "selection.exclude_layers=[0,1]", *_common(dataset, out2)), ctx(out2, tiny_vlm))
     again = json.loads((out2 / "ablation.json").read_text())
     assert again["random_heads"]["draws"] == rnd["draws"] and again["selected_heads"] == sel
 

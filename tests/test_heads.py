@@ -434,3 +434,12 @@ def test_lab_heads_does_not_import_torch():
 
     code = "import sys, lab.heads; sys.exit(1 if ('torch' in sys.modules or 'transformers' in sys.modules) else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_elbow_on_a_concave_curve_is_not_rank_zero():
+    """A plateau of image-attending heads, then a drop (the toy model's shape): auto picks 'concave'."""
+    y = np.array([0.99, 0.98, 0.94, 0.91, 0.86, 0.85, 0.84, 0.81, 0.80, 0.77, 0.74, 0.67, 0.45, 0.36, 0.13, 0.01])
+    e = hd.elbow_threshold(y, "kneedle")
+    assert e.knee_found and 8 <= e.index <= 12, e
+    convex = hd.elbow_threshold(y, "kneedle", curve="convex")
+    assert convex.index is None or convex.index < e.index

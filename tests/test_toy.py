@@ -47,9 +47,10 @@ def test_deterministic_per_seed():
     )
 
 
-def test_questions_refer_to_one_object():
+@pytest.mark.parametrize("groups", [None, S.GROUPS])
+def test_questions_refer_to_one_object(groups):
     for seed in range(50):
-        item = S.sample_item(seed)
+        item = S.sample_item(seed, groups)
         obj = item["scene"].objects[item["target"]]
         assert item["bbox"] == obj.bbox
         assert item["answer"] in (obj.shape, obj.color)
@@ -58,7 +59,8 @@ def test_questions_refer_to_one_object():
 
 def test_grounding_set_matches_generator(tmp_path):
     rows = [json.loads(x) for x in DATA.read_text().splitlines()]
-    assert len(rows) >= 200 and {r["group"] for r in rows} == set(S.GROUPS)
+    assert len(rows) >= 200 and {r["group"] for r in rows} == set(S.DEFAULT_GROUPS)
+    assert len({r["id"] for r in rows}) == len(rows)
     small = [json.loads(x) for x in (DATA.parent / "toy_small.jsonl").read_text().splitlines()]
     assert small == rows[: len(small)]
     S.write_grounding_set(tmp_path, n=5, seed=1234)
@@ -121,7 +123,11 @@ def test_localization_heads_point_at_referred_object(toy_model):
     from llava.toy.evaluate import evaluate, load_rows
 
     model, processor = toy_model
-    res = evaluate(rows=load_rows(DATA)[:40], model=model, processor=processor, generate=False)
-    best = res["top_heads"][0]
-    assert best["pointing"] >= 0.90, res["top_heads"][:3]
-    assert res["chance_pointing"] < 0.35
+    res = evaluate(rows=load_rows(DATA)[:40], model=model, processor=processor, generate=True)
+    assert res["answer_accuracy"] >= 0.95
+    # the shipped model has two such heads (layer 1, heads 0 and 3; ~99% on all 240 rows)
+    assert len(res["heads_at_least_90"]) >= 2, res["top_heads"][:3]
+    assert res["top_heads"][0]["pointing"] >= 0.95
+    assert res["chance_pointing"] < 0.15
+    # most heads do not localize: localization is a property of a few heads, not of the model
+    assert sum(p >= 0.9 for layer in res["pointing"] for p in layer) <= 4

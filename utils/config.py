@@ -67,7 +67,7 @@ class SelectionConfig:
     """The paper's selection (Kang et al., CVPR 2025); every constant is an option."""
 
     k: int = 10  # heads taken per sample (lowest spatial entropy among those above the elbow)
-    exclude_layers: List[int] = field(default_factory=lambda: [0, 1])
+    exclude_layers: Optional[List[int]] = None  # None = auto: the first round(L/16) layers ([0, 1] for 32-40 layers)
     elbow: ElbowConfig = field(default_factory=ElbowConfig)
     component_weight: str = "mass"  # mass | area
     connectivity: int = 8
@@ -80,7 +80,7 @@ class SelectionConfig:
 class GroundingConfig:
     """Selected heads' maps -> box (lab/grounding.py) and the evaluate baselines."""
 
-    sigma: float = 1.0  # Gaussian smoothing per head, in grid cells
+    sigma: Optional[float] = None  # Gaussian smoothing per head in grid cells; None = 1.0 per 24 cells (the paper on 24x24)
     hull: bool = False  # fill the convex hull of the largest region before taking its box
     random_draws: int = 5  # random-head baseline: number of seeded draws of top_k heads
     query_row: Optional[int] = None  # which captured query row to analyse; None = the last input token
@@ -113,7 +113,7 @@ class FinderConfig:
     attention_dir: Optional[str] = None
     heads_file: Optional[str] = None
     output_dir: Optional[str] = None
-    data_file: str = "${repo:examples/toy/toy_small.jsonl}"
+    data_file: str = "${repo:examples/toy/toy_grounding.jsonl}"
     top_k: int = 3
     batch_size: int = 8
     max_new_tokens: int = 8
@@ -167,6 +167,21 @@ class ChatConfig:
     token_figures: bool = True  # also a per-token overlay strip + image-share curve (query_positions=generated)
     show_plot: bool = False
     show_components: bool = False
+
+
+def excluded_layers(setting, num_layers: int) -> list[int]:
+    """Layers left out of selection. The paper drops the first 2 of LLaVA-1.5's 32 (their attention is
+    spread evenly over the image); `None` scales that to the model's depth: round(L / 16) layers
+    (2 for 24-40 layers, 1 for 8-23, 0 for the 4-layer toy model)."""
+    if setting is None:
+        return list(range(int(num_layers / 16 + 0.5)))
+    return [int(x) for x in setting]
+
+
+def smoothing_sigma(setting, grid_side: int) -> float:
+    """The paper smooths with sigma 1.0 on LLaVA-1.5's 24x24 grid; `None` keeps that scale relative to the
+    image for other grids (0.25 cells on a 6x6 grid, 2.25 on a 54x54 one)."""
+    return float(setting) if setting is not None else grid_side / 24.0
 
 
 def register_configs() -> None:

@@ -93,6 +93,8 @@ def evaluate(checkpoint=CHECKPOINT_DIR, data=DEFAULT_DATA, limit: int | None = N
     L = model.config.text_config.num_hidden_layers
     H = model.config.text_config.num_attention_heads
     hits = np.zeros((L, H), dtype=np.int64)
+    group_hits: dict[str, np.ndarray] = {}
+    group_n: dict[str, int] = {}
     chance = []
     correct = 0
     per_group: dict[str, list[int]] = {}
@@ -115,9 +117,13 @@ def evaluate(checkpoint=CHECKPOINT_DIR, data=DEFAULT_DATA, limit: int | None = N
         centers = [cell_center_to_original(k, grid, image_size, w, h, pad) for k in range(grid * grid)]
         in_box = np.array([inside(x, y, row["bbox"]) for x, y in centers])
         chance.append(in_box.mean())
+        g = row.get("group", "all")
+        gh = group_hits.setdefault(g, np.zeros((L, H), dtype=np.int64))
+        group_n[g] = group_n.get(g, 0) + 1
         for layer, a in enumerate(att):
             arg = a[0, :, -1, img_pos].argmax(-1).numpy()  # [H]
             hits[layer] += in_box[arg]
+            gh[layer] += in_box[arg]
         details.append(dict(id=row["id"], answer=row["answer"], pred=pred))
         if verbose and pred is not None and pred != row["answer"]:
             print(f"  wrong: {row['id']} {row['prompt']!r} -> {pred!r} (want {row['answer']!r})")
@@ -132,6 +138,11 @@ def evaluate(checkpoint=CHECKPOINT_DIR, data=DEFAULT_DATA, limit: int | None = N
         pointing=pointing.round(4).tolist(),
         top_heads=top[:10],
         heads_at_least_90=[t for t in top if t["pointing"] >= 0.9],
+        top_heads_by_group={
+            g: [dict(layer=int(i // H), head=int(i % H), pointing=float((gh / group_n[g]).flat[i]))
+                for i in np.argsort(-(gh / group_n[g]), axis=None)[:5]]
+            for g, gh in group_hits.items()
+        },
         chance_pointing=float(np.mean(chance)),
         seconds=time.time() - t0,
         details=details,
@@ -154,6 +165,8 @@ def main(argv=None):
     print("top heads (layer, head): pointing accuracy")
     for t in res["top_heads"]:
         print(f"  L{t['layer']} H{t['head']}: {t['pointing']:.3f}")
+    for g, tops in res["top_heads_by_group"].items():
+        print(f"  {g}: " + ", ".join(f"L{t['layer']}H{t['head']} {t['pointing']:.3f}" for t in tops[:3]))
     print(f"heads >= 0.90: {[(t['layer'], t['head']) for t in res['heads_at_least_90']]}")
     if args.out:
         Path(args.out).write_text(json.dumps({k: v for k, v in res.items() if k != 'details'}, indent=2))
