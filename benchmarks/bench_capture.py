@@ -51,6 +51,71 @@ def set_text_attention(vlm: VLM, impl: str) -> None:
     vlm.model.config.text_config._attn_implementation = impl
 
 
+def setup(size: int, args):
+    """Model, one prepared sample and `run(mode)` for mode in sdpa | capture | eager."""
+    vlm = build(size, args)
+    img = Image.effect_noise((size + 40, size), 60).convert("RGB")
+    batch = vlm.prepare([(img, "what is in the image ?")])
+    strategy = Strategy(query_positions="generated" if args.new_tokens else "last_input")
+    lm = vlm.model.model.language_model
+    head = vlm.model.lm_head
+    embeds = {}
+    if args.text_only:
+        def keep(module, args_, kwargs):
+            embeds["x"] = kwargs["inputs_embeds"]
+
+        hook = lm.register_forward_pre_hook(keep, with_kwargs=True)
+        vlm.forward(batch)
+        hook.remove()
+
+    @torch.inference_mode()
+    def go(output_attentions: bool = False):
+        if args.text_only:
+            out = lm(inputs_embeds=embeds["x"], attention_mask=batch.inputs["attention_mask"],
+                     output_attentions=output_attentions)
+            head(out.last_hidden_state[:, -1:])
+            return
+        if args.new_tokens:
+            kw = dict(output_attentions=True, return_dict_in_generate=True) if output_attentions else {}
+            vlm.model.generate(**batch.inputs, max_new_tokens=args.new_tokens, do_sample=False, eos_token_id=None, **kw)
+        else:
+            vlm.model(**batch.inputs, output_attentions=output_attentions)
+
+    def run(mode: str):
+        if mode == "eager":
+            set_text_attention(vlm, "eager")
+            go(output_attentions=True)
+            return
+        set_text_attention(vlm, attention.ATTN_IMPLEMENTATION)
+        if mode == "capture":
+            with AttentionStation().run(strategy, RunInputs(batch.attention_mask, batch.image_cols)) as r:
+                go()
+            r.image_attention(0)  # include moving the result to CPU
+        else:
+            go()
+
+    return vlm, batch, run
+
+
+def probe_memory(mode: str, size: int, args) -> int:
+    """Peak RSS growth of one run of `mode` in this (fresh) process."""
+    _, _, run = setup(size, args)
+    with PeakMemory(torch.device(args.device)) as pm:  # sampled RSS; a fresh process has no pooled memory
+        run(mode)
+    return pm.peak
+
+
+def memory_in_subprocess(mode: str, size: int, args) -> int:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, __file__, "--memory-probe", f"{mode},{size}", "--layers", str(args.layers), "--width",
+           str(args.width), "--heads", str(args.heads), "--new-tokens", str(args.new_tokens), "--device", args.device,
+           "--dtype", args.dtype, "--preset", args.preset] + (["--text-only"] if args.text_only else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()
+    return int(out[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="336,756", help="image sizes in px (336 -> 576 tokens, 756 -> 2916)")
@@ -62,44 +127,24 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--preset", default="narrow", choices=["narrow", "llava15_7b"])
+    ap.add_argument("--text-only", action="store_true",
+                    help="time the text model alone on cached input embeddings (vision tower and projector excluded)")
+    ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)  # internal: MODE,SIZE in a fresh process
     args = ap.parse_args()
+    if args.memory_probe:
+        mode, size = args.memory_probe.split(",")
+        print(probe_memory(mode, int(size), args))
+        return
     device = torch.device(args.device)
     print(f"machine: {machine()}")
     print(f"model: {args.preset} ({args.layers if args.preset == 'narrow' else 32} layers), dtype {args.dtype}, "
-          f"{'prefill' if not args.new_tokens else f'generate {args.new_tokens} tokens'}, median of {args.repeats}")
+          f"{'prefill' if not args.new_tokens else f'generate {args.new_tokens} tokens'}, median of {args.repeats}"
+          f"{', text model only (cached embeddings)' if args.text_only else ', whole model'}")
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
-        vlm = build(size, args)
-        img = Image.effect_noise((size + 40, size), 60).convert("RGB")
-        batch = vlm.prepare([(img, "what is in the image ?")])
+        vlm, batch, run = setup(size, args)
         n_img = int(batch.image_cols[0].numel())
         seq = int(batch.inputs["input_ids"].shape[1])
-        strategy = Strategy(query_positions="generated" if args.new_tokens else "last_input")
-
-        def run(mode: str):
-            if mode == "eager":
-                set_text_attention(vlm, "eager")
-                with torch.inference_mode():
-                    if args.new_tokens:
-                        vlm.model.generate(**batch.inputs, max_new_tokens=args.new_tokens, do_sample=False,
-                                           eos_token_id=None, output_attentions=True, return_dict_in_generate=True)
-                    else:
-                        vlm.model(**batch.inputs, output_attentions=True)
-                return
-            set_text_attention(vlm, attention.ATTN_IMPLEMENTATION)
-            if mode == "capture":
-                with AttentionStation().run(strategy, RunInputs(batch.attention_mask, batch.image_cols)) as r:
-                    go()
-                r.image_attention(0)  # include moving the result to CPU
-            else:
-                go()
-
-        def go():
-            if args.new_tokens:
-                vlm.generate(batch, max_new_tokens=args.new_tokens, eos_token_id=None)
-            else:
-                vlm.forward(batch)
-
         res = {}
         modes = ("sdpa", "capture", "eager")
         for mode in modes:  # warm-up
@@ -109,9 +154,13 @@ def main() -> None:
             for mode in modes:
                 times[mode].append(timed(lambda: run(mode), device, repeats=1, warmup=0)[0])
         for mode in modes:
-            with PeakMemory(device) as pm:
-                run(mode)
-            res[mode] = (statistics.median(times[mode]), pm.peak)
+            if device.type == "cuda":
+                with PeakMemory(device) as pm:
+                    run(mode)
+                peak = pm.peak
+            else:  # RSS only grows: measure each mode's peak in a fresh process
+                peak = memory_in_subprocess(mode, size, args)
+            res[mode] = (statistics.median(times[mode]), peak)
         rows.append((size, n_img, seq, res))
         print(f"\n{size}px: {n_img} image tokens, sequence {seq}")
         for mode, (t, peak) in res.items():
