@@ -150,6 +150,7 @@ class StationRun:
         self.num_image_tokens = [int(c.numel()) for c in inputs.image_cols]
         self.image_cols = cols.to(self.device)
         self.image_valid = None if bool(valid.all()) else valid.to(self.device)
+        self._decode_rows = torch.zeros(self.batch, 1, dtype=torch.long, device=self.device)
         self._calls: dict[int, int] = {}
         self._captured: dict[int, list[torch.Tensor]] = {}  # layer -> per step (B, Hc, Qs, Vmax)
         self._heads_t = None if strategy.heads is None else torch.tensor(strategy.heads, dtype=torch.long)
@@ -167,7 +168,7 @@ class StationRun:
         if qp == "generated":
             if step == 0:
                 return self.last_pos[:, None]
-            return torch.zeros(self.batch, 1, dtype=torch.long, device=self.device)
+            return self._decode_rows
         if step != 0:
             return None
         if qp == "last_input":

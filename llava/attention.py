@@ -72,6 +72,18 @@ def _visible(attention_mask: torch.Tensor | None, rows: torch.Tensor | None, q_l
     return (cols[None, None, None, :] <= r[:, None, :, None]) & (cols < q_len)
 
 
+def _capture_logits(module, q: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:
+    """(B, H, R, S) plain logits; GQA without copying the keys: the g query heads of a key/value
+    head are stacked on the row axis of one matmul (head h = kv_head * g + j, as repeat_kv orders them)."""
+    b, h, r, d = q.shape
+    hkv = key.shape[1]
+    g = h // hkv
+    if g == 1:
+        return torch.matmul(q, key.transpose(2, 3)) * scaling
+    out = torch.matmul(q.reshape(b, hkv, g * r, d), key.transpose(2, 3)) * scaling  # (B, Hkv, g*R, S)
+    return out.view(b, h, r, key.shape[2])
+
+
 def _logits(module, q: torch.Tensor, key: torch.Tensor, scaling: float, plan: LayerPlan, img_keys: torch.Tensor) -> torch.Tensor:
     """(B, H, R, S) attention logits for query rows `q` (B, H, R, D), with per-head interventions."""
     key = repeat_kv(key, getattr(module, "num_key_value_groups", 1))  # (B, H, S, D)
@@ -185,10 +197,19 @@ def capture_sdpa_attention(
     if plan.rows is not None and plan.rows.numel() > 0:
         rows = plan.rows.to(query.device)  # (B, Qs)
         n_heads = query.shape[1]
-        q_sel = query.gather(2, rows[:, None, :, None].expand(batch, n_heads, rows.shape[1], head_dim))  # (B, H, Qs, D)
-        img_keys = _image_key_mask(plan, batch, kv_len, query.device)
-        logits = _logits(module, q_sel, key, scale, plan, img_keys)  # (B, H, Qs, S)
-        probs = _softmax(logits, _visible(attention_mask, rows, q_len, kv_len, batch, query.device))
+        if q_len == 1:  # a decoding step: the only row
+            q_sel = query
+        else:
+            q_sel = query.gather(2, rows[:, None, :, None].expand(batch, n_heads, rows.shape[1], head_dim))  # (B, H, Qs, D)
+        if plan.intervenes:
+            img_keys = _image_key_mask(plan, batch, kv_len, query.device) if _modify_heads(plan) else None
+            logits = _logits(module, q_sel, key, scale, plan, img_keys)  # (B, H, Qs, S)
+        else:
+            logits = _capture_logits(module, q_sel, key, scale)  # (B, H, Qs, S)
+        if q_len == 1 and attention_mask is None:  # one decoding query without padding sees every key
+            probs = torch.softmax(logits.float(), dim=-1)
+        else:
+            probs = _softmax(logits, _visible(attention_mask, rows, q_len, kv_len, batch, query.device))
         cols = plan.image_cols.to(query.device).clamp(max=kv_len - 1)
         probs = probs.gather(3, cols[:, None, None, :].expand(batch, n_heads, rows.shape[1], cols.shape[1]))  # (B, H, Qs, Vmax)
         if plan.image_valid is not None:
