@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_cli(*args, cwd=None):
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, str(ROOT / "localization_heads_finder.py"), *args], cwd=cwd or ROOT,
+    return subprocess.run([sys.executable, str(ROOT / "localization_heads_finder.py"), *args], cwd=cwd or tempfile.mkdtemp(prefix="lhf_cli_"),
                           capture_output=True, text=True, env=env, timeout=300)
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ register_configs()
 
 def run_cli(*args, stdin: str | None = None, cwd=None):
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, str(ROOT / "cli_llava.py"), *args], input=stdin, cwd=cwd or ROOT,
+    return subprocess.run([sys.executable, str(ROOT / "cli_llava.py"), *args], input=stdin, cwd=cwd or tempfile.mkdtemp(prefix="lhf_chat_"),
                           capture_output=True, text=True, env=env, timeout=300)
 
 

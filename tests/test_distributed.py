@@ -40,12 +40,12 @@ def test_torchrun_two_ranks_equal_single_process(tiny_ckpt, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     single = tmp_path / "single"
     r1 = subprocess.run([sys.executable, str(ROOT / "localization_heads_finder.py"), *common, f"output_dir={single}"],
-                        env=env, capture_output=True, text=True, timeout=300)
+                        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r1.returncode == 0, r1.stderr[-2000:]
     multi = tmp_path / "multi"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]
     r2 = subprocess.run([*torchrun, str(ROOT / "localization_heads_finder.py"), *common, f"output_dir={multi}"],
-                        env=env, capture_output=True, text=True, timeout=300)
+                        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert sorted(p.name for p in (multi).glob("manifest.shard*.jsonl")) == ["manifest.shard0-of-2.jsonl", "manifest.shard1-of-2.jsonl"]
     a = sorted((single / "attention").glob("*.safetensors"))

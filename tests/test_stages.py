@@ -142,7 +142,7 @@ def test_resume_after_sigkill(dataset, tiny_ckpt, tmp_path):
             f"output_dir={out}", f"model.name_or_path={tiny_ckpt}", "model.builder=null", "model.name=t",
             "model.device=cpu", "batch_size=2", "max_new_tokens=0", "selection.exclude_layers=[]"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "attention").glob("*.safetensors"))) < 5:
         time.sleep(0.02)
@@ -150,7 +150,7 @@ def test_resume_after_sigkill(dataset, tiny_ckpt, tmp_path):
     p.wait()
     partial = len(list((out / "attention").glob("*.safetensors")))
     assert 0 < partial < 48
-    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     files = sorted((out / "attention").glob("*.safetensors"))
     assert len(files) == 48 and not list((out / "attention").glob(".*.tmp"))
