@@ -636,7 +636,7 @@ class SampleAnalysis:
                 f"L{l}H{h} (H={self.entropy[l, h]:.3f}, S_img={self.s_img[l, h]:.3f}, comps={int(self.n_components[l, h])})"
                 for l, h in best
             ]
-            lines.append(f"lowest spatial entropy: " + ", ".join(parts))
+            lines.append("lowest spatial entropy: " + ", ".join(parts))
         return "\n".join(lines)
 
 

@@ -307,13 +307,14 @@ def _batch_collect(cfg, ctx: StageContext, require: tuple[str, ...] = ()) -> tup
 
     rows = select_rows(load_rows(cfg.data_file, require), cfg.start_index, cfg.end_index, cfg.shard)
     strategy = strategy_from_cfg(cfg)
-    on_record = None
-    if cfg.visualize_batch:
-        def on_record(rec, row):  # noqa: E306 - per-sample figures as records arrive
-            try:
-                _visualize_record(rec, cfg, ctx.output_dir / "figures" / "samples")
-            except UserError as e:
-                log.warning("no figure for %s: %s", row.id, e)
+
+    def sample_figure(rec, row) -> None:  # per-sample figures as records arrive (visualize_batch=true)
+        try:
+            _visualize_record(rec, cfg, ctx.output_dir / "figures" / "samples")
+        except UserError as e:
+            log.warning("no figure for %s: %s", row.id, e)
+
+    on_record = sample_figure if cfg.visualize_batch else None
     summary = collect_rows(rows, output_dir=ctx.output_dir, load_vlm=ctx.load_vlm, strategy=strategy,
                            batch_size=int(cfg.batch_size), max_new_tokens=int(cfg.max_new_tokens),
                            overwrite=bool(cfg.overwrite), shard=cfg.shard, on_record=on_record)

@@ -10,9 +10,9 @@ fitting, `ImageLayout`) lives in `llava.families.FAMILIES`, looked up by `config
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from PIL import Image

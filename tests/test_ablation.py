@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers import make_cfg
 from PIL import Image
 
 from lab.ablation import answer_correct, normalize_answer
@@ -23,9 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 register_configs()
 
 
-def make_cfg(*overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "config"), version_base="1.3"):
-        return compose(config_name="localization_config", overrides=list(overrides))
 
 
 def ctx(out, vlm):

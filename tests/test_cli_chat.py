@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+import helpers
 from PIL import Image
 
 from lab.records import AttentionRecord
@@ -128,8 +128,7 @@ def test_cli_errors_are_one_line(args, needle, images, tmp_path):
 
 # ---- in process: the same loop with a fake stdin --------------------------------------------------
 def make_cfg(*overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "config"), version_base="1.3"):
-        return compose(config_name="cli_config", overrides=list(overrides))
+    return helpers.make_cfg(*overrides, config_name="cli_config")
 
 
 def test_chat_in_process(tiny_vlm, images, tmp_path, capsys):

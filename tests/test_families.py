@@ -234,7 +234,7 @@ def dataset(tmp_path_factory):
 
 
 def test_stages_batch_evaluate_visualize(family, dataset, tmp_path):
-    from hydra import compose, initialize_config_dir
+    from helpers import make_cfg
 
     from lab.stages import StageContext, run_stage
     from llava.model import load_from_config
@@ -242,14 +242,12 @@ def test_stages_batch_evaluate_visualize(family, dataset, tmp_path):
 
     register_configs()
     name, folder, _, _ = family
-    root = Path(__file__).resolve().parents[1]
     common = [f"data_file={dataset / 'data.jsonl'}", f"output_dir={tmp_path}", "batch_size=2", "max_new_tokens=2",
               "selection.exclude_layers=[]", "top_k=2", f"model.name_or_path={folder}", "model.builder=null",
               "model.name=t", "model.device=cpu"]
 
     def cfg(*extra):
-        with initialize_config_dir(config_dir=str(root / "config"), version_base="1.3"):
-            return compose(config_name="localization_config", overrides=[*common, *extra])
+        return make_cfg(*common, *extra)
 
     c = cfg("stage=batch")
     ctx = StageContext(loader=lambda: load_from_config(c.model), output_dir=tmp_path)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers import make_cfg
 
 from lab.records import AttentionRecord
 from lab.stages import StageContext, run_stage
@@ -21,8 +21,7 @@ register_configs()
 
 
 def cfg(*overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "config"), version_base="1.3"):
-        return compose(config_name="localization_config", overrides=list(overrides))
+    return make_cfg(*overrides)
 
 
 @pytest.fixture(scope="module")
