@@ -152,6 +152,8 @@ class StationRun:
         self.image_valid = None if bool(valid.all()) else valid.to(self.device)
         self._decode_rows = torch.zeros(self.batch, 1, dtype=torch.long, device=self.device)
         self._calls: dict[int, int] = {}
+        self._cpu: torch.Tensor | None = None
+        self._cpu_steps = -1
         self._captured: dict[int, list[torch.Tensor]] = {}  # layer -> per step (B, Hc, Qs, Vmax)
         self._heads_t = None if strategy.heads is None else torch.tensor(strategy.heads, dtype=torch.long)
         self._maskout: dict[int, list[int]] = {}
@@ -226,21 +228,25 @@ class StationRun:
         """Forward calls seen (1 for a plain forward; prefill + decode steps for generate)."""
         return max(self._calls.values()) if self._calls else 0
 
+    def _gathered(self) -> torch.Tensor:
+        """(B, Q, L, Hc, Vmax) float32 on CPU: one transfer per layer for the whole batch, made once.
+
+        Layers may live on different GPUs (device_map=auto), so each goes to the CPU on its own."""
+        if self._cpu is None or self._cpu_steps != self.steps:
+            layers = self.layers
+            if not layers:
+                raise RuntimeError("nothing was captured: did the model run with attn_implementation='capture_sdpa'?")
+            per_layer = [torch.cat(self._captured[layer], dim=2).float().cpu() for layer in layers]  # (B, Hc, Q, Vmax)
+            self._cpu = torch.stack(per_layer, dim=1).permute(0, 3, 1, 2, 4)  # (B, Q, L, Hc, Vmax)
+            self._cpu_steps = self.steps
+        return self._cpu
+
     def image_attention(self, b: int, num_steps: int | None = None) -> torch.Tensor:
         """(Q, L, H, V) float32 on CPU for sample b; `num_steps` trims generated rows to the sample's length."""
-        layers = self.layers
-        if not layers:
-            raise RuntimeError("nothing was captured: did the model run with attn_implementation='capture_sdpa'?")
-        per_layer = []
-        for layer in layers:
-            steps = self._captured[layer]
-            if num_steps is not None:
-                steps = steps[:num_steps]
-            x = torch.cat([t[b] for t in steps], dim=1)  # (Hc, Q, Vmax)
-            per_layer.append(x.float().cpu())  # layers may live on different GPUs (device_map=auto)
-        out = torch.stack(per_layer, dim=1)  # (Hc, L, Q, Vmax)
-        out = out.permute(2, 1, 0, 3)[..., : self.num_image_tokens[b]]  # (Q, L, Hc, V)
-        return out.contiguous()
+        out = self._gathered()[b]  # (Q, L, Hc, Vmax)
+        if num_steps is not None:
+            out = out[:num_steps]
+        return out[..., : self.num_image_tokens[b]].contiguous()
 
 
 class AttentionStation:
