@@ -152,6 +152,7 @@ class StationRun:
         self.image_valid = None if bool(valid.all()) else valid.to(self.device)
         self._decode_rows = torch.zeros(self.batch, 1, dtype=torch.long, device=self.device)
         self._calls: dict[int, int] = {}
+        self._pending: dict[int, dict] = {}
         self._cpu: torch.Tensor | None = None
         self._cpu_steps = -1
         self._captured: dict[int, list[torch.Tensor]] = {}  # layer -> per step (B, Hc, Qs, Vmax)
@@ -196,7 +197,8 @@ class StationRun:
             return None
         cols, valid = self.image_cols, self.image_valid
         total = self.seq_len + step  # keys the model has seen so far (prompt + generated)
-        if step > 0 and kv_len < total:
+        shifted = step > 0 and kv_len < total
+        if shifted:
             # a sliding-window cache (e.g. Gemma 3's local layers) keeps only the last kv_len keys:
             # shift absolute positions into the cache's frame; columns that fell out get weight 0
             cols = self.image_cols - (total - kv_len)
@@ -213,10 +215,31 @@ class StationRun:
             modify_heads=modify,
             modify_factor=s.modify_factor,
             modify_mode=s.modify_mode,
+            defer=rows is not None and step > 0 and q_len == 1 and not shifted and not maskout and not modify,
         )
 
     def deliver(self, layer_idx: int, probs: torch.Tensor) -> None:
+        self._flush(layer_idx)
         self._captured.setdefault(layer_idx, []).append(probs.detach())
+
+    def defer(self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, visible: torch.Tensor | None,
+              kv_len: int, finish) -> None:
+        """Keep a decoding step's query; `finish` computes all kept steps of a layer in one go later.
+
+        Many tiny per-step softmaxes cost more in overhead than in arithmetic; one batched
+        computation over the last key tensor (keys only grow) gives the same numbers."""
+        pend = self._pending.setdefault(layer_idx, {"q": [], "visible": [], "kv_len": []})
+        pend["q"].append(query)
+        pend["visible"].append(visible)
+        pend["kv_len"].append(kv_len)
+        pend["key"], pend["finish"] = key, finish
+
+    def _flush(self, layer_idx: int | None = None) -> None:
+        for layer in ([layer_idx] if layer_idx is not None else list(self._pending)):
+            pend = self._pending.pop(layer, None)
+            if pend:
+                probs = pend["finish"](pend["q"], pend["key"], pend["visible"], pend["kv_len"])
+                self._captured.setdefault(layer, []).append(probs.detach())
 
     # ---- results ------------------------------------------------------------------------
     @property
@@ -232,6 +255,9 @@ class StationRun:
         """(B, Q, L, Hc, Vmax) float32 on CPU: one transfer per layer for the whole batch, made once.
 
         Layers may live on different GPUs (device_map=auto), so each goes to the CPU on its own."""
+        if self._pending:
+            self._flush()
+            self._cpu = None
         if self._cpu is None or self._cpu_steps != self.steps:
             layers = self.layers
             if not layers:

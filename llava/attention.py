@@ -28,6 +28,7 @@ the intervened probabilities (for maskout `zero`: the head's attention before it
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from transformers import AttentionInterface
@@ -197,6 +198,10 @@ def capture_sdpa_attention(
     if plan.rows is not None and plan.rows.numel() > 0:
         rows = plan.rows.to(query.device)  # (B, Qs)
         n_heads = query.shape[1]
+        if plan.defer and q_len == 1 and hasattr(sink, "defer"):
+            vis = None if attention_mask is None else _visible(attention_mask, rows, 1, kv_len, batch, query.device)[:, 0, 0]
+            sink.defer(layer_idx, query, key, vis, kv_len, partial(_finish_deferred, scale=scale, plan=plan))
+            return out, None
         if q_len == 1:  # a decoding step: the only row
             q_sel = query
         else:
@@ -218,6 +223,34 @@ def capture_sdpa_attention(
             probs = probs.index_select(1, plan.capture_heads.to(probs.device))
         sink.deliver(layer_idx, probs)
     return out, None
+
+
+def _finish_deferred(queries: list, key: torch.Tensor, visibles: list, kv_lens: list, *, scale: float,
+                     plan: LayerPlan) -> torch.Tensor:
+    """(B, Hc, T, Vmax) image attention of T deferred decoding steps of one layer, in one batch.
+
+    queries: T tensors (B, H, 1, D); key: the layer's last key tensor (B, Hkv, S, D), of which step t
+    saw the first kv_lens[t] columns (and, with padding, `visibles[t]` (B, kv_lens[t]) of them).
+    """
+    q = torch.cat(queries, dim=2)  # (B, H, T, D)
+    batch, n_heads, steps, _ = q.shape
+    s = key.shape[2]
+    logits = _capture_logits(None, q, key, scale)  # (B, H, T, S)
+    cols_s = torch.arange(s, device=q.device)
+    lens = torch.tensor(kv_lens, device=q.device)
+    vis = (cols_s[None, :] < lens[:, None])[None].expand(batch, steps, s)  # (B, T, S)
+    if any(v is not None for v in visibles):
+        rows = [torch.nn.functional.pad(v.to(q.device), (0, s - v.shape[-1])) if v is not None
+                else (cols_s < kl)[None].expand(batch, s) for v, kl in zip(visibles, kv_lens)]
+        vis = vis & torch.stack(rows, dim=1)
+    probs = _softmax(logits, vis[:, None])  # (B, H, T, S)
+    cols = plan.image_cols.to(q.device).clamp(max=s - 1)
+    probs = probs.gather(3, cols[:, None, None, :].expand(batch, n_heads, steps, cols.shape[1]))
+    if plan.image_valid is not None:
+        probs = probs * plan.image_valid.to(probs.device)[:, None, None, :]
+    if plan.capture_heads is not None:
+        probs = probs.index_select(1, plan.capture_heads.to(probs.device))
+    return probs
 
 
 _REGISTERED = False

@@ -34,6 +34,7 @@ class LayerPlan:
     modify_factor: float = 1.0
     modify_mode: str = "image_reweight"
     image_valid: "torch.Tensor | None" = None  # (B, Vmax) bool, None = all valid
+    defer: bool = False  # a decoding step without interventions: hand the query to sink.defer(...)
 
     @property
     def intervenes(self) -> bool:
