@@ -23,7 +23,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lab.heads import analyze_sample, select_heads  # noqa: E402
+from lab.analysis import analyze_sample  # noqa: E402
+from lab.selection import select_heads  # noqa: E402
 
 TARGET_S = 60.0
 

@@ -1,6 +1,6 @@
-"""stage=ablate: does masking the selected heads hurt the answers more than masking random heads?
+"""Ablation (Bi et al.): answer accuracy with heads masked out; the conditions and the answer match.
 
-On a JSONL whose rows carry an "answer", the model answers every row three ways:
+stage=ablate (`lab.stages.ablate`) answers every row of a JSONL with an "answer" three ways:
 
 * baseline: no intervention;
 * selected heads masked out (from `heads_file=`, else selected on the fly: collect + `select_stage`);
@@ -10,7 +10,7 @@ On a JSONL whose rows carry an "answer", the model answers every row three ways:
 Accuracy is a normalised match of the generated answer against "answer" (lower case, punctuation
 and articles dropped, number words as digits): `ablation.match=exact` compares the first word(s)
 of the answer (as many words as the reference has), `contains` looks for the reference anywhere.
-Writes `ablation.json`, `figures/ablation.png` and prints a small table.
+The stage writes `ablation.json`, `figures/ablation.png` and prints `format_table`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import logging
 import re
 import string
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -105,120 +104,6 @@ def run_condition(vlm: Any, items: Sequence[tuple[Any, Any]], heads: Sequence[tu
         if progress is not None:
             progress.update(len(chunk))
     return res
-
-
-def _load_items(rows) -> tuple[list, list[tuple[str, str]]]:
-    from utils.io import load_image
-
-    items, failed = [], []
-    for row in rows:
-        try:
-            items.append((row, load_image(row.image_path)))
-        except UserError as e:
-            failed.append((row.id, str(e)))
-            log.warning("skipping %s: %s", row.id, e)
-    return items, failed
-
-
-def _heads_for(cfg, ctx) -> tuple[list[tuple[int, int]], str]:
-    """Heads to mask: `heads_file=` (its top_k), else collect + select on this JSONL."""
-    from lab import stages as S
-
-    if cfg.heads_file:
-        return S.heads_from_file(cfg.heads_file, cfg.top_k), str(cfg.heads_file)
-    S._batch_collect(cfg, ctx, require=("answer",))
-    heads = [tuple(int(x) for x in h) for h in S.select_stage(cfg, ctx)["heads"]]
-    return heads, "selected on the fly from this run"
-
-
-def ablate_stage(cfg, ctx) -> dict:
-    """Accuracy: baseline vs selected heads masked vs random heads masked; see the module docstring."""
-    from tqdm import tqdm
-
-    from lab import grounding as G
-    from lab import plots
-    from lab import stages as S
-    from lab.heads import jsonable
-    from utils.data import load_rows, select_rows
-    from utils.io import atomic_write_json
-
-    ab = cfg.ablation
-    match = str(ab.match)
-    if match not in ("exact", "contains"):
-        raise UserError(f"ablation.match={match!r} is not valid: use exact or contains")
-    if int(ab.random_draws) < 0:
-        raise UserError(f"ablation.random_draws={ab.random_draws} must be >= 0")
-    if ab.maskout_mode not in ("zero", "uniform"):
-        raise UserError(f"ablation.maskout_mode={ab.maskout_mode!r} is not valid: use zero or uniform")
-    if ab.steps not in ("all", "prefill"):
-        raise UserError(f"ablation.steps={ab.steps!r} is not valid: use all or prefill")
-    rows = select_rows(load_rows(cfg.data_file, require=("answer",)), cfg.start_index, cfg.end_index, cfg.shard)
-    heads, source = _heads_for(cfg, ctx)
-    if not heads:
-        raise UserError("no heads to ablate: heads_file has none, or no head passed selection (try selection.exclude_layers=[])")
-    vlm = ctx.load_vlm()
-    L, Hn = vlm.num_layers, vlm.num_heads
-    bad = [h for h in heads if not (0 <= h[0] < L and 0 <= h[1] < Hn)]
-    if bad:
-        raise UserError(f"heads {bad} are outside the model's {L} layers x {Hn} heads (heads_file={cfg.heads_file})")
-    from utils.config import excluded_layers
-
-    exclude = excluded_layers(cfg.selection.exclude_layers, L)
-    try:
-        draws = G.random_head_sets(L, Hn, len(heads), int(ab.random_draws), int(cfg.seed),
-                                   exclude_layers=exclude, exclude_heads=heads)
-    except ValueError as e:
-        log.warning("no random-heads baseline: %s", e)
-        draws = []
-    items, failed = _load_items(rows)
-    if not items:
-        raise UserError(f"no row of {cfg.data_file} has a readable image; see the warnings above")
-
-    kw = dict(batch_size=int(cfg.batch_size), max_new_tokens=int(cfg.max_new_tokens), match=match,
-              maskout_mode=str(ab.maskout_mode), steps=str(ab.steps))
-    bar = tqdm(total=len(items) * (2 + len(draws)), desc="ablate", unit="answer", disable=len(items) < 20)
-    base = run_condition(vlm, items, [], name="baseline", progress=bar, **kw)
-    sel = run_condition(vlm, items, heads, name="selected_heads", progress=bar, **kw)
-    rnd = [run_condition(vlm, items, d, name=f"random_{i}", progress=bar, **kw) for i, d in enumerate(draws)]
-    bar.close()
-
-    accs = [r.accuracy for r in rnd]
-    random_block: dict[str, Any] = {
-        "mean": float(np.mean(accs)) if accs else None,
-        "std": float(np.std(accs)) if accs else None,
-        "min": float(np.min(accs)) if accs else None,
-        "max": float(np.max(accs)) if accs else None,
-        "n": len(items),
-        "draws": [{**r.summary(base), "heads": [list(h) for h in r.heads]} for r in rnd],
-    }
-    if not accs:
-        random_block["note"] = "no random draw possible (too few heads outside the selected ones and excluded layers)"
-    result = {
-        "baseline": base.summary(),
-        "selected_heads": {**sel.summary(base), "heads": [list(h) for h in heads], "source": source},
-        "random_heads": random_block,
-        "settings": {"match": match, "random_draws": len(draws), "maskout_mode": str(ab.maskout_mode),
-                     "steps": str(ab.steps), "top_k": len(heads), "seed": int(cfg.seed),
-                     "exclude_layers": exclude, "max_new_tokens": int(cfg.max_new_tokens),
-                     "data_file": str(cfg.data_file), "model_id": vlm.model_id},
-        "failed": [{"id": i, "reason": r} for i, r in failed],
-        "samples": [{"id": row.id, "answer": row.answer, "baseline": base.answers[row.id],
-                     "selected_heads": sel.answers[row.id], "baseline_correct": base.correct[row.id],
-                     "selected_correct": sel.correct[row.id]} for row, _ in items],
-    }
-    out = Path(ctx.output_dir)
-    path = atomic_write_json(out / "ablation.json", jsonable(result))
-    names = ["baseline", "selected heads", "random heads"]
-    values = [base.accuracy, sel.accuracy, random_block["mean"] if accs else float("nan")]
-    errors = [float("nan"), float("nan"), random_block["std"] if accs else float("nan")]
-    fig = plots.bar_chart(names, values, errors, out / "figures" / "ablation.png",
-                          title=f"answer accuracy ({len(heads)} heads masked, {match} match, n={len(items)})",
-                          ylabel="accuracy")
-    print(format_table(result))
-    print(f"ablation: {path}")
-    S.write_index(out, {"ablation": str(path)})
-    return {"ablation_file": str(path), "figure": str(fig), "baseline": result["baseline"],
-            "selected_heads": result["selected_heads"], "random_heads": {k: v for k, v in random_block.items() if k != "draws"}}
 
 
 def format_table(result: dict) -> str:

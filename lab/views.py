@@ -5,23 +5,25 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from lab import plots
 from lab.records import AttentionRecord, record_path, safe_id
-from lab.stages import (StageContext, _load_image_or_blank, _sigma, _visualize_record, head_maps, heads_from_file,
-                        record_files, write_index)
+from lab.report import write_run_index
+from lab.stages.common import head_maps, heads_from_file, image_or_blank, record_files, sigma_for
+from lab.stages.context import StageContext
+from lab.stages.visualize import visualize_record
+from utils.data import load_rows
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
 def _single_head(rec: AttentionRecord, cfg, out_dir: Path) -> dict:
-    from lab import plots
-
     layer, head = int(cfg.layer), int(cfg.head)
     maps = head_maps(rec, [(layer, head)], cfg)
     path = plots.overlay_heads(
-        _load_image_or_blank(rec), rec.layout, {(layer, head): maps[0]},
+        image_or_blank(rec), rec.layout, {(layer, head): maps[0]},
         out_dir / f"{safe_id(rec.meta.sample_id)}_L{layer}H{head}.png", show_components=cfg.show_components,
-        title=f"L{layer}H{head}: {rec.meta.query}", grid=cfg.selection.grid, sigma=_sigma(cfg, rec),
+        title=f"L{layer}H{head}: {rec.meta.query}", grid=cfg.selection.grid, sigma=sigma_for(cfg, rec),
         gt_box=rec.meta.extra.get("bbox"), show=cfg.show_plot)
     return {"figure": str(path), "heads": [(layer, head)]}
 
@@ -37,7 +39,7 @@ def single_view(cfg, ctx: StageContext) -> dict:
         res = _single_head(rec, cfg, out)
     else:
         heads = heads_from_file(cfg.heads_file, cfg.top_k) if cfg.heads_file else None
-        res = _visualize_record(rec, cfg, out, heads)
+        res = visualize_record(rec, cfg, out, heads)
     print(f"figure: {res['figure']}")
     return res
 
@@ -45,8 +47,6 @@ def single_view(cfg, ctx: StageContext) -> dict:
 def batch_view(cfg, ctx: StageContext) -> dict:
     """Overlays for every record of a folder (or of a JSONL's ids) + index.html."""
     if cfg.data_file:
-        from utils.data import load_rows
-
         rows = load_rows(cfg.data_file)
         folder = Path(cfg.attention_dir) if cfg.attention_dir else None
         if folder is None:
@@ -65,11 +65,11 @@ def batch_view(cfg, ctx: StageContext) -> dict:
     done, failed = [], []
     for f in files:
         try:
-            done.append(_visualize_record(AttentionRecord.load(f), cfg, out, heads)["figure"])
+            done.append(visualize_record(AttentionRecord.load(f), cfg, out, heads)["figure"])
         except UserError as e:
             failed.append((str(f), str(e)))
             log.warning("%s: %s", f, e)
-    index = write_index(ctx.output_dir, {"records": len(files)})
+    index = write_run_index(ctx.output_dir, {"records": len(files)})
     print(f"{len(done)} figure(s) in {out}, {len(failed)} failed; index: {index}")
     return {"figures": done, "failed": failed, "index": str(index)}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TextIO
 
 import torch
 from PIL import Image
@@ -218,6 +218,24 @@ class VLM:
     def tokens(self, ids: Sequence[int]) -> list[str]:
         return [str(t) for t in self.processor.tokenizer.convert_ids_to_tokens(list(ids))]
 
+    def text_streamer(self, out: TextIO):
+        """A transformers TextStreamer printing the answer to `out` as it is generated, with an
+        "assistant: " prefix before the first text; `.started` tells whether anything was printed."""
+        from transformers import TextStreamer
+
+        class _Streamer(TextStreamer):
+            started = False
+
+            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                if not text and not self.started:
+                    return
+                if not self.started:
+                    print("assistant: ", end="", file=out)
+                    self.started = True
+                print(text, end="\n" if stream_end else "", file=out, flush=True)
+
+        return _Streamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+
 
 def _load_model(name_or_path: str, dtype: torch.dtype, device: torch.device, device_map, attn_implementation: str,
                 family: Family | None = None):
@@ -287,3 +305,4 @@ def load_from_config(cfg) -> VLM:
         dm = OmegaConf.to_container(dm)
     return load_vlm(name, device=cfg.device, dtype=cfg.dtype, device_map=dm, prompt_template=cfg.prompt_template,
                     image_aspect=cfg.image_aspect, system_prompt=cfg.system_prompt)
+

@@ -132,7 +132,7 @@ def make_cfg(*overrides):
 
 
 def test_chat_in_process(tiny_vlm, images, tmp_path, capsys):
-    import cli_llava
+    from lab import chat as session
 
     square, other = images
     cfg = make_cfg("cli_mode=true", "max_new_tokens=3", "stream=false", "token_figures=false",
@@ -140,7 +140,7 @@ def test_chat_in_process(tiny_vlm, images, tmp_path, capsys):
     ctx = StageContext(loader=lambda: tiny_vlm, output_dir=tmp_path)
     stdin = io.StringIO("\n".join(["hello ?", "/save", f"/image {square}", "what ?", "what else ?", "/reset",
                                    "/heads", "/heads 1:1", "/heads auto", "/image", "/heads 1-2", "again ?", "/save"]))
-    res = cli_llava.chat(cfg, ctx, stdin=stdin)  # ends at end of input
+    res = session.chat(cfg, ctx, stdin=stdin)  # ends at end of input
     out, err = capsys.readouterr()
     assert res == {"turns": 3}
     assert "error: no image yet: give image_file= or type /image PATH first" in err
@@ -163,7 +163,7 @@ def test_chat_in_process(tiny_vlm, images, tmp_path, capsys):
     (["cli_mode=true", "image_file=/nonexistent/dog.png"], "image not found: /nonexistent/dog.png"),
 ])
 def test_user_errors_before_the_model_loads(args, needle, images, tmp_path):
-    import cli_llava
+    from lab import chat as session
     from utils.errors import UserError
 
     def loader():
@@ -171,14 +171,14 @@ def test_user_errors_before_the_model_loads(args, needle, images, tmp_path):
 
     cfg = make_cfg(*[a.replace("IMG", str(images[0])) for a in args])
     with pytest.raises(UserError, match=re.escape(needle)):
-        cli_llava.run_cli(cfg, StageContext(loader=loader, output_dir=tmp_path))
+        session.run_cli(cfg, StageContext(loader=loader, output_dir=tmp_path))
 
 
 def test_parse_heads():
-    import cli_llava
+    from lab import chat as session
     from utils.errors import UserError
 
-    assert cli_llava.parse_heads("2:1, 3:0", 4, 4) == [(2, 1), (3, 0)]
+    assert session.parse_heads("2:1, 3:0", 4, 4) == [(2, 1), (3, 0)]
     for bad in ("", "2", "a:b", "4:0", "0:-1"):
         with pytest.raises(UserError):
-            cli_llava.parse_heads(bad, 4, 4)
+            session.parse_heads(bad, 4, 4)

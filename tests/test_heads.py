@@ -1,4 +1,4 @@
-"""Tests for lab/heads.py on synthetic maps with known answers (fast, deterministic)."""
+"""Tests for the criteria, per-sample analysis, selection and writers on synthetic maps with known answers (fast, deterministic)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from lab import heads as hd
+from lab import analysis, criteria, selection, visual_heads, writers
 from utils.layout import square_grid_layout
 
 LN2 = math.log(2.0)
@@ -21,7 +21,7 @@ LN2 = math.log(2.0)
 def test_one_blob_has_zero_entropy():
     a = np.zeros((8, 8))
     a[2:4, 3:6] = [[1.0, 2.0, 1.0], [2.0, 3.0, 2.0]]
-    d = hd.spatial_entropy_details(a)
+    d = criteria.spatial_entropy_details(a)
     assert d.entropy == 0.0 and math.copysign(1.0, d.entropy) == 1.0  # no -0.0
     assert d.n_components == 1
     assert set(np.unique(d.labels)) == {0, 1}
@@ -31,15 +31,15 @@ def test_two_equal_blobs_give_ln2():
     a = np.zeros((8, 8))
     a[1:3, 1:3] = 1.0
     a[5:7, 5:7] = 1.0
-    assert hd.spatial_entropy(a) == pytest.approx(LN2, abs=1e-12)
-    assert hd.spatial_entropy_details(a).n_components == 2
+    assert criteria.spatial_entropy(a) == pytest.approx(LN2, abs=1e-12)
+    assert criteria.spatial_entropy_details(a).n_components == 2
 
 
 def test_unequal_blobs_follow_mass_weights():
     a = np.zeros((10, 10))
     a[1, 1] = 3.0  # one cell, big mass
     a[6:9, 6:9] = 0.2  # nine cells, small mass each
-    d = hd.spatial_entropy_details(a)
+    d = criteria.spatial_entropy_details(a)
     mean = a.mean()
     m1, m2 = 3.0 - mean, 9 * (0.2 - mean)
     p = np.array([m1, m2]) / (m1 + m2)
@@ -47,52 +47,52 @@ def test_unequal_blobs_follow_mass_weights():
     assert d.entropy == pytest.approx(float(-(p * np.log(p)).sum()), rel=1e-12)
     # area weighting: sizes 1 and 9
     q = np.array([1.0, 9.0]) / 10.0
-    assert hd.spatial_entropy(a, component_weight="area") == pytest.approx(float(-(q * np.log(q)).sum()), rel=1e-12)
-    assert hd.spatial_entropy(a, component_weight="area") != pytest.approx(d.entropy)
+    assert criteria.spatial_entropy(a, component_weight="area") == pytest.approx(float(-(q * np.log(q)).sum()), rel=1e-12)
+    assert criteria.spatial_entropy(a, component_weight="area") != pytest.approx(d.entropy)
 
 
 def test_diagonal_neighbours_connect_only_with_8_connectivity():
     a = np.zeros((6, 6))
     a[1, 1] = 1.0
     a[2, 2] = 1.0
-    assert hd.spatial_entropy(a) == 0.0  # default 8-connectivity: one component
-    assert hd.spatial_entropy(a, connectivity=8) == 0.0
-    assert hd.spatial_entropy(a, connectivity=4) == pytest.approx(LN2)
-    assert hd.spatial_entropy_details(a, connectivity=4).n_components == 2
-    assert hd.spatial_entropy_details(a).n_components == 1
-    e, n = hd.spatial_entropy_batch(np.stack([a, a]))
+    assert criteria.spatial_entropy(a) == 0.0  # default 8-connectivity: one component
+    assert criteria.spatial_entropy(a, connectivity=8) == 0.0
+    assert criteria.spatial_entropy(a, connectivity=4) == pytest.approx(LN2)
+    assert criteria.spatial_entropy_details(a, connectivity=4).n_components == 2
+    assert criteria.spatial_entropy_details(a).n_components == 1
+    e, n = criteria.spatial_entropy_batch(np.stack([a, a]))
     assert (n == 1).all() and (e == 0.0).all()
-    e4, n4 = hd.spatial_entropy_batch(np.stack([a, a]), connectivity=4)
+    e4, n4 = criteria.spatial_entropy_batch(np.stack([a, a]), connectivity=4)
     assert (n4 == 2).all() and np.allclose(e4, LN2)
-    assert hd.analyze_sample(a.reshape(1, 1, 36), (6, 6), exclude_layers=()).n_components[0, 0] == 1
+    assert analysis.analyze_sample(a.reshape(1, 1, 36), (6, 6), exclude_layers=()).n_components[0, 0] == 1
 
 
 def test_constant_and_empty_maps_are_inf():
     for value in (0.0, 0.1, 1.0 / 3.0, 7.25):
         for dtype in (np.float32, np.float64):
             a = np.full((24, 24), value, dtype=dtype)
-            assert hd.spatial_entropy(a) == math.inf
-            e, n = hd.spatial_entropy_batch(a[None])
+            assert criteria.spatial_entropy(a) == math.inf
+            e, n = criteria.spatial_entropy_batch(a[None])
             assert e[0] == math.inf and n[0] == 0
-    assert hd.spatial_entropy_details(np.full((4, 4), 0.3)).n_components == 0
+    assert criteria.spatial_entropy_details(np.full((4, 4), 0.3)).n_components == 0
 
 
 def test_non_finite_map_is_nan():
     a = np.ones((4, 4))
     a[0, 0] = np.nan
-    assert math.isnan(hd.spatial_entropy(a))
-    e, n = hd.spatial_entropy_batch(np.stack([a, np.eye(4)]))
+    assert math.isnan(criteria.spatial_entropy(a))
+    e, n = criteria.spatial_entropy_batch(np.stack([a, np.eye(4)]))
     assert math.isnan(e[0]) and n[0] == 0
     assert e[1] == pytest.approx(0.0)  # the diagonal is one 8-connected component
 
 
 def test_bad_arguments_raise():
     with pytest.raises(ValueError):
-        hd.spatial_entropy(np.zeros(5))
+        criteria.spatial_entropy(np.zeros(5))
     with pytest.raises(ValueError):
-        hd.spatial_entropy(np.eye(3), connectivity=6)  # type: ignore[arg-type]
+        criteria.spatial_entropy(np.eye(3), connectivity=6)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        hd.spatial_entropy_batch(np.eye(3)[None], component_weight="volume")  # type: ignore[arg-type]
+        criteria.spatial_entropy_batch(np.eye(3)[None], component_weight="volume")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,11 +104,11 @@ def test_batch_equals_scalar_on_random_maps(weight, connectivity):
     rng = np.random.default_rng(1)
     maps = (rng.random((3, 5, 7, 9)) ** 6).astype(np.float32)  # sparse, many components
     maps[0, 0] = 0.5  # a constant map in there
-    ent, nc = hd.spatial_entropy_batch(maps, weight, connectivity, chunk_maps=4)  # several chunks
+    ent, nc = criteria.spatial_entropy_batch(maps, weight, connectivity, chunk_maps=4)  # several chunks
     assert ent.shape == (3, 5) and nc.shape == (3, 5)
     for i in range(3):
         for j in range(5):
-            d = hd.spatial_entropy_details(maps[i, j], weight, connectivity)
+            d = criteria.spatial_entropy_details(maps[i, j], weight, connectivity)
             assert nc[i, j] == d.n_components
             if math.isinf(d.entropy):
                 assert math.isinf(ent[i, j])
@@ -121,13 +121,13 @@ def test_batch_equals_scalar_on_random_maps(weight, connectivity):
 def test_analyze_sample_matches_scalar_functions():
     rng = np.random.default_rng(3)
     att = (rng.random((3, 4, 25)) ** 5).astype(np.float32)
-    r = hd.analyze_sample(att, (5, 5), exclude_layers=())
+    r = analysis.analyze_sample(att, (5, 5), exclude_layers=())
     maps = att.reshape(3, 4, 5, 5)
     np.testing.assert_allclose(r.s_img, att.sum(-1, dtype=np.float64), rtol=1e-12)
-    np.testing.assert_allclose(r.bottom_row_share, hd.bottom_row_share(maps), rtol=1e-10)
+    np.testing.assert_allclose(r.bottom_row_share, criteria.bottom_row_share(maps), rtol=1e-10)
     for l in range(3):
         for h in range(4):
-            assert r.entropy[l, h] == pytest.approx(hd.spatial_entropy(maps[l, h]), rel=1e-10, abs=1e-12)
+            assert r.entropy[l, h] == pytest.approx(criteria.spatial_entropy(maps[l, h]), rel=1e-10, abs=1e-12)
 
 
 def test_bottom_row_share():
@@ -135,7 +135,7 @@ def test_bottom_row_share():
     a[0, 3, :] = 1.0  # everything above the mean on the bottom row
     a[1, 0, 0] = 1.0
     a[1, 3, 3] = 1.0  # half of it
-    share = hd.bottom_row_share(a)
+    share = criteria.bottom_row_share(a)
     assert share[0] == pytest.approx(1.0)
     assert share[1] == pytest.approx(0.5)
 
@@ -155,7 +155,7 @@ def _l_curve(n_big=5, n_tail=120, seed=0):
 @pytest.mark.parametrize("n_big", [3, 5, 9])
 def test_elbow_of_constructed_curve(method, n_big):
     values, n_big = _l_curve(n_big=n_big)
-    e = hd.elbow_threshold(values, method)
+    e = criteria.elbow_threshold(values, method)
     assert e.knee_found and e.method_used == method
     # the corner: first point of the flat tail
     assert e.index == n_big
@@ -168,27 +168,27 @@ def test_elbow_of_constructed_curve(method, n_big):
 
 
 def test_elbow_edge_cases():
-    flat = hd.elbow_threshold(np.full(50, 0.3))
+    flat = criteria.elbow_threshold(np.full(50, 0.3))
     assert not flat.knee_found and flat.method_used == "keep_all" and "flat" in flat.note
     assert flat.n_kept == 50
-    tiny = hd.elbow_threshold([0.5, 0.1])
+    tiny = criteria.elbow_threshold([0.5, 0.1])
     assert not tiny.knee_found and tiny.threshold == 0.1 and "too few" in tiny.note
-    assert hd.elbow_threshold([]).threshold == -math.inf
-    one = hd.elbow_threshold([2.0])
+    assert criteria.elbow_threshold([]).threshold == -math.inf
+    one = criteria.elbow_threshold([2.0])
     assert one.threshold == 2.0 and one.n_kept == 1
     # NaNs are dropped
     values, n_big = _l_curve()
     with_nan = np.concatenate([values, [np.nan, np.nan]])
-    e = hd.elbow_threshold(with_nan)
+    e = criteria.elbow_threshold(with_nan)
     assert e.n_dropped_nan == 2 and e.index == n_big
     # straight line: kneedle finds no knee, the chord fallback finds no elbow either -> keep all
-    line = hd.elbow_threshold(np.linspace(1.0, 0.0, 30))
+    line = criteria.elbow_threshold(np.linspace(1.0, 0.0, 30))
     assert not line.knee_found and line.method_used == "keep_all" and "no knee" in line.note
     assert line.n_kept == 30
-    keep = hd.elbow_threshold(np.linspace(1.0, 0.0, 30), fallback="keep_all")
+    keep = criteria.elbow_threshold(np.linspace(1.0, 0.0, 30), fallback="keep_all")
     assert keep.method_used == "keep_all"
     with pytest.raises(ValueError):
-        hd.elbow_threshold([1, 2, 3], "bogus")  # type: ignore[arg-type]
+        criteria.elbow_threshold([1, 2, 3], "bogus")  # type: ignore[arg-type]
 
 
 def test_kneedle_knee_choice_skips_small_bumps():
@@ -196,15 +196,15 @@ def test_kneedle_knee_choice_skips_small_bumps():
     top = [0.6497, 0.6384, 0.6360, 0.6343, 0.5397, 0.5266, 0.5202]
     tail = np.linspace(0.0868, 0.02, 57)
     values = np.concatenate([top, tail])
-    assert hd.elbow_threshold(values).index == 7
-    assert hd.elbow_threshold(values, knee_choice="first").index == 1
-    assert hd.elbow_threshold(values, "chord").index == 7
+    assert criteria.elbow_threshold(values).index == 7
+    assert criteria.elbow_threshold(values, knee_choice="first").index == 1
+    assert criteria.elbow_threshold(values, "chord").index == 7
 
 
 def test_kneedle_no_knee_falls_back_to_chord():
     # a curve kneedle rejects (its knee is not significant at a huge sensitivity) but with a bend
     values, n_big = _l_curve()
-    e = hd.elbow_threshold(values, sensitivity=1e6)
+    e = criteria.elbow_threshold(values, sensitivity=1e6)
     assert not e.knee_found and e.method_used == "chord" and "chord" in e.note
     assert e.index == n_big
 
@@ -246,7 +246,7 @@ def _population(n=30, L=8, H=8, side=6, seed=0):
 
 
 def _analyze_population(att, side=6, **kw):
-    res = [hd.analyze_sample(a, (side, side), **kw) for a in att]
+    res = [analysis.analyze_sample(a, (side, side), **kw) for a in att]
     s_img = np.stack([r.s_img for r in res])
     ent = np.stack([r.entropy for r in res])
     return res, s_img, ent
@@ -255,7 +255,7 @@ def _analyze_population(att, side=6, **kw):
 def test_select_heads_recovers_planted_heads():
     att = _population()
     _, s_img, ent = _analyze_population(att)
-    sel = hd.select_heads(s_img, ent, k=3, top_k=3)
+    sel = selection.select_heads(s_img, ent, k=3, top_k=3)
     assert sorted(sel.head_list) == sorted(PLANTED)
     for d in sel.heads:
         assert d["frequency"] == 30 and d["frequency_ratio"] == 1.0
@@ -267,28 +267,28 @@ def test_select_heads_recovers_planted_heads():
         assert sel.frequency[l, h] == 0
     assert sel.selected.sum() == 3
     # the default k=10 still ranks the planted heads first (ties broken by mean entropy)
-    sel10 = hd.select_heads(s_img, ent)
+    sel10 = selection.select_heads(s_img, ent)
     assert sorted(sel10.head_list) == sorted(PLANTED)
     assert [d["frequency"] for d in sel10.ranked] == sorted((d["frequency"] for d in sel10.ranked), reverse=True)
     # both elbow methods agree here
-    assert sorted(hd.select_heads(s_img, ent, elbow_method="chord", k=3).head_list) == sorted(PLANTED)
+    assert sorted(selection.select_heads(s_img, ent, elbow_method="chord", k=3).head_list) == sorted(PLANTED)
 
 
 def test_layer_exclusion_is_honoured():
     att = _population()
     _, s_img, ent = _analyze_population(att)
-    sel = hd.select_heads(s_img, ent, k=4, top_k=4)
+    sel = selection.select_heads(s_img, ent, k=4, top_k=4)
     assert LAYER0_BLOB not in sel.head_list
     assert not sel.eligible[0].any() and not sel.eligible[1].any()
     assert (sel.frequency[:2] == 0).all()
     assert sel.settings["exclude_layers"] == [0, 1]
-    sel_all = hd.select_heads(s_img, ent, k=4, top_k=4, exclude_layers=())
+    sel_all = selection.select_heads(s_img, ent, k=4, top_k=4, exclude_layers=())
     assert sorted(sel_all.head_list) == sorted(PLANTED + [LAYER0_BLOB])
     # excluding a planted head's layer removes it
-    sel_x = hd.select_heads(s_img, ent, k=3, top_k=3, exclude_layers=(0, 1, 5))
+    sel_x = selection.select_heads(s_img, ent, k=3, top_k=3, exclude_layers=(0, 1, 5))
     assert (5, 1) not in sel_x.head_list
     # analyze_sample marks excluded layers as ineligible too
-    r = hd.analyze_sample(att[0], (6, 6))
+    r = analysis.analyze_sample(att[0], (6, 6))
     assert not r.eligible[:2].any() and r.included[2:].all() and not r.included[:2].any()
 
 
@@ -297,7 +297,7 @@ def test_bottom_row_mask_removes_heads_per_sample():
     _, s_img, ent = _analyze_population(att)
     mask = np.zeros(s_img.shape, dtype=bool)
     mask[:20, 3, 5] = True  # planted head (3, 5) flagged in 20 of 30 samples
-    sel = hd.select_heads(s_img, ent, k=3, top_k=3, bottom_row_mask=mask)
+    sel = selection.select_heads(s_img, ent, k=3, top_k=3, bottom_row_mask=mask)
     assert sel.frequency[3, 5] == 10
     assert sel.frequency.sum() == 30 * 3  # another head filled the slot in the 20 samples
     assert (3, 5) not in sel.head_list
@@ -313,7 +313,7 @@ def test_analyze_sample_fields_and_bottom_row_filter():
     att[2, 0, -side:] = 0.2  # all above-mean mass on the bottom row
     att[2, 1, 5] = 0.5  # compact, not on the bottom row
     layout = square_grid_layout((64, 64), list(range(10, 10 + side * side)), side, (0, 0, 64, 64), "pad")
-    r = hd.analyze_sample(att, layout, threshold=0.3, exclude_layers=(0,), bottom_row_filter=True)
+    r = analysis.analyze_sample(att, layout, threshold=0.3, exclude_layers=(0,), bottom_row_filter=True)
     assert r.s_img.shape == (3, 2) and r.grid_shape == (4, 4)
     assert r.s_img[0, 0] == pytest.approx(0.16)
     assert np.isinf(r.entropy[0, 0]) and r.n_components[0, 0] == 0  # constant map
@@ -322,7 +322,7 @@ def test_analyze_sample_fields_and_bottom_row_filter():
     assert r.passes_c1 is not None and r.passes_c1[2, 0] and r.passes_c1[2, 1] and not r.passes_c1[1, 0]
     assert r.eligible.tolist() == [[False, False], [False, False], [False, True]]
     # without the filter the bottom-row head is eligible
-    r2 = hd.analyze_sample(att, (side, side), threshold=0.3, exclude_layers=(0,))
+    r2 = analysis.analyze_sample(att, (side, side), threshold=0.3, exclude_layers=(0,))
     assert r2.bottom_row_artifact is None and r2.eligible[2, 0]
     # JSON-safe dict: inf entropy -> null
     d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
@@ -331,7 +331,7 @@ def test_analyze_sample_fields_and_bottom_row_filter():
     assert d["eligible"][2][1] is True
     assert "L2H1" in r.summary()
     with pytest.raises(ValueError):
-        hd.analyze_sample(att, (5, 5))
+        analysis.analyze_sample(att, (5, 5))
 
 
 def test_select_heads_edge_cases():
@@ -339,18 +339,18 @@ def test_select_heads_edge_cases():
     s = rng.random((4, 2, 3))
     e = rng.random((4, 2, 3))
     # all layers excluded: nothing eligible, nothing chosen, no crash
-    sel = hd.select_heads(s, e, exclude_layers=(0, 1))
+    sel = selection.select_heads(s, e, exclude_layers=(0, 1))
     assert sel.heads == [] and not sel.eligible.any()
     # inf entropies are never chosen
     e_inf = np.full_like(e, np.inf)
-    sel = hd.select_heads(s, e_inf, exclude_layers=(), threshold=0.0)
+    sel = selection.select_heads(s, e_inf, exclude_layers=(), threshold=0.0)
     assert sel.heads == [] and (sel.per_sample_choices == -1).all()
     # a given threshold overrides the elbow
-    sel = hd.select_heads(s, e, exclude_layers=(), threshold=-1.0, k=1, top_k=2)
+    sel = selection.select_heads(s, e, exclude_layers=(), threshold=-1.0, k=1, top_k=2)
     assert sel.eligible.all() and sel.elbow.method_used == "given"
     assert sum(d["frequency"] for d in sel.ranked) == 4
     with pytest.raises(ValueError):
-        hd.select_heads(s, e[:, :1])
+        selection.select_heads(s, e[:, :1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,9 +360,9 @@ def test_json_and_csv_writers(tmp_path):
     att = _population(n=10)
     _, s_img, ent = _analyze_population(att)
     ent[0, 4, 4] = np.inf
-    sel = hd.select_heads(s_img, ent, k=3)
+    sel = selection.select_heads(s_img, ent, k=3)
     jpath = tmp_path / "out" / "heads.json"
-    hd.write_heads_json(sel, jpath)
+    writers.write_heads_json(sel, jpath)
     data = json.loads(jpath.read_text())
     assert [(d["layer"], d["head"]) for d in data["heads"]] == sel.head_list
     assert set(data) >= {"heads", "ranked", "threshold", "elbow", "settings", "n_samples"}
@@ -373,7 +373,7 @@ def test_json_and_csv_writers(tmp_path):
     cpath = tmp_path / "table.csv"
     mean_e = sel.mean_entropy.copy()
     mean_e[1, 1] = np.inf
-    hd.write_head_table_csv(cpath, sel.mean_s_img, mean_e, sel.frequency, sel.eligible, sel.selected)
+    writers.write_head_table_csv(cpath, sel.mean_s_img, mean_e, sel.frequency, sel.eligible, sel.selected)
     with open(cpath, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 64
@@ -396,13 +396,13 @@ def test_attention_concentration_extremes():
     a[0, 7] = 0.4  # one token
     a[1] = 0.5 / V  # uniform
     # a[2]: no image mass
-    c = hd.attention_concentration(a)
+    c = visual_heads.attention_concentration(a)
     assert c[0] == pytest.approx(1.0)
     assert c[1] == pytest.approx(0.0, abs=1e-12)
     assert math.isnan(c[2])
     two = np.zeros(V)
     two[:2] = 1.0
-    assert hd.attention_concentration(two) == pytest.approx(1.0 - LN2 / math.log(V))
+    assert visual_heads.attention_concentration(two) == pytest.approx(1.0 - LN2 / math.log(V))
 
 
 def test_visual_head_stats_groups():
@@ -411,7 +411,7 @@ def test_visual_head_stats_groups():
     a[:2, 1, 2] = 0.0
     a[:2, 1, 2, 0] = 0.8  # concentrated head in group "a"
     groups = ["a", "a", "b", None]
-    st = hd.visual_head_stats(a, groups)
+    st = visual_heads.visual_head_stats(a, groups)
     assert st["overall"]["n_samples"] == 4
     assert set(st["groups"]) == {"a", "b"}
     assert st["groups"]["a"]["n_samples"] == 2 and st["groups"]["b"]["n_samples"] == 1
@@ -421,25 +421,25 @@ def test_visual_head_stats_groups():
     assert st["groups"]["b"]["concentration_mean"][1, 2] == pytest.approx(0.0, abs=1e-12)
     assert st["overall"]["ratio_mean"][1, 2] == pytest.approx((0.8 * 2 + 0.09 * 2) / 4)
     # list input with varying V gives the same ratios
-    st2 = hd.visual_head_stats([x for x in a], groups)
+    st2 = visual_heads.visual_head_stats([x for x in a], groups)
     np.testing.assert_allclose(st2["overall"]["ratio_mean"], st["overall"]["ratio_mean"])
-    json.dumps(hd.jsonable(st), allow_nan=False)
+    json.dumps(writers.jsonable(st), allow_nan=False)
     with pytest.raises(ValueError):
-        hd.visual_head_stats(a, ["a"])
+        visual_heads.visual_head_stats(a, ["a"])
 
 
-def test_lab_heads_does_not_import_torch():
+def test_analysis_modules_do_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, lab.heads; sys.exit(1 if ('torch' in sys.modules or 'transformers' in sys.modules) else 0)"
+    code = "import sys, lab.criteria, lab.analysis, lab.selection, lab.visual_heads, lab.writers; sys.exit(1 if ('torch' in sys.modules or 'transformers' in sys.modules) else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_elbow_on_a_concave_curve_is_not_rank_zero():
     """A plateau of image-attending heads, then a drop (the toy model's shape): auto picks 'concave'."""
     y = np.array([0.99, 0.98, 0.94, 0.91, 0.86, 0.85, 0.84, 0.81, 0.80, 0.77, 0.74, 0.67, 0.45, 0.36, 0.13, 0.01])
-    e = hd.elbow_threshold(y, "kneedle")
+    e = criteria.elbow_threshold(y, "kneedle")
     assert e.knee_found and 8 <= e.index <= 12, e
-    convex = hd.elbow_threshold(y, "kneedle", curve="convex")
+    convex = criteria.elbow_threshold(y, "kneedle", curve="convex")
     assert convex.index is None or convex.index < e.index

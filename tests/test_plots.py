@@ -11,6 +11,9 @@ import pytest
 from PIL import Image
 
 from lab import plots
+from lab.grounding import coverage_mask
+from lab.plots import base
+from lab.report import write_index_html
 from lab.grounding import predict_box
 from utils.layout import square_grid_layout
 
@@ -113,11 +116,11 @@ def test_overlay_pixels_follow_layout_geometry(tmp_path):
     r0, c0 = lay.pixel_to_cell(30, 66)
     r1, c1 = lay.pixel_to_cell(89, 101)
     m[r0 : r1 + 1, c0 : c1 + 1] = 1.0
-    img, disp = plots._display(Image.new("RGB", (W, H), (0, 0, 0)), lay, 1024)
+    img, disp = base._display(Image.new("RGB", (W, H), (0, 0, 0)), lay, 1024)
     fig = Figure(figsize=(W / 100, H / 100), dpi=100)
     ax = fig.add_axes((0, 0, 1, 1))
-    plots._show_image(ax, img, W, H)
-    plots._overlay(ax, m, disp, plots.coverage_mask(disp), W, H, grid=None, order=0, cmap="gray", alpha=1.0)
+    base._show_image(ax, img, W, H)
+    base._overlay(ax, m, disp, coverage_mask(disp), W, H, grid=None, order=0, cmap="gray", alpha=1.0)
     ax.set_axis_off()
     out = tmp_path / "raw.png"
     fig.savefig(out, dpi=100)
@@ -132,7 +135,7 @@ def test_overlay_pixels_follow_layout_geometry(tmp_path):
 def test_display_downscale_keeps_geometry():
     W, H = 2000, 1200
     lay = pad_layout(W, H, 24)
-    img, small = plots._display(Image.new("RGB", (W, H)), lay, 500)
+    img, small = base._display(Image.new("RGB", (W, H)), lay, 500)
     assert small.image_size == (500, 300) and img.shape == (300, 500, 3)
     m = np.zeros((24, 24))
     m[12:15, 3:9] = 1
@@ -212,7 +215,7 @@ def test_write_index_html(tmp_path):
     a = plots.overlay_heads(scene(), lay, head_maps(lay), run / "fig" / "overlay one.png")
     b = plots.bar_chart(["x", "y"], [1, 2], None, run / "bars.png", title="t", ylabel="v")
     (run / "results.json").write_text("{}")
-    out = plots.write_index_html(
+    out = write_index_html(
         run,
         "Run <1>",
         {"Overlays": ["fig/overlay one.png", "missing.png"], "Ablation": [b, "results.json"]},

@@ -1,0 +1,184 @@
+"""Per-sample analysis: both criteria for every head of one sample's image attention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from lab.criteria.entropy import DEFAULT_RTOL, ComponentWeight, Connectivity, check_component_weight, entropy_core
+from lab.criteria.image_sum import excluded_list, image_attention_sum, layer_mask
+from lab.writers import jsonable
+from utils.layout import ImageLayout
+
+
+def _to_maps(image_attention: np.ndarray, layout_or_grid_shape: ImageLayout | Sequence[int], grid: str | None) -> np.ndarray:
+    if isinstance(layout_or_grid_shape, ImageLayout):
+        return layout_or_grid_shape.to_grid(image_attention, grid)
+    shape = tuple(int(x) for x in layout_or_grid_shape)
+    if len(shape) != 2:
+        raise ValueError(f"grid shape must be (rows, cols), got {layout_or_grid_shape!r}")
+    rows, cols = shape
+    V = image_attention.shape[-1]
+    if rows * cols != V:
+        raise ValueError(f"{V} image tokens do not form a {rows}x{cols} grid")
+    return image_attention.reshape(*image_attention.shape[:-1], rows, cols)
+
+
+@dataclass
+class SampleAnalysis:
+    """Per-head statistics of one sample (arrays are ``[L, H]``).
+
+    s_img: criterion 1 (attention mass on the image). entropy: criterion 2 (spatial entropy;
+    ``inf`` = no above-mean cell). n_components: connected components of the above-mean map.
+    bottom_row_share: fraction of above-mean mass on the grid's last row (``nan`` if none).
+    included: False for heads of excluded layers.
+    passes_c1: ``s_img >= threshold`` (None when no threshold was given).
+    bottom_row_artifact: ``bottom_row_share > bottom_row_fraction`` (None when the filter is off).
+    passes_c2: the head has a spatial entropy to rank by (finite) and is not a bottom-row artifact.
+    eligible: included & passes_c2 & (passes_c1 when a threshold was given).
+    """
+
+    s_img: np.ndarray
+    entropy: np.ndarray
+    n_components: np.ndarray
+    bottom_row_share: np.ndarray
+    included: np.ndarray
+    passes_c1: np.ndarray | None
+    bottom_row_artifact: np.ndarray | None
+    passes_c2: np.ndarray
+    eligible: np.ndarray
+    grid_shape: tuple[int, int]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.s_img.shape)  # type: ignore[return-value]
+
+    def ranked_heads(self, limit: int | None = None) -> list[tuple[int, int]]:
+        """Eligible heads by spatial entropy ascending (ties: higher S_img first)."""
+        L, H = self.shape
+        idx = np.flatnonzero(self.eligible.ravel())
+        order = np.lexsort((-self.s_img.ravel()[idx], self.entropy.ravel()[idx]))
+        out = [(int(i // H), int(i % H)) for i in idx[order]]
+        return out if limit is None else out[:limit]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Strict-JSON dict of nested lists ``[L][H]``; non-finite floats (inf/nan entropy,
+        nan bottom_row_share) become ``null``."""
+        return jsonable(
+            {
+                "n_layers": self.shape[0],
+                "n_heads": self.shape[1],
+                "grid_shape": list(self.grid_shape),
+                "settings": self.settings,
+                "entropy_null_means": "no above-mean component (inf) or non-finite input (nan)",
+                "s_img": self.s_img,
+                "entropy": self.entropy,
+                "n_components": self.n_components,
+                "bottom_row_share": self.bottom_row_share,
+                "included": self.included,
+                "passes_c1": self.passes_c1,
+                "bottom_row_artifact": self.bottom_row_artifact,
+                "passes_c2": self.passes_c2,
+                "eligible": self.eligible,
+            }
+        )
+
+    def summary(self, top: int = 5) -> str:
+        L, H = self.shape
+        lines = [
+            f"{L} layers x {H} heads, grid {self.grid_shape[0]}x{self.grid_shape[1]}",
+            f"excluded layers: {self.settings.get('excluded_layers', [])}",
+            f"S_img: min {np.nanmin(self.s_img):.4g}, mean {np.nanmean(self.s_img):.4g}, max {np.nanmax(self.s_img):.4g}",
+        ]
+        if self.passes_c1 is not None:
+            lines.append(
+                f"criterion 1 (S_img >= {self.settings.get('threshold'):.4g}): "
+                f"{int((self.passes_c1 & self.included).sum())} of {int(self.included.sum())} included heads"
+            )
+        if self.bottom_row_artifact is not None:
+            lines.append(f"bottom-row artifacts: {int((self.bottom_row_artifact & self.included).sum())} included heads")
+        lines.append(f"no above-mean component (entropy inf): {int(np.isinf(self.entropy).sum())} heads")
+        lines.append(f"eligible: {int(self.eligible.sum())} heads")
+        best = self.ranked_heads(top)
+        if best:
+            parts = [
+                f"L{l}H{h} (H={self.entropy[l, h]:.3f}, S_img={self.s_img[l, h]:.3f}, comps={int(self.n_components[l, h])})"
+                for l, h in best
+            ]
+            lines.append("lowest spatial entropy: " + ", ".join(parts))
+        return "\n".join(lines)
+
+
+def analyze_sample(
+    image_attention: np.ndarray,
+    layout_or_grid_shape: ImageLayout | Sequence[int],
+    threshold: float | None = None,
+    exclude_layers: Iterable[int] = (0, 1),
+    *,
+    component_weight: ComponentWeight = "mass",
+    connectivity: Connectivity = 8,
+    bottom_row_filter: bool = False,
+    bottom_row_fraction: float = 0.5,
+    grid: str | None = None,
+    rtol: float = DEFAULT_RTOL,
+    chunk_maps: int = 4096,
+) -> SampleAnalysis:
+    """Both criteria for every head of one sample's ``image_attention[L, H, V]``.
+
+    ``layout_or_grid_shape``: the sample's `ImageLayout` (``grid`` picks one of its grids) or a
+    ``(rows, cols)`` shape with ``rows * cols == V`` (row-major tokens).
+    ``threshold``: criterion-1 threshold (usually ``Selection.threshold`` from a previous
+    selection); None = criterion 1 not applied here (it is an across-sample statistic, see
+    `select_heads`). ``exclude_layers``: layers left out (default: the first two, whose attention
+    is spread almost uniformly over the image in LLaVA; Kang et al.).
+    ``bottom_row_filter``: when True, a head fails in this sample if more than
+    ``bottom_row_fraction`` of its above-mean mass lies in the grid's bottom row (LLaVA attention
+    often piles up there whatever the image shows); ``bottom_row_share`` is always computed.
+    """
+    a = np.asarray(image_attention)
+    if a.ndim != 3:
+        raise ValueError(f"image_attention must be [L, H, V], got shape {a.shape}")
+    L, H, _ = a.shape
+    maps = _to_maps(a, layout_or_grid_shape, grid)
+    R, C = maps.shape[-2:]
+    s_img = image_attention_sum(a)
+    check_component_weight(component_weight)
+    ent, nc, bottom = entropy_core(
+        maps.reshape(L * H, R, C), component_weight, int(connectivity), rtol, True, max(1, int(chunk_maps))
+    )
+    ent, nc = ent.reshape(L, H), nc.reshape(L, H)
+    bottom = bottom.reshape(L, H)  # type: ignore[union-attr]
+    included = np.broadcast_to(layer_mask(L, exclude_layers)[:, None], (L, H)).copy()
+    passes_c1 = None if threshold is None else (s_img >= float(threshold))
+    artifact = (bottom > float(bottom_row_fraction)) if bottom_row_filter else None
+    passes_c2 = np.isfinite(ent)
+    if artifact is not None:
+        passes_c2 &= ~artifact
+    eligible = included & passes_c2
+    if passes_c1 is not None:
+        eligible &= passes_c1
+    settings = {
+        "threshold": None if threshold is None else float(threshold),
+        "excluded_layers": excluded_list(L, exclude_layers),
+        "component_weight": component_weight,
+        "connectivity": int(connectivity),
+        "bottom_row_filter": bool(bottom_row_filter),
+        "bottom_row_fraction": float(bottom_row_fraction),
+        "rtol": float(rtol),
+    }
+    return SampleAnalysis(
+        s_img=s_img,
+        entropy=ent,
+        n_components=nc,
+        bottom_row_share=bottom,
+        included=included,
+        passes_c1=passes_c1,
+        bottom_row_artifact=artifact,
+        passes_c2=passes_c2,
+        eligible=eligible,
+        grid_shape=(int(R), int(C)),
+        settings=settings,
+    )

@@ -1,0 +1,255 @@
+"""cli_llava.py's session: ask a model about an image, keep the conversation, save what its heads looked at.
+
+One query (`run_cli`): the answer is streamed, the attention record is saved to
+`<output_dir>/attention/<id>.safetensors` and an overlay of the heads (from `heads_file=`, else
+the record's own top heads by spatial entropy) to `<output_dir>/figures/<id>_heads.png`.
+Chat (`chat`, `cli_mode=true`) reads stdin lines: plain text is a user turn (history kept), and
+the commands in `HELP`. The model is any object with the VLM methods (`prepare`, `generate`,
+`text_streamer`, ...), handed in through the `StageContext`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from lab import tokens as TK
+from lab.records import record_path
+from lab.stages.common import heads_from_file, sample_analysis
+from lab.stages.context import StageContext
+from lab.stages.visualize import visualize_record
+from lab.stations import Strategy, collect
+from utils.errors import UserError
+from utils.io import load_image
+
+log = logging.getLogger("cli_llava")
+
+HELP = """commands:
+  <text>            ask about the current image (the conversation is kept)
+  /image PATH       switch to another image (clears the conversation)
+  /save             save the last answer's attention record and overlay, print their paths
+  /heads L:H,L:H    heads to show in overlays (/heads auto: the record's own top heads; /heads: show)
+  /reset            clear the conversation, keep the image
+  /help             this text
+  exit              quit (also /exit, quit, end of input)"""
+
+
+class _TurnVLM:
+    """The VLM as `lab.stations.collect` sees it for one chat turn: prepare() with the conversation
+    so far, generate() streaming its tokens. Everything else is the wrapped VLM."""
+
+    def __init__(self, vlm: Any, history: list[tuple[str, str]], streamer: Any):
+        self._vlm, self._history, self._streamer = vlm, history, streamer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._vlm, name)
+
+    def prepare(self, samples, history=None):
+        return self._vlm.prepare(samples, history=self._history if history is None else history)
+
+    def generate(self, batch, max_new_tokens: int = 16, **kwargs):
+        return self._vlm.generate(batch, max_new_tokens=max_new_tokens, streamer=self._streamer, **kwargs)
+
+
+def parse_heads(spec: str, num_layers: int, num_heads: int) -> list[tuple[int, int]]:
+    """'2:1,3:0' -> [(2, 1), (3, 0)], checked against the model's size."""
+    heads = []
+    for part in spec.replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            layer_s, head_s = part.split(":")
+            layer, head = int(layer_s), int(head_s)
+        except ValueError:
+            raise UserError(f"/heads: {part!r} is not LAYER:HEAD (e.g. /heads 14:3,20:7)") from None
+        if not (0 <= layer < num_layers and 0 <= head < num_heads):
+            raise UserError(f"/heads: L{layer}H{head} is outside the model's {num_layers} layers x {num_heads} heads")
+        heads.append((layer, head))
+    if not heads:
+        raise UserError("/heads needs LAYER:HEAD pairs, e.g. /heads 14:3,20:7")
+    return heads
+
+
+class ChatSession:
+    """One image, a conversation about it, and the attention record of the last answer."""
+
+    def __init__(self, vlm: Any, cfg: Any, out_dir: Path, heads: list[tuple[int, int]] | None = None,
+                 out: TextIO | None = None):
+        self.vlm, self.cfg, self.out_dir = vlm, cfg, Path(out_dir)
+        self.heads = heads
+        self.out = out or sys.stdout
+        self.image: Any = None
+        self.image_path: str | None = None
+        self.history: list[tuple[str, str]] = []
+        self.last: Any = None  # AttentionRecord of the last answer
+        self.turn = 0
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    # ---- state ----------------------------------------------------------------------------
+    def set_image(self, path: str) -> None:
+        self.image = load_image(path)  # UserError on a missing / unreadable file: the old image stays
+        self.image_path = str(Path(path).expanduser())
+        self.history = []
+        self.last = None
+
+    def reset(self) -> None:
+        self.history = []
+
+    # ---- one turn ---------------------------------------------------------------------------
+    def ask(self, text: str, sample_id: str | None = None) -> Any:
+        """Answer `text` about the current image (streamed), keep the turn, return its record."""
+        if self.image is None:
+            raise UserError("no image yet: give image_file= or type /image PATH first")
+        streamer = self.vlm.text_streamer(self.out) if self.cfg.stream else None
+        self.turn += 1
+        sid = sample_id or f"{self.cfg.save_id or 'chat'}_{self.turn:03d}"
+        strategy = Strategy(query_positions=self.cfg.query_positions)
+        (rec,) = collect(_TurnVLM(self.vlm, list(self.history), streamer),
+                         [(self.image.copy(), text, sid, self.image_path)], strategy,
+                         max_new_tokens=int(self.cfg.max_new_tokens))
+        answer = rec.meta.generated_text
+        if streamer is None or not streamer.started:
+            self.say(f"assistant: {answer or '(empty answer)'}")
+        self.history.append((text, answer))
+        self.last = rec
+        return rec
+
+    # ---- files --------------------------------------------------------------------------------
+    def save(self) -> dict[str, str]:
+        """Record + overlay (+ per-token figures) of the last answer; returns their paths."""
+        rec = self.last
+        if rec is None:
+            raise UserError("nothing to save yet: ask a question first")
+        paths = {"record": str(rec.save(record_path(self.out_dir, rec.meta.sample_id)))}
+        figs = self.out_dir / "figures"
+        vis = _overlay(rec, self.cfg, figs, self.heads)
+        paths["overlay"] = vis["figure"]
+        if self.cfg.token_figures and rec.meta.query_mode == "generated" and rec.image_attention.shape[0]:
+            sid = Path(paths["record"]).name.removesuffix(".safetensors")
+            pairs = [tuple(h) for h in vis["heads"]]
+            names = ", ".join(f"L{l}H{h}" for l, h in pairs)
+            paths["tokens"] = str(TK.token_strip(rec, self.image, figs / f"{sid}_tokens.png", pairs=pairs,
+                                                 title=f"{rec.meta.generated_text}   (per token; heads {names})"))
+            paths["image_share"] = str(TK.token_curve(rec, figs / f"{sid}_image_share.png"))
+        heads_txt = ", ".join(f"L{l}H{h}" for l, h in vis["heads"])
+        self.say(f"heads: {heads_txt} ({'chosen' if self.heads else 'top heads of this answer'})")
+        for k, v in paths.items():
+            self.say(f"{k}: {v}")
+        return paths
+
+    # ---- chat commands --------------------------------------------------------------------------
+    def handle(self, line: str) -> bool:
+        """Run one input line; False when the chat should end."""
+        if line in ("exit", "quit", "/exit", "/quit"):
+            return False
+        if not line.startswith("/"):
+            self.ask(line)
+            return True
+        cmd, _, arg = line.partition(" ")
+        arg = arg.strip()
+        if cmd == "/image":
+            if not arg:
+                raise UserError("/image needs a path: /image PATH")
+            self.set_image(arg)
+            self.say(f"image: {self.image_path} ({self.image.size[0]}x{self.image.size[1]}); conversation cleared")
+        elif cmd == "/save":
+            self.save()
+        elif cmd == "/heads":
+            if not arg:
+                self.say("heads: " + (", ".join(f"L{l}H{h}" for l, h in self.heads) if self.heads else "auto"))
+            elif arg == "auto":
+                self.heads = None
+                self.say("heads: auto (each answer's own top heads)")
+            else:
+                self.heads = parse_heads(arg, self.vlm.num_layers, self.vlm.num_heads)
+                self.say("heads: " + ", ".join(f"L{l}H{h}" for l, h in self.heads))
+        elif cmd == "/reset":
+            self.reset()
+            self.say("conversation cleared")
+        elif cmd == "/help":
+            self.say(HELP)
+        else:
+            raise UserError(f"unknown command {cmd}; type /help for the commands")
+        return True
+
+
+def _overlay(rec: Any, cfg: Any, out_dir: Path, heads: list[tuple[int, int]] | None) -> dict:
+    """The overlay of `heads`, else of the record's top heads (above its elbow; failing that, the
+    lowest-entropy heads outside the excluded layers)."""
+    try:
+        return visualize_record(rec, cfg, out_dir, heads)
+    except UserError:
+        if heads is not None:
+            raise
+        res = sample_analysis(rec, cfg)  # criterion 2 only
+        fallback = [(rec.meta.layers[li], rec.meta.heads[hi]) for li, hi in res.ranked_heads(int(cfg.top_k))]
+        if not fallback:
+            raise
+        log.info("no head passes both criteria in this answer; showing the lowest-entropy heads")
+        return visualize_record(rec, cfg, out_dir, fallback)
+
+
+def _heads_option(cfg, vlm=None) -> list[tuple[int, int]] | None:
+    if not cfg.heads_file:
+        return None
+    heads = heads_from_file(cfg.heads_file, cfg.top_k)
+    if vlm is not None:
+        bad = [h for h in heads if not (0 <= h[0] < vlm.num_layers and 0 <= h[1] < vlm.num_heads)]
+        if bad:
+            raise UserError(f"heads_file={cfg.heads_file}: heads {bad} are outside the model's "
+                            f"{vlm.num_layers} layers x {vlm.num_heads} heads")
+    return heads
+
+
+def run_cli(cfg, ctx: StageContext) -> dict:
+    """Dispatch: one query, or the chat loop."""
+    if cfg.query_positions not in ("generated", "last_input"):
+        raise UserError(f"query_positions={cfg.query_positions!r} is not valid: use generated or last_input")
+    if cfg.cli_mode:
+        return chat(cfg, ctx)
+    if not cfg.query or not cfg.image_file:
+        raise UserError("give query=... and image_file=... for one question, or cli_mode=true for a chat")
+    load_image(cfg.image_file)  # a bad path fails before the model loads
+    _heads_option(cfg)
+    vlm = ctx.load_vlm()
+    session = ChatSession(vlm, cfg, ctx.output_dir, _heads_option(cfg, vlm))
+    session.set_image(cfg.image_file)
+    session.ask(cfg.query, sample_id=cfg.save_id or Path(cfg.image_file).stem)
+    paths = session.save()
+    return {"answer": session.last.meta.generated_text, **paths}
+
+
+def chat(cfg, ctx: StageContext, stdin: TextIO | None = None) -> dict:
+    """The interactive loop; a user error prints one line (stderr) and the chat goes on."""
+    stdin = stdin or sys.stdin
+    if cfg.image_file:
+        load_image(cfg.image_file)
+    vlm = ctx.load_vlm()
+    session = ChatSession(vlm, cfg, ctx.output_dir, _heads_option(cfg, vlm))
+    if cfg.image_file:
+        session.set_image(cfg.image_file)
+    interactive = stdin.isatty()
+    session.say(f"chat with {vlm.model_id} ({vlm.num_layers} layers x {vlm.num_heads} heads); "
+                f"image: {session.image_path or 'none (use /image PATH)'}; /help for commands, exit to quit")
+    turns = 0
+    while True:
+        if interactive:
+            print("you> ", end="", flush=True)
+        line = stdin.readline()
+        if not line:  # end of input
+            break
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            if not session.handle(line):
+                break
+            turns += not line.startswith("/")
+        except UserError as e:
+            print(f"error: {str(e).splitlines()[0]}", file=sys.stderr, flush=True)
+    session.say("bye")
+    return {"turns": turns}

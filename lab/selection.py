@@ -1,0 +1,214 @@
+"""Selection across samples: criterion-1 threshold on mean S_img, k lowest-entropy heads per sample, frequency."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from lab.criteria.elbow import Elbow, ElbowMethod, elbow_threshold
+from lab.criteria.image_sum import excluded_list, layer_mask
+from lab.writers import jsonable
+
+
+@dataclass
+class Selection:
+    """Result of `select_heads`.
+
+    heads: the ``top_k`` localization heads (first ``top_k`` of ``ranked``).
+    ranked: every head chosen at least once, most frequent first; each a dict
+    ``{"layer", "head", "frequency", "frequency_ratio", "mean_s_img", "mean_entropy"}``
+    (frequency = number of samples in which the head was among the ``k`` lowest-entropy eligible
+    heads; frequency_ratio = frequency / N; mean_entropy over the samples where it is finite).
+    Arrays ``[L, H]``: frequency, mean_s_img, mean_entropy, eligible (criterion 1 and not an
+    excluded layer), selected (the ``top_k``). per_sample_choices ``[N, k]``: flat head indices
+    ``layer * H + head`` chosen in each sample (-1 = fewer than k eligible heads).
+    """
+
+    heads: list[dict[str, Any]]
+    ranked: list[dict[str, Any]]
+    threshold: float
+    elbow: Elbow
+    settings: dict[str, Any]
+    n_samples: int
+    n_layers: int
+    n_heads: int
+    frequency: np.ndarray
+    mean_s_img: np.ndarray
+    mean_entropy: np.ndarray
+    eligible: np.ndarray
+    selected: np.ndarray
+    per_sample_choices: np.ndarray
+
+    @property
+    def head_list(self) -> list[tuple[int, int]]:
+        """The localization heads as ``(layer, head)`` pairs."""
+        return [(d["layer"], d["head"]) for d in self.heads]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Strict-JSON dict (non-finite floats -> null): heads, ranked, threshold, elbow, settings."""
+        return jsonable(
+            {
+                "heads": self.heads,
+                "ranked": self.ranked,
+                "threshold": self.threshold,
+                "elbow": self.elbow.to_dict(),
+                "settings": self.settings,
+                "n_samples": self.n_samples,
+                "n_layers": self.n_layers,
+                "n_heads": self.n_heads,
+                "n_eligible": int(self.eligible.sum()),
+            }
+        )
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.n_samples} samples, {self.n_layers} layers x {self.n_heads} heads",
+            f"criterion-1 threshold {self.threshold:.4g} ({self.elbow.method_used}"
+            + (f"; {self.elbow.note}" if self.elbow.note else "")
+            + f"): {int(self.eligible.sum())} eligible heads",
+        ]
+        for i, d in enumerate(self.heads, 1):
+            me = d["mean_entropy"]
+            lines.append(
+                f"{i}. L{d['layer']}H{d['head']}: chosen {d['frequency']}/{self.n_samples} "
+                f"({d['frequency_ratio']:.2f}), mean S_img {d['mean_s_img']:.4g}, "
+                f"mean entropy {'n/a' if me is None or not np.isfinite(me) else f'{me:.3f}'}"
+            )
+        return "\n".join(lines)
+
+
+def _nanmean0(x: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x, axis=0)
+
+
+def select_heads(
+    s_img: np.ndarray,
+    entropy: np.ndarray,
+    *,
+    exclude_layers: Iterable[int] = (0, 1),
+    elbow_method: ElbowMethod = "kneedle",
+    k: int = 10,
+    top_k: int = 3,
+    bottom_row_mask: np.ndarray | None = None,
+    threshold: float | None = None,
+    elbow_include_excluded: bool = False,
+    elbow_options: Mapping[str, Any] | None = None,
+) -> Selection:
+    """Pick the localization heads from per-sample statistics ``s_img[N, L, H]`` and
+    ``entropy[N, L, H]`` (e.g. stacked `SampleAnalysis` fields).
+
+    1. Criterion 1: the heads' ``S_img`` averaged over the N samples (NaN ignored) -> elbow
+       threshold (`elbow_threshold` with ``elbow_method`` and ``elbow_options``) computed over the
+       heads of the non-excluded layers (all heads with ``elbow_include_excluded=True``);
+       ``threshold`` overrides it. Heads with mean ``S_img >= threshold`` outside the excluded
+       layers are eligible.
+    2. In each sample, the eligible heads with a finite entropy (and, when ``bottom_row_mask``
+       ``[N, L, H]`` is given, not flagged True there = bottom-row artifact in that sample) are
+       ranked by spatial entropy ascending (ties: higher per-sample S_img first, then lower
+       head index) and the ``k`` lowest are chosen. ``inf``/``nan`` entropies are never chosen.
+    3. Heads are ranked by how many samples chose them (ties: lower mean entropy, then higher
+       mean S_img); the first ``top_k`` are the localization heads.
+    """
+    s = np.asarray(s_img, dtype=np.float64)
+    e = np.asarray(entropy, dtype=np.float64)
+    if s.ndim != 3 or e.shape != s.shape:
+        raise ValueError(f"s_img and entropy must both be [N, L, H]; got {s.shape} and {e.shape}")
+    if k < 1 or top_k < 1:
+        raise ValueError("k and top_k must be >= 1")
+    N, L, H = s.shape
+    if bottom_row_mask is not None:
+        bmask = np.asarray(bottom_row_mask, dtype=bool)
+        if bmask.shape != s.shape:
+            raise ValueError(f"bottom_row_mask must be [N, L, H] = {s.shape}, got {bmask.shape}")
+    else:
+        bmask = None
+
+    keep_layers = np.broadcast_to(layer_mask(L, exclude_layers)[:, None], (L, H))
+    mean_s = _nanmean0(s) if N else np.full((L, H), np.nan)
+    e_fin = np.where(np.isfinite(e), e, np.nan)
+    mean_e = _nanmean0(e_fin) if N else np.full((L, H), np.nan)
+
+    elbow_values = mean_s if elbow_include_excluded else mean_s[keep_layers]
+    if threshold is None:
+        elbow = elbow_threshold(elbow_values, elbow_method, **dict(elbow_options or {}))
+        if keep_layers.sum() == 0 and not elbow_include_excluded:
+            elbow = Elbow(elbow.threshold, None, elbow_method, "keep_all", False, "all layers excluded: no head is eligible", 0, 0, 0)
+        thr = elbow.threshold
+    else:
+        thr = float(threshold)
+        vals = np.asarray(elbow_values, dtype=np.float64).ravel()
+        fin = np.isfinite(vals)
+        elbow = Elbow(thr, None, elbow_method, "given", False, "threshold given by the caller", int(fin.sum()), int((vals[fin] >= thr).sum()), int((~fin).sum()))
+    with np.errstate(invalid="ignore"):
+        eligible = keep_layers & (mean_s >= thr)
+
+    # per-sample choice: k lowest entropies among eligible heads
+    LH = L * H
+    ok = np.broadcast_to(eligible.reshape(1, LH), (N, LH)) & np.isfinite(e.reshape(N, LH))
+    if bmask is not None:
+        ok = ok & ~bmask.reshape(N, LH)
+    key_e = np.where(ok, e.reshape(N, LH), np.inf)
+    s_flat = s.reshape(N, LH)
+    key_s = np.where(np.isnan(s_flat), np.inf, -s_flat)
+    kk = min(int(k), LH)
+    if N:
+        order = np.lexsort((key_s, key_e), axis=-1)[:, :kk]
+        valid = np.take_along_axis(ok, order, axis=-1)
+        choices = np.where(valid, order, -1)
+        freq = np.bincount(order[valid], minlength=LH).reshape(L, H)
+    else:
+        choices = np.zeros((0, kk), dtype=np.int64)
+        freq = np.zeros((L, H), dtype=np.int64)
+
+    # rank heads: frequency desc, mean entropy asc, mean S_img desc, then index
+    f_flat = freq.ravel()
+    me = np.where(np.isnan(mean_e), np.inf, mean_e).ravel()
+    ms = np.where(np.isnan(mean_s), np.inf, -mean_s).ravel()
+    rank_order = np.lexsort((np.arange(LH), ms, me, -f_flat))
+    rank_order = rank_order[f_flat[rank_order] > 0]
+    ranked = [
+        {
+            "layer": int(i // H),
+            "head": int(i % H),
+            "frequency": int(f_flat[i]),
+            "frequency_ratio": float(f_flat[i]) / N if N else 0.0,
+            "mean_s_img": float(mean_s.ravel()[i]),
+            "mean_entropy": float(mean_e.ravel()[i]),
+        }
+        for i in rank_order
+    ]
+    heads = ranked[: int(top_k)]
+    selected = np.zeros((L, H), dtype=bool)
+    for d in heads:
+        selected[d["layer"], d["head"]] = True
+    settings = {
+        "exclude_layers": excluded_list(L, exclude_layers),
+        "elbow_method": elbow_method,
+        "elbow_include_excluded": bool(elbow_include_excluded),
+        "elbow_options": dict(elbow_options or {}),
+        "k": int(k),
+        "top_k": int(top_k),
+        "bottom_row_mask": bmask is not None,
+        "threshold_given": threshold is not None,
+    }
+    return Selection(
+        heads=heads,
+        ranked=ranked,
+        threshold=float(thr),
+        elbow=elbow,
+        settings=settings,
+        n_samples=int(N),
+        n_layers=int(L),
+        n_heads=int(H),
+        frequency=freq.astype(np.int64),
+        mean_s_img=mean_s,
+        mean_entropy=mean_e,
+        eligible=eligible,
+        selected=selected,
+        per_sample_choices=choices.astype(np.int64),
+    )

@@ -1,0 +1,42 @@
+"""Stages of localization_heads_finder.py: one module per stage, each a plain function `stage(cfg, ctx) -> dict`.
+
+`lab/` never imports the model layer: the entry point hands in a `StageContext` whose
+`load_vlm()` builds (once) whatever model the config names. Every stage reads the files of the
+previous one, so each can be re-run alone. Helpers several stages share live in `common`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from lab.stages.ablate import ablate_stage
+from lab.stages.analyze import analyze_stage
+from lab.stages.batch import batch_stage
+from lab.stages.collect import collect_stage
+from lab.stages.context import StageContext
+from lab.stages.evaluate import evaluate_stage
+from lab.stages.pipeline import pipeline_stage
+from lab.stages.select import select_stage
+from lab.stages.visualize import visualize_stage
+from utils.errors import UserError
+
+STAGES: dict[str, Callable[[Any, StageContext], dict]] = {
+    "collect": collect_stage,
+    "analyze": analyze_stage,
+    "select": select_stage,
+    "visualize": visualize_stage,
+    "evaluate": evaluate_stage,
+    "ablate": ablate_stage,
+    "pipeline": pipeline_stage,
+    "batch": batch_stage,
+}
+
+
+def run_stage(cfg, ctx: StageContext) -> dict:
+    """Dispatch `cfg.stage`; an unknown stage is answered with the list of valid ones."""
+    if cfg.stage not in STAGES:
+        raise UserError(f"unknown stage={cfg.stage!r}; valid stages: {', '.join(STAGES)}")
+    return STAGES[cfg.stage](cfg, ctx)
+
+
+__all__ = ["STAGES", "StageContext", "run_stage"]

@@ -1,0 +1,128 @@
+"""stage=ablate: does masking the selected heads hurt the answers more than masking random heads?
+
+See `lab.ablation` for the conditions and the answer match; this module wires them to the config.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from lab import grounding as G
+from lab import plots
+from lab.ablation import format_table, run_condition
+from lab.report import write_run_index
+from lab.stages.batch import collect_batch
+from lab.stages.common import heads_from_file
+from lab.stages.context import StageContext
+from lab.stages.select import select_stage
+from lab.writers import jsonable
+from utils.config import excluded_layers
+from utils.data import load_rows, select_rows
+from utils.errors import UserError
+from utils.io import atomic_write_json, load_image
+
+log = logging.getLogger(__name__)
+
+
+def _load_items(rows) -> tuple[list, list[tuple[str, str]]]:
+    items, failed = [], []
+    for row in rows:
+        try:
+            items.append((row, load_image(row.image_path)))
+        except UserError as e:
+            failed.append((row.id, str(e)))
+            log.warning("skipping %s: %s", row.id, e)
+    return items, failed
+
+
+def _heads_for(cfg, ctx: StageContext) -> tuple[list[tuple[int, int]], str]:
+    """Heads to mask: `heads_file=` (its top_k), else collect + select on this JSONL."""
+    if cfg.heads_file:
+        return heads_from_file(cfg.heads_file, cfg.top_k), str(cfg.heads_file)
+    collect_batch(cfg, ctx, require=("answer",))
+    heads = [tuple(int(x) for x in h) for h in select_stage(cfg, ctx)["heads"]]
+    return heads, "selected on the fly from this run"
+
+
+def ablate_stage(cfg, ctx: StageContext) -> dict:
+    """Accuracy: baseline vs selected heads masked vs random heads masked; see the module docstring."""
+    ab = cfg.ablation
+    match = str(ab.match)
+    if match not in ("exact", "contains"):
+        raise UserError(f"ablation.match={match!r} is not valid: use exact or contains")
+    if int(ab.random_draws) < 0:
+        raise UserError(f"ablation.random_draws={ab.random_draws} must be >= 0")
+    if ab.maskout_mode not in ("zero", "uniform"):
+        raise UserError(f"ablation.maskout_mode={ab.maskout_mode!r} is not valid: use zero or uniform")
+    if ab.steps not in ("all", "prefill"):
+        raise UserError(f"ablation.steps={ab.steps!r} is not valid: use all or prefill")
+    rows = select_rows(load_rows(cfg.data_file, require=("answer",)), cfg.start_index, cfg.end_index, cfg.shard)
+    heads, source = _heads_for(cfg, ctx)
+    if not heads:
+        raise UserError("no heads to ablate: heads_file has none, or no head passed selection (try selection.exclude_layers=[])")
+    vlm = ctx.load_vlm()
+    L, Hn = vlm.num_layers, vlm.num_heads
+    bad = [h for h in heads if not (0 <= h[0] < L and 0 <= h[1] < Hn)]
+    if bad:
+        raise UserError(f"heads {bad} are outside the model's {L} layers x {Hn} heads (heads_file={cfg.heads_file})")
+    exclude = excluded_layers(cfg.selection.exclude_layers, L)
+    try:
+        draws = G.random_head_sets(L, Hn, len(heads), int(ab.random_draws), int(cfg.seed),
+                                   exclude_layers=exclude, exclude_heads=heads)
+    except ValueError as e:
+        log.warning("no random-heads baseline: %s", e)
+        draws = []
+    items, failed = _load_items(rows)
+    if not items:
+        raise UserError(f"no row of {cfg.data_file} has a readable image; see the warnings above")
+
+    kw = dict(batch_size=int(cfg.batch_size), max_new_tokens=int(cfg.max_new_tokens), match=match,
+              maskout_mode=str(ab.maskout_mode), steps=str(ab.steps))
+    bar = tqdm(total=len(items) * (2 + len(draws)), desc="ablate", unit="answer", disable=len(items) < 20)
+    base = run_condition(vlm, items, [], name="baseline", progress=bar, **kw)
+    sel = run_condition(vlm, items, heads, name="selected_heads", progress=bar, **kw)
+    rnd = [run_condition(vlm, items, d, name=f"random_{i}", progress=bar, **kw) for i, d in enumerate(draws)]
+    bar.close()
+
+    accs = [r.accuracy for r in rnd]
+    random_block: dict[str, Any] = {
+        "mean": float(np.mean(accs)) if accs else None,
+        "std": float(np.std(accs)) if accs else None,
+        "min": float(np.min(accs)) if accs else None,
+        "max": float(np.max(accs)) if accs else None,
+        "n": len(items),
+        "draws": [{**r.summary(base), "heads": [list(h) for h in r.heads]} for r in rnd],
+    }
+    if not accs:
+        random_block["note"] = "no random draw possible (too few heads outside the selected ones and excluded layers)"
+    result = {
+        "baseline": base.summary(),
+        "selected_heads": {**sel.summary(base), "heads": [list(h) for h in heads], "source": source},
+        "random_heads": random_block,
+        "settings": {"match": match, "random_draws": len(draws), "maskout_mode": str(ab.maskout_mode),
+                     "steps": str(ab.steps), "top_k": len(heads), "seed": int(cfg.seed),
+                     "exclude_layers": exclude, "max_new_tokens": int(cfg.max_new_tokens),
+                     "data_file": str(cfg.data_file), "model_id": vlm.model_id},
+        "failed": [{"id": i, "reason": r} for i, r in failed],
+        "samples": [{"id": row.id, "answer": row.answer, "baseline": base.answers[row.id],
+                     "selected_heads": sel.answers[row.id], "baseline_correct": base.correct[row.id],
+                     "selected_correct": sel.correct[row.id]} for row, _ in items],
+    }
+    out = Path(ctx.output_dir)
+    path = atomic_write_json(out / "ablation.json", jsonable(result))
+    names = ["baseline", "selected heads", "random heads"]
+    values = [base.accuracy, sel.accuracy, random_block["mean"] if accs else float("nan")]
+    errors = [float("nan"), float("nan"), random_block["std"] if accs else float("nan")]
+    fig = plots.bar_chart(names, values, errors, out / "figures" / "ablation.png",
+                          title=f"answer accuracy ({len(heads)} heads masked, {match} match, n={len(items)})",
+                          ylabel="accuracy")
+    print(format_table(result))
+    print(f"ablation: {path}")
+    write_run_index(out, {"ablation": str(path)})
+    return {"ablation_file": str(path), "figure": str(fig), "baseline": result["baseline"],
+            "selected_heads": result["selected_heads"], "random_heads": {k: v for k, v in random_block.items() if k != "draws"}}

@@ -1,0 +1,67 @@
+"""stage=batch: JSONL -> records (resumable, failures recorded) -> select -> heads.json + figures + index.html."""
+
+from __future__ import annotations
+
+import logging
+
+from lab import distributed as D
+from lab.batch import BatchSummary, collect_rows
+from lab.report import write_run_index
+from lab.stages.context import StageContext, strategy_from_cfg
+from lab.stages.select import select_stage
+from lab.stages.visualize import visualize_record
+from utils.data import Row, load_rows, select_rows
+from utils.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def collect_batch(cfg, ctx: StageContext, require: tuple[str, ...] = ()) -> tuple[list[Row], BatchSummary]:
+    """The JSONL's rows (validated whole, `require`d keys present) -> records in <output_dir>/attention."""
+    rows = select_rows(load_rows(cfg.data_file, require), cfg.start_index, cfg.end_index, cfg.shard)
+    strategy = strategy_from_cfg(cfg)
+
+    def sample_figure(rec, row) -> None:  # per-sample figures as records arrive (visualize_batch=true)
+        try:
+            visualize_record(rec, cfg, ctx.output_dir / "figures" / "samples")
+        except UserError as e:
+            log.warning("no figure for %s: %s", row.id, e)
+
+    on_record = sample_figure if cfg.visualize_batch else None
+    summary = collect_rows(rows, output_dir=ctx.output_dir, load_vlm=ctx.load_vlm, strategy=strategy,
+                           batch_size=int(cfg.batch_size), max_new_tokens=int(cfg.max_new_tokens),
+                           overwrite=bool(cfg.overwrite), shard=cfg.shard, on_record=on_record)
+    print(summary.text())
+    return rows, summary
+
+
+def batch_stage(cfg, ctx: StageContext) -> dict:
+    """JSONL -> records (resumable, failures recorded) -> select -> heads.json + figures + index.html.
+
+    Under torchrun / accelerate launch every rank collects its shard of the rows into one shared
+    folder; rank 0 waits for all of them, then selects over the union.
+    """
+    info = D.launched_info()
+    if info.active:
+        if cfg.shard:
+            raise UserError("shard= and a multi-process launch do not mix: the launcher already shards by rank")
+        D.init(info)
+        ctx.output_dir = D.shared_output_dir(info, ctx.output_dir)
+        cfg.shard = info.shard
+    try:
+        rows, summary = collect_batch(cfg, ctx)
+        result = {"collect": summary.to_dict()}
+        if info.active:
+            D.barrier(info)
+            if info.rank != 0:
+                return result
+            cfg.shard = None
+        elif cfg.shard:
+            print("shard done; run stage=select attention_dir=... over the union of the shards' records")
+            return result
+        result["select"] = select_stage(cfg, ctx)
+        result["index"] = str(write_run_index(ctx.output_dir, result))
+        print(f"index: {result['index']}")
+        return result
+    finally:
+        D.finish(info)

@@ -1,0 +1,28 @@
+"""stage=collect: one image + query -> one record at <output_dir>/attention/<save_id>.safetensors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from lab.records import record_path, safe_id
+from lab.stages.context import StageContext, require, strategy_from_cfg
+from lab.stations import collect
+from utils.io import load_image
+
+log = logging.getLogger(__name__)
+
+
+def collect_stage(cfg, ctx: StageContext) -> dict:
+    """One image + query -> one record at <output_dir>/attention/<save_id>.safetensors."""
+    require(cfg, "image_file", "query", stage=cfg.stage)
+    image = load_image(cfg.image_file)  # fail on a bad path before loading the model
+    strategy = strategy_from_cfg(cfg)
+    save_id = safe_id(cfg.save_id or Path(cfg.image_file).stem)
+    vlm = ctx.load_vlm()
+    (rec,) = collect(vlm, [(image, cfg.query, save_id, str(cfg.image_file))], strategy,
+                     max_new_tokens=int(cfg.max_new_tokens))
+    path = rec.save(record_path(ctx.output_dir, save_id))
+    log.info("answer: %s", rec.meta.generated_text)
+    print(f"record: {path}")
+    return {"record": str(path), "answer": rec.meta.generated_text, "shape": list(rec.shape)}

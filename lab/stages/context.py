@@ -1,0 +1,48 @@
+"""What every stage gets from outside lab/: a lazy model loader, the output folder, the strategy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from lab.stations import Strategy
+from utils.errors import UserError
+
+
+@dataclass
+class StageContext:
+    """A model loader (the entry point wires it to the model layer) and the run's output folder."""
+
+    loader: Callable[[], Any]
+    output_dir: Path
+    _vlm: Any = field(default=None, repr=False)
+
+    def load_vlm(self) -> Any:
+        """The model, loaded on first use (stages that only read records never load it)."""
+        if self._vlm is None:
+            self._vlm = self.loader()
+        return self._vlm
+
+
+def strategy_from_cfg(cfg) -> Strategy:
+    s = cfg.strategy
+    qp: Any = list(s.positions) if s.positions is not None else s.query_positions
+    return Strategy(
+        query_positions=qp,
+        layers=None if s.layers is None else list(s.layers),
+        heads=None if s.heads is None else list(s.heads),
+        maskout=[list(p) for p in s.maskout],
+        maskout_mode=s.maskout_mode,
+        modify=[list(p) for p in s.modify],
+        modify_factor=float(s.modify_factor),
+        modify_mode=s.modify_mode,
+        steps=s.steps,
+    )
+
+
+def require(cfg, *keys: str, stage: str) -> None:
+    """A stage's required keys, all reported in one line."""
+    missing = [k for k in keys if cfg.get(k) in (None, "")]
+    if missing:
+        raise UserError(f"stage={stage} needs {', '.join(k + '=...' for k in missing)}")

@@ -1,0 +1,21 @@
+"""stage=pipeline: collect + analyze + visualize for one image_file + query."""
+
+from __future__ import annotations
+
+from lab.records import AttentionRecord
+from lab.stages.analyze import analyze_record
+from lab.stages.collect import collect_stage
+from lab.stages.common import heads_from_file
+from lab.stages.context import StageContext
+from lab.stages.visualize import visualize_record
+
+
+def pipeline_stage(cfg, ctx: StageContext) -> dict:
+    """collect + analyze + visualize for one image_file + query."""
+    col = collect_stage(cfg, ctx)
+    rec = AttentionRecord.load(col["record"])
+    ana = analyze_record(rec, cfg)
+    heads = heads_from_file(cfg.heads_file, cfg.top_k) if cfg.heads_file else None
+    vis = visualize_record(rec, cfg, ctx.output_dir / "figures", heads)
+    print(f"figure: {vis['figure']}")
+    return {**col, "analysis": ana["analysis"], "figure": vis["figure"], "heads": vis["heads"]}

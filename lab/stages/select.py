@@ -1,0 +1,82 @@
+"""stage=select: across a folder of records, the localization heads -> heads.json, heads.csv, figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lab import plots
+from lab.records import AttentionRecord, check_compatible
+from lab.selection import select_heads
+from lab.stages.common import analysis_row, excluded_axes, record_files, sample_analysis
+from lab.stages.context import StageContext
+from lab.visual_heads import aggregate_visual_head_stats, attention_concentration
+from lab.writers import jsonable, write_head_table_csv
+from utils.io import atomic_write_json
+
+
+def select_stage(cfg, ctx: StageContext) -> dict:
+    """Across the records of a folder: elbow on mean S_img, k lowest-entropy heads per sample, frequency."""
+    folder = Path(cfg.attention_dir) if cfg.attention_dir else ctx.output_dir / "attention"
+    files = record_files(folder)
+    s_img, ent, groups, first = [], [], [], None
+    ratio, conc = [], []
+    for f in tqdm(files, desc="analyze", unit="record", disable=len(files) < 20):
+        rec = AttentionRecord.load(f)
+        if first is None:
+            first = rec
+        else:
+            check_compatible([first, rec])
+        res = sample_analysis(rec, cfg)
+        s_img.append(res.s_img)
+        ent.append(res.entropy)
+        row = rec.image_attention[analysis_row(rec, cfg.grounding.query_row)]
+        ratio.append(res.s_img)
+        conc.append(attention_concentration(row))
+        groups.append(rec.meta.extra.get("group"))
+    assert first is not None
+    S, E = np.stack(s_img), np.stack(ent)  # (N, L, H) each
+    sel_cfg = cfg.selection
+    excluded = excluded_axes(first, sel_cfg.exclude_layers)
+    selection = select_heads(S, E, exclude_layers=excluded, elbow_method=sel_cfg.elbow.method, k=sel_cfg.k,
+                             top_k=cfg.top_k)
+
+    def model_idx(li: int, hi: int) -> tuple[int, int]:
+        """Record axes -> model indices (identical unless a layer/head subset was captured)."""
+        return first.meta.layers[li], first.meta.heads[hi]
+
+    out = ctx.output_dir
+    payload = selection.to_json_dict()
+    seen: set[int] = set()
+    for item in payload.get("ranked", []) + payload.get("heads", []):
+        if id(item) not in seen:
+            seen.add(id(item))
+            item["layer"], item["head"] = model_idx(item["layer"], item["head"])
+    payload["records"] = {"folder": str(folder), "count": len(files), "model_id": first.meta.model_id}
+    heads_json = atomic_write_json(out / "heads.json", jsonable(payload))
+    write_head_table_csv(out / "heads.csv", selection.mean_s_img, selection.mean_entropy, selection.frequency,
+                         selection.eligible, selection.selected)
+    visual = aggregate_visual_head_stats(np.stack(ratio), np.stack(conc), groups)
+    atomic_write_json(out / "visual_heads.json", jsonable(visual))
+    paths = _figures(selection, out / "figures", excluded, S.shape[1])
+    ranked = [model_idx(int(li), int(hi)) for li, hi in selection.head_list]
+    print(selection.summary())
+    print(f"localization heads: {', '.join(f'L{l}H{h}' for l, h in ranked)}")
+    print(f"heads: {heads_json}")
+    return {"heads_file": str(heads_json), "heads": ranked, "records": len(files),
+            "figures": {k: str(v) for k, v in paths.items()}}
+
+
+def _figures(selection, figs: Path, excluded: list[int], n_layers: int) -> dict[str, Path]:
+    """Layer x head heatmaps (mean S_img, mean entropy, frequency) and the elbow curve."""
+    marked = [tuple(map(int, h)) for h in np.argwhere(selection.selected)]
+    paths = {
+        "mean S_img": plots.layer_head_heatmap(selection.mean_s_img, figs / "mean_s_img.png", title="mean S_img (image attention)", marked=marked, cbar_label="S_img"),
+        "mean entropy": plots.layer_head_heatmap(selection.mean_entropy, figs / "mean_entropy.png", title="mean spatial entropy", marked=marked, cbar_label="entropy"),
+        "frequency": plots.layer_head_heatmap(selection.frequency.astype(float), figs / "frequency.png", title="selection frequency", marked=marked, cbar_label="samples"),
+    }
+    curve = np.sort(selection.mean_s_img[~np.isin(np.arange(n_layers), excluded)].ravel())[::-1]
+    paths["elbow"] = plots.elbow_curve(curve, selection.threshold, figs / "elbow.png", knee_index=selection.elbow.index)
+    return paths

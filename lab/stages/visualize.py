@@ -1,0 +1,48 @@
+"""stage=visualize: the top-k heads' maps on the record's image, their combined map, box and components."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lab import grounding, plots
+from lab.criteria import elbow_threshold
+from lab.records import AttentionRecord, safe_id
+from lab.stages.common import head_maps, heads_from_file, image_or_blank, sample_analysis, sigma_for
+from lab.stages.context import StageContext, require
+from utils.errors import UserError
+
+
+def visualize_record(rec: AttentionRecord, cfg, out_dir: Path, heads: list[tuple[int, int]] | None = None) -> dict:
+    """Overlay of the top-k heads (given, else the record's own lowest-entropy heads above its elbow)."""
+    if heads is None:
+        first = sample_analysis(rec, cfg)
+        elbow = elbow_threshold(first.s_img[first.included], method=cfg.selection.elbow.method)
+        res = sample_analysis(rec, cfg, threshold=elbow.threshold)
+        heads = [(rec.meta.layers[li], rec.meta.heads[hi]) for li, hi in res.ranked_heads(cfg.top_k)]
+    if not heads:
+        raise UserError(f"{rec.path}: no head passes both criteria; try selection.exclude_layers=[] or another sample")
+    maps = head_maps(rec, heads, cfg)
+    layout = rec.layout
+    sigma = sigma_for(cfg, rec)
+    g = grounding.predict_box(maps, layout, sigma=sigma, hull=cfg.grounding.hull, grid=cfg.selection.grid)
+    gt = rec.meta.extra.get("bbox")
+    sid = safe_id(rec.meta.sample_id)
+    path = plots.overlay_heads(
+        image_or_blank(rec), layout, {h: m for h, m in zip(heads, maps)}, out_dir / f"{sid}_heads.png",
+        combined=g.combined, pred_box=g.box_xywh, gt_box=gt, show_components=cfg.show_components,
+        title=f"{rec.meta.query}  ->  {rec.meta.generated_text}", grid=cfg.selection.grid, sigma=sigma,
+        show=cfg.show_plot)
+    res = {"figure": str(path), "heads": heads, "box": [float(x) for x in g.box_xywh]}
+    if gt is not None:
+        res["iou"] = grounding.iou(g.box_xywh, gt)
+    return res
+
+
+def visualize_stage(cfg, ctx: StageContext) -> dict:
+    """Figures for one record: each top-k head's map on the image, their combined map and box."""
+    require(cfg, "attention_file", stage="visualize")
+    rec = AttentionRecord.load(cfg.attention_file)
+    heads = heads_from_file(cfg.heads_file, cfg.top_k) if cfg.heads_file else None
+    res = visualize_record(rec, cfg, ctx.output_dir / "figures", heads)
+    print(f"figure: {res['figure']}")
+    return res

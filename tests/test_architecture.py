@@ -1,0 +1,62 @@
+"""The house's layers hold: import-linter's contracts (pyproject.toml) pass, a planted violation of
+each kind fails them, and no module of lab/, llava/, utils/ grows past ~600 lines."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_LINES = 600
+
+needs_linter = pytest.mark.skipif(importlib.util.find_spec("importlinter") is None,
+                                  reason="import-linter not installed (pip install -r requirements-dev.txt)")
+
+
+def _lint(cwd: Path) -> subprocess.CompletedProcess:
+    code = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
+    return subprocess.run([sys.executable, "-c", code, "--no-cache"], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def _copy_tree(dst: Path) -> Path:
+    for name in ("lab", "llava", "utils"):
+        shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__", "checkpoint"))
+    shutil.copy(ROOT / "pyproject.toml", dst / "pyproject.toml")
+    return dst
+
+
+@needs_linter
+def test_contracts_kept():
+    res = _lint(ROOT)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert "0 broken" in res.stdout
+
+
+@needs_linter
+@pytest.mark.parametrize("module, line, contract", [
+    ("lab/records.py", "import llava.model", "lab never imports the model layer"),
+    ("lab/grounding.py", "import transformers", "lab never imports the model layer"),
+    ("utils/io.py", "import lab.records", "utils imports neither"),
+    ("llava/layouts.py", "import lab.records", "Rooms"),
+    ("lab/records.py", "import lab.stages", "Inside lab"),
+    ("lab/criteria/image_sum.py", "import lab.analysis", "No import cycles"),
+])
+def test_a_planted_violation_breaks_its_contract(tmp_path, module, line, contract):
+    tree = _copy_tree(tmp_path)
+    p = tree / module
+    p.write_text(p.read_text() + f"\n\ndef _planted():\n    {line}\n")  # a function-level import counts too
+    res = _lint(tree)
+    assert res.returncode != 0, res.stdout[-2000:]
+    broken = [ln for ln in res.stdout.splitlines() if ln.rstrip().endswith("BROKEN")]
+    assert any(contract in ln for ln in broken), broken
+
+
+def test_no_module_over_the_size_limit():
+    big = {str(p.relative_to(ROOT)): n for room in ("lab", "llava", "utils") for p in (ROOT / room).rglob("*.py")
+           if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not big, f"modules over {MAX_LINES} lines: {big}"
