@@ -85,6 +85,7 @@ class ChatSession:
         self.history: list[tuple[str, str]] = []
         self.last: Any = None  # AttentionRecord of the last answer
         self.turn = 0
+        self.vision = _vision_setting(vlm, cfg)  # store the vision tower's token->patch matrices in records
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -107,7 +108,7 @@ class ChatSession:
         streamer = self.vlm.text_streamer(self.out) if self.cfg.stream else None
         self.turn += 1
         sid = sample_id or f"{self.cfg.save_id or 'chat'}_{self.turn:03d}"
-        strategy = Strategy(query_positions=self.cfg.query_positions)
+        strategy = Strategy(query_positions=self.cfg.query_positions, vision=self.vision)
         (rec,) = collect(_TurnVLM(self.vlm, list(self.history), streamer),
                          [(self.image.copy(), text, sid, self.image_path)], strategy,
                          max_new_tokens=int(self.cfg.max_new_tokens))
@@ -139,6 +140,9 @@ class ChatSession:
         self.say(f"heads: {heads_txt} ({'chosen' if self.heads else 'top heads of this answer'})")
         for k, v in paths.items():
             self.say(f"{k}: {v}")
+        if rec.meta.query_mode == "generated" and rec.image_attention.shape[0]:
+            extra = " vision.aggregate=vlm_visualizer" if rec.vision else ""
+            self.say(f"per-token view: python visualize_attention.py mode=tokens attention_file={paths['record']}{extra}")
         return paths
 
     # ---- chat commands --------------------------------------------------------------------------
@@ -191,6 +195,21 @@ def _overlay(rec: Any, cfg: Any, out_dir: Path, heads: list[tuple[int, int]] | N
             raise
         log.info("no head passes both criteria in this answer; showing the lowest-entropy heads")
         return visualize_record(rec, cfg, out_dir, fallback)
+
+
+def _vision_setting(vlm: Any, cfg: Any) -> bool:
+    """vision=true: required (a model that cannot is an error); null: when the model supports it; false: off."""
+    want = cfg.get("vision")
+    if want is False:
+        return False
+    support = getattr(vlm, "vision_support", None)
+    why = support() if support is not None else f"{type(vlm).__name__} has no vision_capture()"
+    if why:
+        if want:
+            raise UserError(f"vision=true: {why}")
+        log.info("records will not carry vision-tower matrices: %s", why)
+        return False
+    return True
 
 
 def _heads_option(cfg, vlm=None) -> list[tuple[int, int]] | None:

@@ -8,6 +8,12 @@ Tensors
   image_attention  float32 (Q, L, H, V): captured query rows x layers x heads x image tokens
   input_ids        int64   (S,): the sample's own (unpadded) prompt
   generated_ids    int64   (T,): optional, the generated answer
+  first_attention  float32 (Q, L, H): optional, the same rows' attention on the sample's first prompt
+                   token (BOS), so a per-layer "zero the first column and renormalise" weighting
+                   (VLM-Visualizer's) can be computed from the record (lab/tokens.py)
+  vision_<name>    float32 (V, P): optional (`strategy.vision=true`), the vision tower's token->patch
+                   matrix for aggregate <name> (mean | rollout | vlm_visualizer): row = image token,
+                   columns = input patches in row-major order on the patch grid of `meta.vision`
 Metadata: see `RecordMeta`.
 """
 
@@ -28,6 +34,7 @@ from utils.layout import ImageLayout
 FORMAT = "attention_record"
 FORMAT_VERSION = 1
 META_KEY = "attention_record"
+VISION_PREFIX = "vision_"
 
 
 def tool_version() -> str:
@@ -63,6 +70,7 @@ class RecordMeta:
     generated_text: str = ""
     generated_tokens: list[str] = field(default_factory=list)
     interventions: dict[str, Any] = field(default_factory=dict)
+    vision: dict[str, Any] = field(default_factory=dict)  # patch grid + settings of the vision_<name> tensors
     dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
     tool_version: str = field(default_factory=tool_version)
@@ -77,6 +85,8 @@ class AttentionRecord:
     meta: RecordMeta
     generated_ids: np.ndarray | None = None
     path: Path | None = None
+    first_attention: np.ndarray | None = None  # (Q, L, H) float32
+    vision: dict[str, np.ndarray] = field(default_factory=dict)  # aggregate name -> (V, P) float32
 
     @property
     def layout(self) -> ImageLayout:
@@ -110,6 +120,9 @@ class AttentionRecord:
                     problems.append(f"{v} image tokens in the tensor but the layout has {lay.num_tokens}")
             except (KeyError, TypeError, ValueError) as e:
                 problems.append(f"layout is malformed ({e})")
+            if self.first_attention is not None and tuple(self.first_attention.shape) != (q, l, h):
+                problems.append(f"first_attention has shape {tuple(self.first_attention.shape)}, expected {(q, l, h)}")
+            problems += self._vision_problems(v)
         if self.input_ids.ndim != 1:
             problems.append(f"input_ids has {self.input_ids.ndim} dims, expected 1")
         if m.format != FORMAT:
@@ -118,6 +131,23 @@ class AttentionRecord:
             problems.append(f"format_version {m.format_version} is newer than this tool reads ({FORMAT_VERSION}); upgrade the tool")
         if problems:
             raise UserError(f"{where}: invalid attention record: " + "; ".join(problems))
+
+    def _vision_problems(self, v: int) -> list[str]:
+        vm = self.meta.vision or {}
+        if not self.vision and not vm:
+            return []
+        try:
+            p = int(vm["patch_rows"]) * int(vm["patch_cols"])
+            names = list(vm["aggregates"])
+        except (KeyError, TypeError, ValueError) as e:
+            return [f"vision metadata is malformed ({e!r})"]
+        out = []
+        if sorted(names) != sorted(self.vision):
+            out.append(f"vision metadata names {names} but the tensors are {sorted(self.vision)}")
+        for name, m in self.vision.items():
+            if tuple(m.shape) != (v, p):
+                out.append(f"vision_{name} has shape {tuple(m.shape)}, expected {(v, p)} (image tokens x patches)")
+        return out
 
     # ---- files --------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -132,6 +162,10 @@ class AttentionRecord:
         }
         if self.generated_ids is not None:
             tensors["generated_ids"] = np.ascontiguousarray(self.generated_ids, dtype=np.int64)
+        if self.first_attention is not None:
+            tensors["first_attention"] = np.ascontiguousarray(self.first_attention, dtype=np.float32)
+        for name, m in self.vision.items():
+            tensors[VISION_PREFIX + name] = np.ascontiguousarray(m, dtype=np.float32)
         meta = json.dumps(asdict(self.meta), allow_nan=False)
         atomic_write_bytes(path, save(tensors, metadata={META_KEY: meta}))
         self.path = path
@@ -170,6 +204,8 @@ class AttentionRecord:
             meta=meta,
             generated_ids=tensors.get("generated_ids"),
             path=path,
+            first_attention=tensors.get("first_attention"),
+            vision={k[len(VISION_PREFIX):]: t for k, t in tensors.items() if k.startswith(VISION_PREFIX)},
         )
         rec.validate(str(path))
         return rec

@@ -16,7 +16,7 @@ even on exceptions, and nested runs see their own strategy.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from lab.records import AttentionRecord
 
 QueryMode = Literal["last_input", "generated", "all_input"]
+VISION_AGGREGATES = ("mean", "rollout", "vlm_visualizer")  # what a record's vision matrices can hold
 
 
 @dataclass
@@ -41,6 +42,8 @@ class Strategy:
     layers / heads: text-model indices to capture (None = all).
     maskout / modify: [[layer, head], ...] (0-based text-model indices).
     steps: apply interventions on every forward ("all") or only during prefill ("prefill").
+    vision: also record the vision tower's compact token->patch matrices (`vision_aggregates`, each
+    `[V, P]`) through the model's `vision_capture` (LLaVA-1.5-style models; others are refused).
     """
 
     query_positions: str | list[int] = "last_input"
@@ -53,6 +56,8 @@ class Strategy:
     modify_factor: float = 1.0
     modify_mode: Literal["image_reweight", "logits_scale"] = "image_reweight"
     steps: Literal["all", "prefill"] = "all"
+    vision: bool = False
+    vision_aggregates: list[str] = field(default_factory=lambda: list(VISION_AGGREGATES))
 
     def __post_init__(self) -> None:
         qp = self.query_positions
@@ -79,6 +84,11 @@ class Strategy:
                 clean.append([int(p[0]), int(p[1])])
             setattr(self, name, clean)
         self.layers = None if self.layers is None else [int(x) for x in self.layers]
+        self.vision_aggregates = [str(a) for a in self.vision_aggregates]
+        bad = [a for a in self.vision_aggregates if a not in VISION_AGGREGATES]
+        if bad or (self.vision and not self.vision_aggregates):
+            raise UserError(f"strategy.vision_aggregates={self.vision_aggregates}: use a non-empty list of "
+                            f"{', '.join(VISION_AGGREGATES)}")
         self.heads = None if self.heads is None else [int(x) for x in self.heads]
 
     @classmethod
@@ -196,6 +206,7 @@ class StationRun:
         if rows is None and not maskout and not modify:
             return None
         cols, valid = self.image_cols, self.image_valid
+        first, first_valid = self.first_pos[:, None], None  # the first token's column: captured after the image's
         total = self.seq_len + step  # keys the model has seen so far (prompt + generated)
         shifted = step > 0 and kv_len < total
         if shifted:
@@ -205,6 +216,9 @@ class StationRun:
             inside = cols >= 0
             valid = inside if valid is None else (valid & inside)
             cols = cols.clamp(min=0)
+            first = first - (total - kv_len)
+            first_valid = first >= 0
+            first = first.clamp(min=0)
         return LayerPlan(
             image_cols=cols,
             image_valid=valid,
@@ -216,6 +230,8 @@ class StationRun:
             modify_factor=s.modify_factor,
             modify_mode=s.modify_mode,
             defer=rows is not None and step > 0 and q_len == 1 and not shifted and not maskout and not modify,
+            extra_cols=first,
+            extra_valid=first_valid,
         )
 
     def deliver(self, layer_idx: int, probs: torch.Tensor) -> None:
@@ -252,7 +268,7 @@ class StationRun:
         return max(self._calls.values()) if self._calls else 0
 
     def _gathered(self) -> torch.Tensor:
-        """(B, Q, L, Hc, Vmax) float32 on CPU: one transfer per layer for the whole batch, made once.
+        """(B, Q, L, Hc, Vmax + 1) float32 on CPU (last column: the first token); one transfer per layer, made once.
 
         Layers may live on different GPUs (device_map=auto), so each goes to the CPU on its own."""
         if self._pending:
@@ -262,17 +278,23 @@ class StationRun:
             layers = self.layers
             if not layers:
                 raise RuntimeError("nothing was captured: did the model run with attn_implementation='capture_sdpa'?")
-            per_layer = [torch.cat(self._captured[layer], dim=2).float().cpu() for layer in layers]  # (B, Hc, Q, Vmax)
-            self._cpu = torch.stack(per_layer, dim=1).permute(0, 3, 1, 2, 4)  # (B, Q, L, Hc, Vmax)
+            per_layer = [torch.cat(self._captured[layer], dim=2).float().cpu() for layer in layers]  # (B, Hc, Q, Vmax+1)
+            self._cpu = torch.stack(per_layer, dim=1).permute(0, 3, 1, 2, 4)  # (B, Q, L, Hc, Vmax+1)
             self._cpu_steps = self.steps
         return self._cpu
 
     def image_attention(self, b: int, num_steps: int | None = None) -> torch.Tensor:
         """(Q, L, H, V) float32 on CPU for sample b; `num_steps` trims generated rows to the sample's length."""
-        out = self._gathered()[b]  # (Q, L, Hc, Vmax)
+        out = self._gathered()[b]  # (Q, L, Hc, Vmax+1)
         if num_steps is not None:
             out = out[:num_steps]
         return out[..., : self.num_image_tokens[b]].contiguous()
+
+    def first_attention(self, b: int, num_steps: int | None = None) -> torch.Tensor:
+        """(Q, L, H) float32 on CPU: sample b's attention on its own first prompt token (BOS for
+        LLaMA tokenizers), for weightings that zero that column and renormalise (lab/tokens.py)."""
+        out = self._gathered()[b, ..., -1]  # (Q, L, Hc)
+        return (out[:num_steps] if num_steps is not None else out).contiguous()
 
 
 class AttentionStation:
@@ -306,7 +328,8 @@ def collect(vlm: Any, samples: Sequence[Any], strategy: Strategy, *, max_new_tok
     station = station or AttentionStation()
     qp = strategy.query_positions
     do_generate = max_new_tokens > 0 or qp == "generated"
-    with station.run(strategy, RunInputs(batch.attention_mask, batch.image_cols)) as run:
+    vision = _vision_capture(vlm, strategy) if strategy.vision else nullcontext()
+    with station.run(strategy, RunInputs(batch.attention_mask, batch.image_cols)) as run, vision as vis:
         if do_generate:
             generated = vlm.generate(batch, max_new_tokens=max(max_new_tokens, 1))
         else:
@@ -321,19 +344,21 @@ def collect(vlm: Any, samples: Sequence[Any], strategy: Strategy, *, max_new_tok
         gen = generated[b]
         if not strategy.capture:
             att = torch.zeros(0, 0, len(heads), batch.layouts[b].num_tokens)
+            first = torch.zeros(0, 0, len(heads))
             qpos: list[int] = []
             mode = "none"
         elif qp == "generated":
             att = run.image_attention(b, num_steps=int(gen.numel()))
+            first = run.first_attention(b, num_steps=int(gen.numel()))
             qpos = [s_len - 1 + t for t in range(att.shape[0])]
             mode = "generated"
         else:
-            att = run.image_attention(b)
+            att, first = run.image_attention(b), run.first_attention(b)
             if qp == "last_input":
                 qpos, mode = [s_len - 1], "last_input"
             elif qp == "all_input":
                 off = batch.pad_offsets[b]
-                att = att[off: off + s_len]
+                att, first = att[off: off + s_len], first[off: off + s_len]
                 qpos, mode = list(range(s_len)), "all_input"
             else:
                 qpos = [p if p >= 0 else s_len + p for p in qp]
@@ -362,10 +387,25 @@ def collect(vlm: Any, samples: Sequence[Any], strategy: Strategy, *, max_new_tok
             interventions=strategy.interventions() if (strategy.maskout or strategy.modify) else {},
             dtype=str(getattr(vlm.model, "dtype", "")).replace("torch.", ""),
         )
+        matrices: dict[str, np.ndarray] = {}
+        if vis is not None:  # tokens = patches (LLaVA-1.5): the patch grid covers the token grid's box
+            matrices, meta.vision = vis.result(b)
+            meta.vision["box"] = list(batch.layouts[b].grid().box)
         records.append(AttentionRecord(
             image_attention=att.numpy().astype(np.float32),
             input_ids=ids.cpu().numpy().astype(np.int64),
             meta=meta,
             generated_ids=gen.cpu().numpy().astype(np.int64) if gen.numel() else None,
+            first_attention=first.numpy().astype(np.float32) if strategy.capture else None,
+            vision=matrices,
         ))
     return records
+
+
+def _vision_capture(vlm: Any, strategy: Strategy):
+    """The model's context manager for the vision tower's token->patch matrices (duck-typed:
+    `vlm.vision_capture(aggregates)` yields an object with `result(b) -> ({name: [V, P]}, meta)`)."""
+    capture = getattr(vlm, "vision_capture", None)
+    if capture is None:
+        raise UserError(f"strategy.vision=true but the model object {type(vlm).__name__} has no vision_capture()")
+    return capture(list(strategy.vision_aggregates))

@@ -1,4 +1,5 @@
-"""visualize_attention.py's views of saved records: one record (a chosen head or the top-k), or a folder."""
+"""visualize_attention.py's views of saved records: one record (a chosen head or the top-k), a folder,
+or one record's per-token maps (mode=tokens, lab/token_view.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from lab.report import write_run_index
 from lab.stages.common import head_maps, heads_from_file, image_or_blank, record_files, sigma_for
 from lab.stages.context import StageContext
 from lab.stages.visualize import visualize_record
+from lab.token_view import tokens_view
 from utils.data import load_rows
 from utils.errors import UserError
 
@@ -74,7 +76,7 @@ def batch_view(cfg, ctx: StageContext) -> dict:
     return {"figures": done, "failed": failed, "index": str(index)}
 
 
-VIEWS = {"single": single_view, "batch": batch_view}
+VIEWS = {"single": single_view, "batch": batch_view, "tokens": tokens_view}
 
 
 def run_view(cfg, ctx: StageContext) -> dict:

@@ -10,7 +10,8 @@ it *is* transformers' `sdpa_attention_forward`. Under an active sink, for each t
 
 * computes the layer output with SDPA (interventions applied per head, see below);
 * for the query rows the plan names only, computes `softmax(q k^T * scaling + mask)` over all keys
-  in float32 and keeps the image-token columns: `[B, H, Qs, V]`, handed to `sink.deliver(...)`.
+  in float32 and keeps the image-token columns (then the plan's `extra_cols`, e.g. the first
+  token): `[B, H, Qs, V (+E)]`, handed to `sink.deliver(...)`.
   Memory is O(B x H x Qs x S) per layer; the full `[H, S, S]` matrix is never built.
 
 Interventions (per head, only the heads the plan names):
@@ -215,14 +216,28 @@ def capture_sdpa_attention(
             probs = torch.softmax(logits.float(), dim=-1)
         else:
             probs = _softmax(logits, _visible(attention_mask, rows, q_len, kv_len, batch, query.device))
-        cols = plan.image_cols.to(query.device).clamp(max=kv_len - 1)
-        probs = probs.gather(3, cols[:, None, None, :].expand(batch, n_heads, rows.shape[1], cols.shape[1]))  # (B, H, Qs, Vmax)
-        if plan.image_valid is not None:
-            probs = probs * plan.image_valid.to(probs.device)[:, None, None, :]
+        cols, valid = _capture_cols(plan, query.device)
+        cols = cols.clamp(max=kv_len - 1)
+        probs = probs.gather(3, cols[:, None, None, :].expand(batch, n_heads, rows.shape[1], cols.shape[1]))  # (B, H, Qs, Vmax+E)
+        if valid is not None:
+            probs = probs * valid[:, None, None, :]
         if plan.capture_heads is not None:
             probs = probs.index_select(1, plan.capture_heads.to(probs.device))
         sink.deliver(layer_idx, probs)
     return out, None
+
+
+def _capture_cols(plan: LayerPlan, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, Vmax + E) key columns to keep (image columns, then `plan.extra_cols`) and their validity (or None)."""
+    cols = plan.image_cols.to(device)
+    if plan.extra_cols is None:
+        return cols, None if plan.image_valid is None else plan.image_valid.to(device)
+    extra = plan.extra_cols.to(device)
+    if plan.image_valid is None and plan.extra_valid is None:
+        return torch.cat([cols, extra], dim=1), None
+    iv = plan.image_valid.to(device) if plan.image_valid is not None else torch.ones_like(cols, dtype=torch.bool)
+    ev = plan.extra_valid.to(device) if plan.extra_valid is not None else torch.ones_like(extra, dtype=torch.bool)
+    return torch.cat([cols, extra], dim=1), torch.cat([iv, ev], dim=1)
 
 
 def _finish_deferred(queries: list, key: torch.Tensor, visibles: list, kv_lens: list, *, scale: float,
@@ -244,10 +259,11 @@ def _finish_deferred(queries: list, key: torch.Tensor, visibles: list, kv_lens: 
                 else (cols_s < kl)[None].expand(batch, s) for v, kl in zip(visibles, kv_lens)]
         vis = vis & torch.stack(rows, dim=1)
     probs = _softmax(logits, vis[:, None])  # (B, H, T, S)
-    cols = plan.image_cols.to(q.device).clamp(max=s - 1)
-    probs = probs.gather(3, cols[:, None, None, :].expand(batch, n_heads, steps, cols.shape[1]))
-    if plan.image_valid is not None:
-        probs = probs * plan.image_valid.to(probs.device)[:, None, None, :]
+    cols, valid = _capture_cols(plan, q.device)
+    cols = cols.clamp(max=s - 1)
+    probs = probs.gather(3, cols[:, None, None, :].expand(batch, n_heads, steps, cols.shape[1]))  # (B, Hc, T, Vmax+E)
+    if valid is not None:
+        probs = probs * valid[:, None, None, :]
     if plan.capture_heads is not None:
         probs = probs.index_select(1, plan.capture_heads.to(probs.device))
     return probs

@@ -212,6 +212,20 @@ class VLM:
             result.append(row[:cut].cpu())
         return result
 
+    # ---- vision tower (llava/vision.py) ---------------------------------------------------
+    def vision_support(self) -> str | None:
+        """None when `vision_capture` works for this model, else why not (one line)."""
+        from llava.vision import vision_support
+
+        return vision_support(self.model)
+
+    def vision_capture(self, aggregates: Sequence[str] = ("mean", "rollout", "vlm_visualizer")):
+        """Context manager: the vision tower's compact token->patch matrices while the block runs;
+        yields an object with `result(b) -> ({aggregate: [V, P]}, metadata)` (UserError if unsupported)."""
+        from llava.vision import capture_token_patch
+
+        return capture_token_patch(self.model, aggregates)
+
     def decode(self, ids: torch.Tensor) -> str:
         return self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
 

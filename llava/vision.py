@@ -24,6 +24,11 @@ Maps (numpy, shapes in docstrings):
   attention on the image tokens) times that matrix -> `[..., P]`, a map on the patch grid that
   accounts for the mixing inside the vision tower. For "default", P == V, so the result uses the
   record's own `ImageLayout`.
+
+For records (`strategy.vision=true`, `cli_llava.py`): `capture_token_patch` builds the `[V, P]`
+matrices of `mean`, `rollout` and `vlm_visualizer` (VLM-Visualizer's per-layer renormalised mean)
+inside the hooks, layer by layer, so a record stores `[V, P]` per aggregate, never `[L, H, N, N]`;
+`vision_support` says in one line why another family is refused (`VLM.vision_capture` calls both).
 """
 
 from __future__ import annotations
@@ -103,6 +108,21 @@ def _hidden_states(args: tuple, kwargs: dict) -> torch.Tensor:
     return h if h is not None else args[0]
 
 
+@torch.no_grad()
+def _probs(module: torch.nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
+    """(B, Hv, N, N) float32: softmax(q k^T * scale (+ mask)) recomputed from the module's own projections."""
+    h = _hidden_states(args, kwargs)
+    B, N, _ = h.shape
+    d = module.head_dim
+    q = module.q_proj(h).view(B, N, -1, d).transpose(1, 2).float()  # (B, Hv, N, d)
+    k = module.k_proj(h).view(B, N, -1, d).transpose(1, 2).float()
+    logits = torch.matmul(q, k.transpose(-1, -2)) * float(module.scale)  # (B, Hv, N, N)
+    mask = kwargs.get("attention_mask")
+    if mask is not None:
+        logits = logits + mask.float()
+    return torch.softmax(logits, dim=-1)
+
+
 @contextmanager
 def capture_vision_attention(model: Any, layers: Sequence[int] | None = None,
                              heads: Literal["all", "mean"] = "all") -> Iterator[VisionCapture]:
@@ -122,19 +142,9 @@ def capture_vision_attention(model: Any, layers: Sequence[int] | None = None,
 
     def make_hook(layer: int):
         def hook(module, args, kwargs, output):
-            h = _hidden_states(args, kwargs)
-            with torch.no_grad():
-                B, N, _ = h.shape
-                d = module.head_dim
-                q = module.q_proj(h).view(B, N, -1, d).transpose(1, 2).float()  # (B, Hv, N, d)
-                k = module.k_proj(h).view(B, N, -1, d).transpose(1, 2).float()
-                logits = torch.matmul(q, k.transpose(-1, -2)) * float(module.scale)  # (B, Hv, N, N)
-                mask = kwargs.get("attention_mask")
-                if mask is not None:
-                    logits = logits + mask.float()
-                probs = torch.softmax(logits, dim=-1)
-                if heads == "mean":
-                    probs = probs.mean(1)  # (B, N, N)
+            probs = _probs(module, args, kwargs)  # (B, Hv, N, N)
+            if heads == "mean":
+                probs = probs.mean(1)  # (B, N, N)
             cap.per_layer.setdefault(layer, []).append(probs.cpu())
         return hook
 
@@ -248,3 +258,131 @@ def image_token_maps(vlm: Any, pixel_values: torch.Tensor, token_weights: Any, m
     """One image: vision attention -> [V, P] matrix -> the LLM weights `[..., V]` as patch maps `[..., P]`."""
     att = vision_attention(vlm, pixel_values[:1], heads="mean")[0]  # (L, N, N)
     return combine_with_llm(token_weights, token_patch_matrix(att, vlm.model.config, method, layers))
+
+
+# ---- compact capture for records (strategy.vision=true) -------------------------------------------
+VISION_AGGREGATES = ("mean", "rollout", "vlm_visualizer")
+
+_UNSUPPORTED = {
+    "llava_next": "each image is a base view plus anyres crops whose high-res tokens are unpadded, so its tokens "
+                  "are not one patch grid",
+    "llava_onevision": "each image is a base view plus anyres crops (unpadded, pooled), so its tokens are not one "
+                       "patch grid",
+    "qwen2_vl": "its tower attends within windows of 14 px patches and merges 2x2 patches per token",
+    "qwen2_5_vl": "its tower attends within windows of 14 px patches and merges 2x2 patches per token",
+    "gemma3": "its SigLIP tower's patches are average-pooled into the image tokens",
+}
+
+
+def vision_support(model: Any) -> str | None:
+    """None when `capture_token_patch` supports the model, else the reason in one line."""
+    model = getattr(model, "model", model) if not isinstance(model, torch.nn.Module) else model
+    mt = model.config.model_type
+    if mt != "llava":
+        why = _UNSUPPORTED.get(mt, "its vision tower is not a CLIP/SigLIP ViT whose patches are the image tokens")
+        return (f"the vision-tower view supports LLaVA-1.5-style models only (one CLIP/SigLIP image per prompt, "
+                f"image tokens = patches); {mt}: {why}")
+    try:
+        vision_attention_modules(vision_tower(model))
+    except TypeError as e:
+        return f"the vision-tower view needs a CLIP/SigLIP tower: {e}"
+    return None
+
+
+class TokenPatchCapture:
+    """Per vision-tower call, the `[B, V, P]` token->patch matrices of the chosen aggregates, built
+    layer by layer in the hooks (float64 on the tower's device; only running sums / one running
+    product are kept, never `[L, H, N, N]`).
+
+    Per layer l < n_used (the layers whose output the LLM reads), A_l = head mean of the softmax
+    `[B, N, N]`; rows = image tokens (`default`: N-1 patch rows, CLS row dropped; `full`: all N),
+    columns = the P patches (CLS column dropped):
+      mean            rownorm((1/n) sum_l A_l)[rows, cls:]
+      rollout         rownorm(R[rows, cls:]),  R = prod_l rownorm(A_l + I)  (Abnar & Zuidema)
+      vlm_visualizer  (1/n) sum_l rownorm(A_l[rows, cls:])  (VLM-Visualizer's aggregate_vit_attention)
+    """
+
+    def __init__(self, aggregates: Sequence[str], n_used: int, cls: int, strategy: str, side: int, meta: dict):
+        self.aggregates, self.n_used, self.cls, self.side = list(aggregates), n_used, cls, side
+        self.rows = slice(1, None) if strategy == "default" else slice(None)
+        self.meta = meta
+        self._acc: dict[str, torch.Tensor] = {}
+        self.calls: list[dict[str, torch.Tensor]] = []
+
+    def _renorm(self, m: torch.Tensor) -> torch.Tensor:
+        s = m.sum(-1, keepdim=True)
+        return torch.where(s > 0, m / torch.where(s > 0, s, 1.0), 0.0)
+
+    def add_layer(self, layer: int, probs: torch.Tensor) -> None:
+        a = probs.mean(1).double()  # (B, N, N) head mean
+        if layer == 0:
+            self._acc = {}
+        acc = self._acc
+        if "mean" in self.aggregates:
+            acc["mean"] = acc.get("mean", 0) + a
+        if "vlm_visualizer" in self.aggregates:
+            acc["vlm_visualizer"] = acc.get("vlm_visualizer", 0) + self._renorm(a[:, self.rows, self.cls:])
+        if "rollout" in self.aggregates:
+            eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+            step = self._renorm(a + eye)
+            acc["rollout"] = step @ acc["rollout"] if "rollout" in acc else step
+        if layer == self.n_used - 1:
+            out = {}
+            if "mean" in acc:
+                out["mean"] = self._renorm((acc["mean"] / self.n_used)[:, self.rows, self.cls:])
+            if "rollout" in acc:
+                out["rollout"] = self._renorm(acc["rollout"][:, self.rows, self.cls:])
+            if "vlm_visualizer" in acc:
+                out["vlm_visualizer"] = acc["vlm_visualizer"] / self.n_used
+            self.calls.append({k: v.float().cpu() for k, v in out.items()})  # (B, V, P) each
+            self._acc = {}
+
+    def result(self, b: int) -> tuple[dict[str, np.ndarray], dict]:
+        """Sample b's `{aggregate: [V, P] float32}` and the metadata a record stores with them."""
+        if not self.calls:
+            raise RuntimeError("the vision tower did not run inside the capture block (no pixel_values?)")
+        last = self.calls[-1]
+        return {k: v[b].numpy() for k, v in last.items()}, dict(self.meta)
+
+
+@contextmanager
+def capture_token_patch(model: Any, aggregates: Sequence[str] = VISION_AGGREGATES) -> Iterator[TokenPatchCapture]:
+    """Hooks on the vision layers the LLM reads; yields a `TokenPatchCapture` filled while the block
+    runs (forward / generate). Raises UserError naming the reason for unsupported families."""
+    from utils.errors import UserError
+
+    model = model.model if not isinstance(model, torch.nn.Module) else model
+    why = vision_support(model)
+    if why:
+        raise UserError(why)
+    bad = [a for a in aggregates if a not in VISION_AGGREGATES]
+    if bad or not aggregates:
+        raise UserError(f"vision aggregates {list(aggregates)}: use a non-empty list of {', '.join(VISION_AGGREGATES)}")
+    config = model.config
+    vc = config.vision_config
+    tower = vision_tower(model)
+    mods = vision_attention_modules(tower)
+    enc = getattr(tower, "vision_model", tower)
+    cls = 1 if getattr(getattr(enc, "embeddings", None), "class_embedding", None) is not None else 0
+    side = int(vc.image_size) // int(vc.patch_size)
+    n_used = feature_layer_count(config)
+    strategy = getattr(config, "vision_feature_select_strategy", "default")
+    meta = {"aggregates": list(aggregates), "patch_rows": side, "patch_cols": side, "cls": cls,
+            "vision_layers": len(mods), "feature_layers": n_used, "vision_heads": int(vc.num_attention_heads),
+            "select_strategy": strategy, "tower": str(vc.model_type),
+            "rows": "image tokens (the record's V axis)" + (", token k = patch k+1 (first patch dropped)"
+                                                              if strategy == "default" and not cls else ""),
+            "cols": "input patches, row-major on patch_rows x patch_cols"}
+    cap = TokenPatchCapture(aggregates, n_used, cls, strategy, side, meta)
+
+    def make_hook(layer: int):
+        def hook(module, args, kwargs, output):
+            cap.add_layer(layer, _probs(module, args, kwargs))
+        return hook
+
+    handles = [mods[l].register_forward_hook(make_hook(l), with_kwargs=True) for l in range(n_used)]
+    try:
+        yield cap
+    finally:
+        for hd in handles:
+            hd.remove()

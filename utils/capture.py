@@ -35,6 +35,10 @@ class LayerPlan:
     modify_mode: str = "image_reweight"
     image_valid: "torch.Tensor | None" = None  # (B, Vmax) bool, None = all valid
     defer: bool = False  # a decoding step without interventions: hand the query to sink.defer(...)
+    # (B, E) long: more key columns to capture, appended after the image columns (e.g. the sample's
+    # first token, for per-layer renormalisation); never touched by interventions
+    extra_cols: "torch.Tensor | None" = None
+    extra_valid: "torch.Tensor | None" = None  # (B, E) bool, None = all valid
 
     @property
     def intervenes(self) -> bool:

@@ -55,6 +55,8 @@ class StrategyConfig:
     modify_factor: float = 1.0
     modify_mode: str = "image_reweight"  # image_reweight | logits_scale
     steps: str = "all"  # all | prefill
+    vision: bool = False  # also store the vision tower's token->patch matrices (LLaVA-1.5-style models)
+    vision_aggregates: List[str] = field(default_factory=lambda: ["mean", "rollout", "vlm_visualizer"])
 
 
 @dataclass
@@ -128,10 +130,32 @@ class FinderConfig:
 
 
 @dataclass
+class TokensConfig:
+    """visualize_attention.py mode=tokens: which generated tokens, layers, heads, and how to reduce."""
+
+    steps: Any = "all"  # all | [t, ...] | "a:b" (end excluded); step t = the query that produced token t
+    layers: Optional[List[int]] = None  # model layer indices (None = all captured)
+    heads: Optional[List[int]] = None  # model head indices (None = all captured)
+    reduce: List[str] = field(default_factory=lambda: ["heads", "layers"])  # axes to average: heads, layers, steps
+    weighting: str = "plain"  # plain | vlm_visualizer (per layer: zero the first-token column, renormalise)
+    max_tokens: int = 24  # panels drawn (all maps are saved)
+    ncols: int = 8  # panels per figure row
+
+
+@dataclass
+class VisionViewConfig:
+    """visualize_attention.py mode=tokens: combine with the vision tower's token->patch matrix."""
+
+    aggregate: str = "none"  # none | mean | rollout | vlm_visualizer (needs a record with vision matrices)
+
+
+@dataclass
 class VisualizeConfig:
     """visualize_attention.py: views of saved records (no model needed)."""
 
-    mode: str = "single"  # single | batch
+    mode: str = "single"  # single | batch | tokens
+    tokens: TokensConfig = field(default_factory=TokensConfig)
+    vision: VisionViewConfig = field(default_factory=VisionViewConfig)
     model: ModelConfig = field(default_factory=ModelConfig)  # unused by the views; kept so model= works alike
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
@@ -165,6 +189,7 @@ class ChatConfig:
     output_dir: Optional[str] = None
     stream: bool = True  # print the answer token by token
     token_figures: bool = True  # also a per-token overlay strip + image-share curve (query_positions=generated)
+    vision: Optional[bool] = None  # store the vision tower's token->patch matrices; None = when the model supports it
     show_plot: bool = False
     show_components: bool = False
 

@@ -38,6 +38,8 @@ def strategy_from_cfg(cfg) -> Strategy:
         modify_factor=float(s.modify_factor),
         modify_mode=s.modify_mode,
         steps=s.steps,
+        vision=bool(s.vision),
+        vision_aggregates=[str(a) for a in s.vision_aggregates],
     )
 
 
