@@ -297,8 +297,8 @@ def patch_layout(rec: Any) -> ImageLayout:
 def record_vision_maps(rec: Any, values: Any, aggregate: str) -> np.ndarray:
     """`[..., rows_p, cols_p]`: image-token weights `[..., V]` (e.g. `record_token_maps(...)`) through
     the record's vision matrix (`combine_vision`), on the patch grid."""
-    lay = patch_layout(rec)
-    return lay.to_grid(combine_vision(values, record_vision_matrix(rec, aggregate)))
+    matrix = record_vision_matrix(rec, aggregate)
+    return patch_layout(rec).to_grid(combine_vision(values, matrix))
 
 
 def token_labels(rec: Any) -> list[str]:
