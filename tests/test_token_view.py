@@ -452,3 +452,32 @@ def test_view_needs_generated_rows_and_runs_alone(plain_records, tmp_path):
     T, L = 2, AttentionRecord.load(gen).shape[1]
     assert t["maps"].shape == (T, L, 4, 4) and meta["axes"] == ["steps", "layers", "rows", "cols"]
     assert "image_maps" not in t and set(res) == {"maps", "figure", "image_share"}
+
+
+def test_llava_with_a_siglip_tower(tmp_path):
+    """No CLS token: every patch is an image token ("full" strategy); nothing is dropped."""
+    from transformers import LlavaForConditionalGeneration, SiglipVisionConfig
+
+    from llava.builders import TinyLlavaSpec, build_config, build_processor
+    from llava.model import load_vlm
+
+    spec = TinyLlavaSpec(vision_feature_select_strategy="full", seed=5)
+    proc = build_processor(spec)
+    proc.num_additional_image_tokens = 0
+    cfg = build_config(spec, proc.tokenizer)
+    cfg.vision_config = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                           num_attention_heads=4, image_size=56, patch_size=14)
+    torch.manual_seed(5)
+    LlavaForConditionalGeneration(cfg).eval().save_pretrained(tmp_path)
+    proc.save_pretrained(tmp_path)
+    vlm = load_vlm(str(tmp_path), device="cpu", dtype="float32")
+    sample = [(SAMPLES[1][0], "what color is the circle ?", "sig")]
+    (rec,) = collect(vlm, sample, Strategy(query_positions="generated", vision=True), max_new_tokens=3)
+    assert rec.meta.vision["cls"] == 0 and rec.vision["vlm_visualizer"].shape == (16, 16)
+    ref = eager_run(tmp_path, SAMPLES[1][0], "what color is the circle ?", max_new_tokens=3)
+    kept = [a.mean(0) / a.mean(0).sum(-1, keepdims=True) for a in ref.vit[: 3 + 1 + cfg.vision_feature_layer]]
+    assert np.abs(rec.vision["vlm_visualizer"] - np.mean(kept, 0)).max() <= TOL
+    view = TK.token_view(rec.save(tmp_path / "sig.safetensors") and AttentionRecord.load(tmp_path / "sig.safetensors"),
+                         weighting="vlm_visualizer", vision="vlm_visualizer")
+    r0 = vlmvis_llm_row(ref.llm[0])[ref.img]
+    assert np.abs(view.image_maps[0].ravel() - (r0 / r0.sum()) @ np.mean(kept, 0)).max() <= TOL
