@@ -263,7 +263,7 @@ def test_tiny_records_match_eager_and_both_references(tiny_case, tmp_path):
     assert max(worst.values()) <= TOL, worst
 
 
-def test_batch_with_vision_and_storage(tiny_case, tiny_vlm, tmp_path):
+def test_batch_with_vision_and_storage(tiny_vlm, tmp_path):
     """stage=batch strategy.vision=true writes the matrices; their cost is 3 x V x P float32."""
     from helpers import make_cfg as mk
 
@@ -481,3 +481,36 @@ def test_llava_with_a_siglip_tower(tmp_path):
                          weighting="vlm_visualizer", vision="vlm_visualizer")
     r0 = vlmvis_llm_row(ref.llm[0])[ref.img]
     assert np.abs(view.image_maps[0].ravel() - (r0 / r0.sum()) @ np.mean(kept, 0)).max() <= TOL
+
+
+@pytest.mark.parametrize("name", ["gemma3_window8", "qwen2_5_vl", "llava_next", "llava_onevision", "qwen2_vl"])
+def test_first_token_column_matches_eager_in_every_family(name, tmp_path):
+    """The extra captured column is the eager probability at the sample's first real key (left padding;
+    Gemma 3's sliding layers: 0 once it left the cache), so vlm_visualizer weighting works everywhere."""
+    from llava.family_builders import TINY_BUILDERS, save_tiny_gemma3
+    from llava.model import load_vlm
+
+    folder = save_tiny_gemma3(tmp_path, seed=4, sliding_window=8) if name == "gemma3_window8" \
+        else TINY_BUILDERS[name](tmp_path, seed=3)
+    vlm = load_vlm(str(folder), device="cpu", dtype="float32")
+    eager = load_vlm(str(folder), device="cpu", dtype="float32", attn_implementation="eager")
+    samples = [(img, q) for img, q, _ in SAMPLES]
+    recs = collect(vlm, samples, Strategy(query_positions="generated"), max_new_tokens=3)
+    batch = vlm.prepare(samples)
+    with torch.inference_mode():
+        ref = eager.model.generate(**batch.inputs, max_new_tokens=3, do_sample=False, output_attentions=True,
+                                   return_dict_in_generate=True)
+    seq = batch.attention_mask.shape[1]
+    worst = 0.0
+    for b, rec in enumerate(recs):
+        off = batch.pad_offsets[b]
+        for t in range(rec.shape[0]):
+            for li, att in enumerate(ref.attentions[t]):
+                kv, total = att.shape[-1], seq + t
+                col = off - (total - kv) if (t > 0 and kv < total) else off
+                exp = att[b, :, -1, col].numpy() if col >= 0 else np.zeros(att.shape[1])
+                worst = max(worst, np.abs(rec.first_attention[t, li] - exp).max())
+    assert worst <= TOL, (name, worst)
+    if vlm.vision_support() is not None:
+        with pytest.raises(UserError, match="LLaVA-1.5-style models only"):
+            collect(vlm, samples[:1], Strategy(query_positions="generated", vision=True), max_new_tokens=1)
