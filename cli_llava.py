@@ -8,6 +8,8 @@ One query: the answer is streamed, the attention record is saved to
 the record's own top heads by spatial entropy) to `<output_dir>/figures/<id>_heads.png`.
 Chat (`cli_mode=true`) reads stdin lines: plain text is a user turn (history kept), and
 `/image PATH`, `/save`, `/heads L:H,L:H`, `/reset`, `/help`, `exit` are commands (lab/chat.py).
+Records carry every generated token's attention and, when the model supports it (`vision=`), the
+vision tower's token->patch matrices: `visualize_attention.py mode=tokens` draws them per token.
 Configuration: config/cli_config.yaml (typed by utils/config.py, ChatConfig).
 """
 

@@ -2,7 +2,9 @@
 
 One query (`run_cli`): the answer is streamed, the attention record is saved to
 `<output_dir>/attention/<id>.safetensors` and an overlay of the heads (from `heads_file=`, else
-the record's own top heads by spatial entropy) to `<output_dir>/figures/<id>_heads.png`.
+the record's own top heads by spatial entropy) to `<output_dir>/figures/<id>_heads.png`; records
+also carry the vision tower's token->patch matrices when the model supports them (`vision=`), for
+`visualize_attention.py mode=tokens`.
 Chat (`chat`, `cli_mode=true`) reads stdin lines: plain text is a user turn (history kept), and
 the commands in `HELP`. The model is any object with the VLM methods (`prepare`, `generate`,
 `text_streamer`, ...), handed in through the `StageContext`.

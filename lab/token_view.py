@@ -123,7 +123,7 @@ def tokens_view(cfg, ctx: StageContext) -> dict:
     inner = int(np.prod(view.maps.shape[1:-2])) if view.maps.ndim > 3 else 1  # e.g. layers kept: one row per step
     ncols = inner if 1 < inner <= max(int(t.ncols), 12) else int(t.ncols)
     kw = dict(max_tokens=int(t.max_tokens), ncols=min(n, ncols), grid=opts["grid"], show=bool(cfg.show_plot))
-    width = 30 * kw["ncols"]  # characters per title line: about 30 per panel
+    width = 24 * kw["ncols"]  # characters per title line: about 24 per 1.8-inch panel
     res["figure"] = str(plots.token_overlay_strip(
         image, view.layout, maps, labels, out / "figures" / f"{sid}_tokens.png",
         title=_wrap(f"{rec.meta.query} -> {rec.meta.generated_text}", width) + "\n"
@@ -140,7 +140,7 @@ def tokens_view(cfg, ctx: StageContext) -> dict:
     if len(view.steps) > 1 or "steps" not in view.settings["reduce"]:
         res["image_share"] = str(plots.token_attention_curve(
             [f"{s}:{lab}" for s, lab in zip(view.steps, view.labels)], view.shares,
-            out / "figures" / f"{sid}_image_share.png", title=f"attention on the image per generated token ({what})",
+            out / "figures" / f"{sid}_image_share.png", title=_wrap(f"attention on the image per generated token ({what})", 80),
             show=bool(cfg.show_plot)))
     for k, v in res.items():
         print(f"{k}: {v}")
