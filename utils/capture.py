@@ -35,10 +35,13 @@ class LayerPlan:
     modify_mode: str = "image_reweight"
     image_valid: "torch.Tensor | None" = None  # (B, Vmax) bool, None = all valid
     defer: bool = False  # a decoding step without interventions: hand the query to sink.defer(...)
+    modify_all_heads: bool = False  # modify every head of the layer (modify_mode="visual_head" with no heads named)
+    highlight_valid: "torch.Tensor | None" = None  # (B, Vmax) bool: image columns inside the highlight box (None = all)
 
     @property
     def intervenes(self) -> bool:
-        return bool(self.maskout_heads) or (bool(self.modify_heads) and self.modify_factor != 1.0)
+        modifies = bool(self.modify_heads) or self.modify_all_heads
+        return bool(self.maskout_heads) or (modifies and self.modify_factor != 1.0)
 
 
 _ACTIVE_SINK: ContextVar[Any | None] = ContextVar("attention_sink", default=None)
