@@ -103,10 +103,9 @@ def relu_entropy_batch(
             w = np.bincount(lab, minlength=n).astype(np.float64)
         else:
             w = np.bincount(lab, weights=b.ravel()[idx], minlength=n).astype(np.float64)
-        if component_weight == "relu_mass":
-            total = b.sum(axis=1)  # every cell's relu mass, components or not
-        else:
-            total = np.bincount(owner, weights=w, minlength=m).astype(np.float64)
+        total = np.bincount(owner, weights=w, minlength=m).astype(np.float64)
+        if component_weight == "relu_mass":  # + the relu mass of cells in no component (so one component
+            total = total + np.where(keep, 0.0, b).sum(axis=1)  # holding all of it gives p = 1 exactly)
         with np.errstate(divide="ignore", invalid="ignore"):
             p = w / total[owner] if n else w
             contrib = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0)
@@ -114,7 +113,7 @@ def relu_entropy_batch(
         nc = np.bincount(owner, minlength=m)
         e[e <= 0.0] = 0.0  # -0.0 / round-off for single-component maps
         if component_weight == "relu_mass":
-            e[total <= 0.0] = np.inf  # a constant map: nothing above the (scaled) mean
+            e[b.sum(axis=1) <= 0.0] = np.inf  # a constant map: nothing above the (scaled) mean
         else:
             e[nc == 0] = np.inf
         e[~finite] = np.nan
