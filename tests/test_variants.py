@@ -13,7 +13,11 @@ from hypothesis.extra.numpy import arrays
 
 from lab import criteria, grounding, selection
 from lab.analysis import analyze_sample
-from lab.criteria.variants import bottom_row_any_cell, chord_raw_threshold, relu_entropy_batch
+from lab.criteria.variants import (
+    bottom_row_any_cell,
+    chord_raw_threshold,
+    relu_entropy_batch,
+)
 from lab.stages import StageContext, run_stage
 from utils.errors import UserError
 
