@@ -105,7 +105,7 @@ class AblationConfig:
 
     match: str = "exact"  # exact (first word(s) of the answer) | contains (the answer anywhere in it)
     random_draws: int = 5  # seeded draws of as many random heads as selected
-    maskout_mode: str = "zero"  # zero | uniform (see strategy.maskout_mode)
+    maskout_mode: str = "zero"  # zero | uniform | visual_head (see strategy.maskout_mode)
     steps: str = "all"  # all | prefill (see strategy.steps)
 
 

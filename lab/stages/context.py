@@ -38,6 +38,7 @@ def strategy_from_cfg(cfg) -> Strategy:
         modify_factor=float(s.modify_factor),
         modify_mode=s.modify_mode,
         steps=s.steps,
+        highlight_box=None if s.highlight_box is None else [float(x) for x in s.highlight_box],
     )
 
 
