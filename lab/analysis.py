@@ -7,8 +7,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from lab.criteria.entropy import DEFAULT_RTOL, ComponentWeight, Connectivity, check_component_weight, entropy_core
+from lab.criteria.entropy import (DEFAULT_RTOL, ComponentWeight, Connectivity, bottom_row_share, check_component_weight,
+                                  entropy_core)
 from lab.criteria.image_sum import excluded_list, image_attention_sum, layer_mask
+from lab.criteria.variants import bottom_row_any_cell, check_weight, relu_entropy_batch
 from lab.writers import jsonable
 from utils.layout import ImageLayout
 
@@ -37,7 +39,10 @@ class SampleAnalysis:
     passes_c1: ``s_img >= threshold`` (None when no threshold was given).
     bottom_row_artifact: ``bottom_row_share > bottom_row_fraction`` (None when the filter is off).
     passes_c2: the head has a spatial entropy to rank by (finite) and is not a bottom-row artifact.
-    eligible: included & passes_c2 & (passes_c1 when a threshold was given).
+    eligible: included & passes_c2 & (passes_c1 when a threshold was given), or the `min_keep`
+    fallback's heads when fewer pass.
+    tie_break: how `ranked_heads` orders equal entropies ("s_img": higher S_img first; "index":
+    layer, head order).
     """
 
     s_img: np.ndarray
@@ -51,16 +56,19 @@ class SampleAnalysis:
     eligible: np.ndarray
     grid_shape: tuple[int, int]
     settings: dict[str, Any] = field(default_factory=dict)
+    tie_break: str = "s_img"
 
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.s_img.shape)  # type: ignore[return-value]
 
     def ranked_heads(self, limit: int | None = None) -> list[tuple[int, int]]:
-        """Eligible heads by spatial entropy ascending (ties: higher S_img first)."""
+        """Eligible heads by spatial entropy ascending (ties: higher S_img first, or with
+        ``tie_break="index"`` layer, head order)."""
         L, H = self.shape
         idx = np.flatnonzero(self.eligible.ravel())
-        order = np.lexsort((-self.s_img.ravel()[idx], self.entropy.ravel()[idx]))
+        second = idx if self.tie_break == "index" else -self.s_img.ravel()[idx]
+        order = np.lexsort((second, self.entropy.ravel()[idx]))
         out = [(int(i // H), int(i % H)) for i in idx[order]]
         return out if limit is None else out[:limit]
 
@@ -125,6 +133,12 @@ def analyze_sample(
     grid: str | None = None,
     rtol: float = DEFAULT_RTOL,
     chunk_maps: int = 4096,
+    mean_factor: float = 1.0,
+    binarize_threshold: float = 0.0,
+    bottom_row_rule: str = "share",
+    bottom_row_cell: float = 0.05,
+    tie_break: str = "s_img",
+    min_keep: int = 0,
 ) -> SampleAnalysis:
     """Both criteria for every head of one sample's ``image_attention[L, H, V]``.
 
@@ -137,6 +151,15 @@ def analyze_sample(
     ``bottom_row_filter``: when True, a head fails in this sample if more than
     ``bottom_row_fraction`` of its above-mean mass lies in the grid's bottom row (LLaVA attention
     often piles up there whatever the image shows); ``bottom_row_share`` is always computed.
+    ``bottom_row_rule="any_cell"`` flags a head instead when a last-row cell's attention exceeds
+    ``bottom_row_cell`` (the release's rule; `lab.criteria.variants`).
+
+    Variants (docs/fidelity.md): ``mean_factor`` / ``binarize_threshold`` / ``component_weight=
+    "relu_mass"`` compute the entropy with `lab.criteria.variants.relu_entropy_batch`
+    (``B = relu(A - mean_factor * mean(A))``, cells ``B > binarize_threshold``); ``min_keep``: when
+    fewer heads are eligible, the ``min_keep`` heads of highest S_img that are not flagged
+    bottom-row artifacts (flags count only above the threshold) become the eligible ones, whatever
+    their layer or entropy (the release's fallback).
     """
     a = np.asarray(image_attention)
     if a.ndim != 3:
@@ -145,21 +168,37 @@ def analyze_sample(
     maps = _to_maps(a, layout_or_grid_shape, grid)
     R, C = maps.shape[-2:]
     s_img = image_attention_sum(a)
-    check_component_weight(component_weight)
-    ent, nc, bottom = entropy_core(
-        maps.reshape(L * H, R, C), component_weight, int(connectivity), rtol, True, max(1, int(chunk_maps))
-    )
+    check_weight(component_weight)
+    if bottom_row_rule not in ("share", "any_cell"):
+        raise ValueError(f"bottom_row_rule must be 'share' or 'any_cell', got {bottom_row_rule!r}")
+    if tie_break not in ("s_img", "index"):
+        raise ValueError(f"tie_break must be 's_img' or 'index', got {tie_break!r}")
+    flat = maps.reshape(L * H, R, C)
+    variant = component_weight == "relu_mass" or mean_factor != 1.0 or binarize_threshold != 0.0
+    if variant:
+        ent, nc = relu_entropy_batch(flat, mean_factor=mean_factor, threshold=binarize_threshold,
+                                     component_weight=component_weight, connectivity=int(connectivity),
+                                     chunk_maps=max(1, int(chunk_maps)))
+        bottom = bottom_row_share(flat, rtol=rtol)
+    else:
+        check_component_weight(component_weight)
+        ent, nc, bottom = entropy_core(flat, component_weight, int(connectivity), rtol, True, max(1, int(chunk_maps)))
     ent, nc = ent.reshape(L, H), nc.reshape(L, H)
     bottom = bottom.reshape(L, H)  # type: ignore[union-attr]
     included = np.broadcast_to(layer_mask(L, exclude_layers)[:, None], (L, H)).copy()
     passes_c1 = None if threshold is None else (s_img >= float(threshold))
-    artifact = (bottom > float(bottom_row_fraction)) if bottom_row_filter else None
+    artifact = None
+    if bottom_row_filter:
+        artifact = (bottom_row_any_cell(maps, bottom_row_cell) if bottom_row_rule == "any_cell"
+                    else bottom > float(bottom_row_fraction))
     passes_c2 = np.isfinite(ent)
     if artifact is not None:
         passes_c2 &= ~artifact
     eligible = included & passes_c2
     if passes_c1 is not None:
         eligible &= passes_c1
+    if min_keep > 0 and int(eligible.sum()) < min_keep:
+        eligible = _fallback(s_img, artifact, passes_c1, int(min_keep))
     settings = {
         "threshold": None if threshold is None else float(threshold),
         "excluded_layers": excluded_list(L, exclude_layers),
@@ -169,6 +208,10 @@ def analyze_sample(
         "bottom_row_fraction": float(bottom_row_fraction),
         "rtol": float(rtol),
     }
+    if variant or bottom_row_rule != "share" or tie_break != "s_img" or min_keep:
+        settings.update({"mean_factor": float(mean_factor), "binarize_threshold": float(binarize_threshold),
+                         "bottom_row_rule": bottom_row_rule, "bottom_row_cell": float(bottom_row_cell),
+                         "tie_break": tie_break, "min_keep": int(min_keep)})
     return SampleAnalysis(
         s_img=s_img,
         entropy=ent,
@@ -181,4 +224,18 @@ def analyze_sample(
         eligible=eligible,
         grid_shape=(int(R), int(C)),
         settings=settings,
+        tie_break=tie_break,
     )
+
+
+def _fallback(s_img: np.ndarray, artifact: np.ndarray | None, passes_c1: np.ndarray | None, n: int) -> np.ndarray:
+    """[L, H] bool: the n heads of highest S_img (ties: layer, head order) not flagged as bottom-row
+    artifacts; a flag only counts for heads that pass criterion 1 (the release computes it only there)."""
+    flagged = np.zeros(s_img.shape, dtype=bool) if artifact is None else artifact.copy()
+    if passes_c1 is not None:
+        flagged &= passes_c1
+    order = np.argsort(-s_img.ravel(), kind="stable")
+    pick = [i for i in order if not flagged.ravel()[i] and np.isfinite(s_img.ravel()[i])][:n]
+    out = np.zeros(s_img.size, dtype=bool)
+    out[pick] = True
+    return out.reshape(s_img.shape)

@@ -215,6 +215,20 @@ def grid_box_to_xywh(grid_box: tuple[int, int, int, int], layout: ImageLayout, g
     return float(x0), float(y0), float(max(x1 - x0, 0.0)), float(max(y1 - y0, 0.0))
 
 
+def stretched_box_xywh(grid_box: tuple[int, int, int, int], image_size: Sequence[int], rows: int, cols: int) -> tuple[float, float, float, float]:
+    """Pixel (x, y, w, h) of a grid box with the grid stretched over the whole original image, as
+    Kang et al.'s release maps it (it ignores pad-to-square padding and centre crops): cell column c
+    starts at pixel ``int(c * W / cols)``, the box's last pixel is
+    ``int(min(W - 1, c1 * W / cols - 1))`` (c1 = exclusive end), same for rows; the inclusive
+    pixel box becomes ``w = x1 - x0 + 1``."""
+    r0, c0, r1, c1 = grid_box
+    W, H = float(image_size[0]), float(image_size[1])
+    sx, sy = W / cols, H / rows
+    x0, y0 = int(c0 * sx), int(r0 * sy)
+    x1, y1 = int(min(W - 1, c1 * sx - 1)), int(min(H - 1, r1 * sy - 1))
+    return float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)
+
+
 def _argmax_cell(combined: np.ndarray, valid: np.ndarray) -> tuple[int, int]:
     vals = np.where(valid, combined, -np.inf)
     if not np.isfinite(vals).any():
@@ -252,6 +266,7 @@ def predict_box(
     grid: str | None = None,
     normalize: str | None = None,
     image_cells_only: bool = False,
+    geometry: str = "layout",
 ) -> Grounding:
     """Box from head maps, the paper's way.
 
@@ -262,7 +277,11 @@ def predict_box(
     ("largest" by default), `hull=True` fills its convex hull (changes `grid_mask`, never the box),
     and the tight cell box is mapped to pixels with `layout.cells_box` (clipped to the image).
     `image_cells_only=True` ignores cells that lie entirely in pad-to-square padding.
+    `geometry="stretch"` maps the grid box as Kang et al.'s release does (`stretched_box_xywh`:
+    the grid stretched over the original image); "layout" (default) places it through the layout.
     """
+    if geometry not in ("layout", "stretch"):
+        raise ValueError(f"geometry must be 'layout' or 'stretch', not {geometry!r}")
     maps = np.asarray(maps, dtype=np.float64)
     if maps.ndim == 3:
         combined = combine_head_maps(maps, sigma=sigma, normalize=normalize)
@@ -279,6 +298,9 @@ def predict_box(
     gb = tight_grid_box(sel)
     if gb is None:
         box = (0.0, 0.0, 0.0, 0.0)
+    elif geometry == "stretch":
+        g = layout.grid(grid)
+        box = stretched_box_xywh(gb, layout.image_size, g.rows, g.cols)
     else:
         box = grid_box_to_xywh(gb, layout, grid)
     pr, pc = _argmax_cell(combined, valid)

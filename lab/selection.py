@@ -66,7 +66,8 @@ class Selection:
     def summary(self) -> str:
         lines = [
             f"{self.n_samples} samples, {self.n_layers} layers x {self.n_heads} heads",
-            f"criterion-1 threshold {self.threshold:.4g} ({self.elbow.method_used}"
+            (f"criterion 1 per sample ({self.elbow.method}" if self.elbow.method_used == "per_sample" else
+             f"criterion-1 threshold {self.threshold:.4g} ({self.elbow.method_used}")
             + (f"; {self.elbow.note}" if self.elbow.note else "")
             + f"): {int(self.eligible.sum())} eligible heads",
         ]
@@ -98,6 +99,8 @@ def select_heads(
     threshold: float | None = None,
     elbow_include_excluded: bool = False,
     elbow_options: Mapping[str, Any] | None = None,
+    sample_mask: np.ndarray | None = None,
+    tie_break: str = "s_img",
 ) -> Selection:
     """Pick the localization heads from per-sample statistics ``s_img[N, L, H]`` and
     ``entropy[N, L, H]`` (e.g. stacked `SampleAnalysis` fields).
@@ -113,6 +116,12 @@ def select_heads(
        head index) and the ``k`` lowest are chosen. ``inf``/``nan`` entropies are never chosen.
     3. Heads are ranked by how many samples chose them (ties: lower mean entropy, then higher
        mean S_img); the first ``top_k`` are the localization heads.
+
+    ``sample_mask`` ``[N, L, H]`` replaces steps 1-2's eligibility: the heads each sample may
+    choose, decided per sample by the caller (e.g. criterion 1 on each sample's own curve); no
+    mean elbow is computed (``threshold`` is NaN) and a masked head is chosen even with an infinite
+    entropy (after the finite ones). ``tie_break="index"`` orders equal entropies in a sample by
+    (layer, head) instead of by higher S_img.
     """
     s = np.asarray(s_img, dtype=np.float64)
     e = np.asarray(entropy, dtype=np.float64)
@@ -128,13 +137,20 @@ def select_heads(
     else:
         bmask = None
 
+    if tie_break not in ("s_img", "index"):
+        raise ValueError(f"tie_break must be 's_img' or 'index', got {tie_break!r}")
+    if sample_mask is not None and np.asarray(sample_mask).shape != s.shape:
+        raise ValueError(f"sample_mask must be [N, L, H] = {s.shape}, got {np.asarray(sample_mask).shape}")
     keep_layers = np.broadcast_to(layer_mask(L, exclude_layers)[:, None], (L, H))
     mean_s = _nanmean0(s) if N else np.full((L, H), np.nan)
     e_fin = np.where(np.isfinite(e), e, np.nan)
     mean_e = _nanmean0(e_fin) if N else np.full((L, H), np.nan)
 
     elbow_values = mean_s if elbow_include_excluded else mean_s[keep_layers]
-    if threshold is None:
+    if sample_mask is not None:
+        thr = float("nan")
+        elbow = Elbow(thr, None, elbow_method, "per_sample", False, "criterion 1 decided in each sample", 0, 0, 0)
+    elif threshold is None:
         elbow = elbow_threshold(elbow_values, elbow_method, **dict(elbow_options or {}))
         if keep_layers.sum() == 0 and not elbow_include_excluded:
             elbow = Elbow(elbow.threshold, None, elbow_method, "keep_all", False, "all layers excluded: no head is eligible", 0, 0, 0)
@@ -144,20 +160,26 @@ def select_heads(
         vals = np.asarray(elbow_values, dtype=np.float64).ravel()
         fin = np.isfinite(vals)
         elbow = Elbow(thr, None, elbow_method, "given", False, "threshold given by the caller", int(fin.sum()), int((vals[fin] >= thr).sum()), int((~fin).sum()))
-    with np.errstate(invalid="ignore"):
-        eligible = keep_layers & (mean_s >= thr)
-
-    # per-sample choice: k lowest entropies among eligible heads
     LH = L * H
-    ok = np.broadcast_to(eligible.reshape(1, LH), (N, LH)) & np.isfinite(e.reshape(N, LH))
+    if sample_mask is not None:
+        ok = np.asarray(sample_mask, dtype=bool).reshape(N, LH)
+        eligible = ok.any(axis=0).reshape(L, H) if N else np.zeros((L, H), dtype=bool)
+    else:
+        with np.errstate(invalid="ignore"):
+            eligible = keep_layers & (mean_s >= thr)
+        # per-sample choice: k lowest entropies among eligible heads
+        ok = np.broadcast_to(eligible.reshape(1, LH), (N, LH)) & np.isfinite(e.reshape(N, LH))
     if bmask is not None:
         ok = ok & ~bmask.reshape(N, LH)
     key_e = np.where(ok, e.reshape(N, LH), np.inf)
     s_flat = s.reshape(N, LH)
-    key_s = np.where(np.isnan(s_flat), np.inf, -s_flat)
+    if tie_break == "index":
+        key_s = np.broadcast_to(np.arange(LH), (N, LH))
+    else:
+        key_s = np.where(np.isnan(s_flat), np.inf, -s_flat)
     kk = min(int(k), LH)
     if N:
-        order = np.lexsort((key_s, key_e), axis=-1)[:, :kk]
+        order = np.lexsort((key_s, key_e, ~ok), axis=-1)[:, :kk]
         valid = np.take_along_axis(ok, order, axis=-1)
         choices = np.where(valid, order, -1)
         freq = np.bincount(order[valid], minlength=LH).reshape(L, H)
@@ -196,6 +218,8 @@ def select_heads(
         "bottom_row_mask": bmask is not None,
         "threshold_given": threshold is not None,
     }
+    if sample_mask is not None or tie_break != "s_img":
+        settings.update({"per_sample_criterion_1": sample_mask is not None, "tie_break": tie_break})
     return Selection(
         heads=heads,
         ranked=ranked,

@@ -28,7 +28,8 @@ from utils.errors import UserError
 if TYPE_CHECKING:
     from lab.records import AttentionRecord
 
-QueryMode = Literal["last_input", "generated", "all_input"]
+QueryMode = Literal["last_input", "generated", "all_input", "first_generated"]
+QUERY_MODES = ("last_input", "generated", "all_input", "first_generated")
 VISION_AGGREGATES = ("mean", "rollout", "vlm_visualizer")  # what a record's vision matrices can hold
 
 
@@ -38,9 +39,15 @@ class Strategy:
 
     query_positions: "last_input" (default: the token that produces the answer), "generated"
     (every generated token's query: row t is the query that produced generated token t),
-    "all_input" (every prompt position), or a list of prompt positions (negative = from the end).
+    "all_input" (every prompt position), "first_generated" (only the query of the first generated
+    token, i.e. the first decoding step: what Bi et al.'s released `analyize` records), or a list of
+    prompt positions (negative = from the end).
     layers / heads: text-model indices to capture (None = all).
     maskout / modify: [[layer, head], ...] (0-based text-model indices).
+    maskout_mode "visual_head" / modify_mode "visual_head": Bi et al.'s released semantics
+    (llava/attention.py); with modify_mode "visual_head" an empty `modify` list means every head
+    of every layer, as in their code. highlight_box: [x, y, w, h] in original pixels; modify
+    `visual_head` then acts only on image tokens whose cell overlaps the box (positive area).
     steps: apply interventions on every forward ("all") or only during prefill ("prefill").
     vision: also record the vision tower's compact token->patch matrices (`vision_aggregates`, each
     `[V, P]`) through the model's `vision_capture` (LLaVA-1.5-style models; others are refused).
@@ -51,26 +58,34 @@ class Strategy:
     heads: list[int] | None = None
     capture: bool = True
     maskout: list[list[int]] = field(default_factory=list)
-    maskout_mode: Literal["zero", "uniform"] = "zero"
+    maskout_mode: Literal["zero", "uniform", "visual_head"] = "zero"
     modify: list[list[int]] = field(default_factory=list)
     modify_factor: float = 1.0
-    modify_mode: Literal["image_reweight", "logits_scale"] = "image_reweight"
+    modify_mode: Literal["image_reweight", "logits_scale", "visual_head"] = "image_reweight"
     steps: Literal["all", "prefill"] = "all"
     vision: bool = False
     vision_aggregates: list[str] = field(default_factory=lambda: list(VISION_AGGREGATES))
+    highlight_box: list[float] | None = None
 
     def __post_init__(self) -> None:
         qp = self.query_positions
-        if isinstance(qp, str) and qp not in ("last_input", "generated", "all_input"):
+        if isinstance(qp, str) and qp not in QUERY_MODES:
             raise UserError(
-                f"strategy.query_positions={qp!r} is not valid: use last_input, generated, all_input or a list of positions"
+                f"strategy.query_positions={qp!r} is not valid: use {', '.join(QUERY_MODES)} or a list of positions"
             )
         if not isinstance(qp, str):
             self.query_positions = [int(p) for p in qp]
-        if self.maskout_mode not in ("zero", "uniform"):
-            raise UserError(f"strategy.maskout_mode={self.maskout_mode!r}: use zero or uniform")
-        if self.modify_mode not in ("image_reweight", "logits_scale"):
-            raise UserError(f"strategy.modify_mode={self.modify_mode!r}: use image_reweight or logits_scale")
+        if self.maskout_mode not in ("zero", "uniform", "visual_head"):
+            raise UserError(f"strategy.maskout_mode={self.maskout_mode!r}: use zero, uniform or visual_head")
+        if self.modify_mode not in ("image_reweight", "logits_scale", "visual_head"):
+            raise UserError(f"strategy.modify_mode={self.modify_mode!r}: use image_reweight, logits_scale or visual_head")
+        if self.highlight_box is not None:
+            box = [float(x) for x in self.highlight_box]
+            if len(box) != 4 or box[2] <= 0 or box[3] <= 0:
+                raise UserError(f"strategy.highlight_box={list(self.highlight_box)} must be [x, y, w, h] with w, h > 0")
+            if self.modify_mode != "visual_head":
+                raise UserError("strategy.highlight_box applies to strategy.modify_mode=visual_head only")
+            self.highlight_box = box
         if self.steps not in ("all", "prefill"):
             raise UserError(f"strategy.steps={self.steps!r}: use all or prefill")
         if self.modify_factor < 0:
@@ -112,8 +127,16 @@ class Strategy:
             if vals is not None and any(not 0 <= v < n for v in vals):
                 raise UserError(f"strategy.{name}={vals} out of range (0..{n - 1})")
 
+    @property
+    def modify_all_heads(self) -> bool:
+        """modify_mode=visual_head with no heads named: every head of every layer (Bi et al.'s code)."""
+        return self.modify_mode == "visual_head" and not self.modify and self.modify_factor != 1.0
+
+    def intervenes(self) -> bool:
+        return bool(self.maskout) or bool(self.modify) or self.modify_all_heads
+
     def interventions(self) -> dict[str, Any]:
-        return {
+        d = {
             "maskout": self.maskout,
             "maskout_mode": self.maskout_mode,
             "modify": self.modify,
@@ -121,6 +144,9 @@ class Strategy:
             "modify_mode": self.modify_mode,
             "steps": self.steps,
         }
+        if self.modify_mode == "visual_head":
+            d.update({"modify_all_heads": self.modify_all_heads, "highlight_box": self.highlight_box})
+        return d
 
 
 @dataclass
@@ -133,6 +159,7 @@ class RunInputs:
 
     attention_mask: torch.Tensor
     image_cols: Sequence[torch.Tensor]
+    layouts: Sequence[Any] | None = None  # ImageLayout per sample: needed by strategy.highlight_box
 
 
 class StationRun:
@@ -160,6 +187,11 @@ class StationRun:
         self.num_image_tokens = [int(c.numel()) for c in inputs.image_cols]
         self.image_cols = cols.to(self.device)
         self.image_valid = None if bool(valid.all()) else valid.to(self.device)
+        self.highlight = None
+        if strategy.highlight_box is not None:
+            if inputs.layouts is None:
+                raise UserError("strategy.highlight_box needs the batch's image layouts (RunInputs.layouts)")
+            self.highlight = highlight_columns(inputs.layouts, strategy.highlight_box, vmax).to(self.device)
         self._decode_rows = torch.zeros(self.batch, 1, dtype=torch.long, device=self.device)
         self._calls: dict[int, int] = {}
         self._pending: dict[int, dict] = {}
@@ -182,6 +214,8 @@ class StationRun:
             if step == 0:
                 return self.last_pos[:, None]
             return self._decode_rows
+        if qp == "first_generated":  # the first generated token is the query of decoding step 1
+            return self._decode_rows if step == 1 else None
         if step != 0:
             return None
         if qp == "last_input":
@@ -203,7 +237,8 @@ class StationRun:
         interv = step == 0 or s.steps == "all"
         maskout = self._maskout.get(layer_idx, []) if interv else []
         modify = self._modify.get(layer_idx, []) if interv else []
-        if rows is None and not maskout and not modify:
+        modify_all = interv and s.modify_all_heads
+        if rows is None and not maskout and not modify and not modify_all:
             return None
         cols, valid = self.image_cols, self.image_valid
         first, first_valid = self.first_pos[:, None], None  # the first token's column: captured after the image's
@@ -229,7 +264,10 @@ class StationRun:
             modify_heads=modify,
             modify_factor=s.modify_factor,
             modify_mode=s.modify_mode,
-            defer=rows is not None and step > 0 and q_len == 1 and not shifted and not maskout and not modify,
+            defer=(rows is not None and step > 0 and q_len == 1 and not shifted and not maskout and not modify
+                   and not modify_all),
+            modify_all_heads=modify_all,
+            highlight_valid=self.highlight,
             extra_cols=first,
             extra_valid=first_valid,
         )
@@ -260,7 +298,8 @@ class StationRun:
     # ---- results ------------------------------------------------------------------------
     @property
     def layers(self) -> list[int]:
-        return sorted(self._captured)
+        """Layers with something captured (computed already, or deferred decoding steps)."""
+        return sorted(set(self._captured) | set(self._pending))
 
     @property
     def steps(self) -> int:
@@ -297,6 +336,25 @@ class StationRun:
         return (out[:num_steps] if num_steps is not None else out).contiguous()
 
 
+def highlight_columns(layouts: Sequence[Any], box_xywh: Sequence[float], vmax: int) -> torch.Tensor:
+    """(B, Vmax) bool: image tokens whose cell (in original pixels, through each sample's layout)
+    overlaps the box with positive area, as Bi et al.'s `bbox_highlight` tests cells (strict overlap
+    on both axes; their grid is stretched over the image they are given, ours follows the layout)."""
+    x, y, w, h = (float(v) for v in box_xywh)
+    out = torch.zeros(len(layouts), vmax, dtype=torch.bool)
+    for b, layout in enumerate(layouts):
+        for g in layout.grids:
+            for r in range(g.rows):
+                for c in range(g.cols):
+                    t = g.token_index[r * g.cols + c]
+                    if t < 0:
+                        continue
+                    x0, y0, x1, y1 = layout.cell_box(r, c, grid=g.name, clip=False)
+                    if max(x0, x) < min(x1, x + w) and max(y0, y) < min(y1, y + h):
+                        out[b, t] = True
+    return out
+
+
 class AttentionStation:
     """Collects what the attention function reports; one `run` per forward/generate call."""
 
@@ -327,11 +385,12 @@ def collect(vlm: Any, samples: Sequence[Any], strategy: Strategy, *, max_new_tok
     batch = vlm.prepare(samples)
     station = station or AttentionStation()
     qp = strategy.query_positions
-    do_generate = max_new_tokens > 0 or qp == "generated"
+    do_generate = max_new_tokens > 0 or qp in ("generated", "first_generated")
+    least = 2 if qp == "first_generated" else 1  # the first generated token is a query in decoding step 1
     vision = _vision_capture(vlm, strategy) if strategy.vision else nullcontext()
-    with station.run(strategy, RunInputs(batch.attention_mask, batch.image_cols)) as run, vision as vis:
+    with station.run(strategy, RunInputs(batch.attention_mask, batch.image_cols, batch.layouts)) as run, vision as vis:
         if do_generate:
-            generated = vlm.generate(batch, max_new_tokens=max(max_new_tokens, 1))
+            generated = vlm.generate(batch, max_new_tokens=max(max_new_tokens, least))
         else:
             vlm.forward(batch)
             generated = [torch.zeros(0, dtype=torch.long) for _ in range(len(batch))]
@@ -352,6 +411,13 @@ def collect(vlm: Any, samples: Sequence[Any], strategy: Strategy, *, max_new_tok
             first = run.first_attention(b, num_steps=int(gen.numel()))
             qpos = [s_len - 1 + t for t in range(att.shape[0])]
             mode = "generated"
+        elif qp == "first_generated":
+            if not run.layers:
+                raise UserError(f"strategy.query_positions=first_generated: generation ended after one token for "
+                                f"every sample of the batch (sample {sample.sample_id or b}), so no decoding step "
+                                "took the first generated token as its query")
+            att, first = run.image_attention(b), run.first_attention(b)
+            qpos, mode = [s_len], "first_generated"
         else:
             att, first = run.image_attention(b), run.first_attention(b)
             if qp == "last_input":
@@ -384,7 +450,7 @@ def collect(vlm: Any, samples: Sequence[Any], strategy: Strategy, *, max_new_tok
             prompt_template=vlm.prompt_template,
             generated_text=vlm.decode(gen) if gen.numel() else "",
             generated_tokens=vlm.tokens(gen.tolist()) if gen.numel() else [],
-            interventions=strategy.interventions() if (strategy.maskout or strategy.modify) else {},
+            interventions=strategy.interventions() if strategy.intervenes() else {},
             dtype=str(getattr(vlm.model, "dtype", "")).replace("torch.", ""),
         )
         matrices: dict[str, np.ndarray] = {}

@@ -22,8 +22,17 @@ Interventions (per head, only the heads the plan names):
   exactly an additive `log(factor)` bias on those logits (SDPA with a float mask);
 * modify `logits_scale`: pre-softmax logits of image keys x factor (explicit attention for those
   heads only).
-A head both masked out `uniform` and modified stays uniform (maskout wins). Captured rows show
-the intervened probabilities (for maskout `zero`: the head's attention before its output is zeroed).
+* maskout `visual_head` (Bi et al.'s released `maskout`, jing-bi/visual-head `llava/model/forward.py`):
+  the head's logits are set to 0 *after* the causal/padding mask, so it attends uniformly to **all**
+  keys, future and padding keys included (a leak inside the head, reproduced on purpose): every
+  query row's output is the mean of all value vectors.
+* modify `visual_head` (Bi et al.'s `modify` with the image-token map): the raw logits are
+  multiplied by the factor before the mask, in prefill for query-key pairs that are both
+  (highlighted) image tokens (text rows untouched), in a decoding step for the new token's logits
+  to (highlighted) image keys. Every head of the layer when the plan says `modify_all_heads`.
+A head both masked out (`uniform` or `visual_head`) and modified is not modified (maskout wins).
+Captured rows show the intervened probabilities (for maskout `zero`: the head's attention before its
+output is zeroed).
 """
 
 from __future__ import annotations
@@ -41,14 +50,38 @@ from utils.capture import LayerPlan, active_sink
 ATTN_IMPLEMENTATION = "capture_sdpa"
 
 
-def _image_key_mask(plan: LayerPlan, batch: int, kv_len: int, device) -> torch.Tensor:
-    """(B, kv_len) bool: True on image-token key columns."""
+def _image_key_mask(plan: LayerPlan, batch: int, kv_len: int, device, highlight: bool = False) -> torch.Tensor:
+    """(B, kv_len) bool: True on image-token key columns (with `highlight`, only the highlighted ones)."""
     cols = plan.image_cols.to(device)
     m = torch.zeros(batch, kv_len, dtype=torch.bool, device=device)
     valid = plan.image_valid.to(device) if plan.image_valid is not None else torch.ones_like(cols, dtype=torch.bool)
+    if highlight and plan.highlight_valid is not None:
+        valid = valid & plan.highlight_valid.to(device)
     cols = cols.clamp(max=kv_len - 1)
     m.scatter_(1, cols, valid)
     return m
+
+
+def _modify_keys(plan: LayerPlan, batch: int, kv_len: int, device) -> torch.Tensor:
+    """(B, kv_len) bool: the key columns the modify mode acts on."""
+    return _image_key_mask(plan, batch, kv_len, device, highlight=plan.modify_mode == "visual_head")
+
+
+def _visual_head_factor(keys: torch.Tensor, rows_abs: torch.Tensor | None, factor: float) -> torch.Tensor:
+    """(B, 1, R, S) multiplier of Bi et al.'s modify: `factor` where the query row and the key are both
+    highlighted (prefill; `rows_abs` (B, R) = the rows' key positions), or where the key is
+    (a decoding step, `rows_abs` None); 1 elsewhere."""
+    if rows_abs is None:
+        hit = keys[:, None, None, :]  # (B, 1, 1, S)
+    else:
+        hit = keys.gather(1, rows_abs)[:, None, :, None] & keys[:, None, None, :]  # (B, 1, R, S)
+    one = torch.ones((), dtype=torch.float32, device=keys.device)
+    return torch.where(hit, one * factor, one)
+
+
+def _leaky_uniform(plan: LayerPlan) -> list[int]:
+    """Heads masked out Bi et al.'s way (uniform over all keys, the mask overwritten)."""
+    return list(plan.maskout_heads) if plan.maskout_mode == "visual_head" else []
 
 
 def _visible(attention_mask: torch.Tensor | None, rows: torch.Tensor | None, q_len: int, kv_len: int, batch: int, device) -> torch.Tensor:
@@ -86,19 +119,25 @@ def _capture_logits(module, q: torch.Tensor, key: torch.Tensor, scaling: float) 
     return out.view(b, h, r, key.shape[2])
 
 
-def _logits(module, q: torch.Tensor, key: torch.Tensor, scaling: float, plan: LayerPlan, img_keys: torch.Tensor) -> torch.Tensor:
-    """(B, H, R, S) attention logits for query rows `q` (B, H, R, D), with per-head interventions."""
+def _logits(module, q: torch.Tensor, key: torch.Tensor, scaling: float, plan: LayerPlan, img_keys: torch.Tensor | None,
+            rows_abs: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, R, S) attention logits for query rows `q` (B, H, R, D), with per-head interventions.
+
+    img_keys (B, S): the keys the modify mode acts on (`_modify_keys`); rows_abs (B, R): the rows'
+    key positions (None in a decoding step), used by modify `visual_head`."""
     key = repeat_kv(key, getattr(module, "num_key_value_groups", 1))  # (B, H, S, D)
     logits = torch.matmul(q, key.transpose(2, 3)) * scaling  # (B, H, R, S)
     if plan.maskout_heads and plan.maskout_mode == "uniform":
         logits[:, plan.maskout_heads] = 0.0
-    modify_heads = _modify_heads(plan)
+    modify_heads = _modify_heads(plan, q.shape[1])
     if modify_heads:
         img = img_keys[:, None, None, :]  # (B, 1, 1, S)
         sub = logits[:, modify_heads]
         if plan.modify_mode == "image_reweight":
             bias = math.log(plan.modify_factor) if plan.modify_factor > 0 else float("-inf")
             sub = torch.where(img, sub + bias, sub)
+        elif plan.modify_mode == "visual_head":
+            sub = sub * _visual_head_factor(img_keys, rows_abs, plan.modify_factor).to(sub.dtype)
         else:  # logits_scale
             sub = torch.where(img, sub * plan.modify_factor, sub)
         logits[:, modify_heads] = sub
@@ -112,13 +151,14 @@ def _softmax(logits: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=-1).masked_fill(~visible.any(-1, keepdim=True), 0.0)
 
 
-def _modify_heads(plan: LayerPlan) -> list[int]:
-    """Heads to modify: a head masked out `uniform` stays uniform (maskout wins over modify)."""
-    if not plan.modify_heads or plan.modify_factor == 1.0:
+def _modify_heads(plan: LayerPlan, n_heads: int) -> list[int]:
+    """Heads to modify: a head masked out `uniform` or `visual_head` stays so (maskout wins over modify)."""
+    if not (plan.modify_heads or plan.modify_all_heads) or plan.modify_factor == 1.0:
         return []
-    if plan.maskout_heads and plan.maskout_mode == "uniform":
-        return [h for h in plan.modify_heads if h not in plan.maskout_heads]
-    return list(plan.modify_heads)
+    heads = list(range(n_heads)) if plan.modify_all_heads else list(plan.modify_heads)
+    if plan.maskout_heads and plan.maskout_mode in ("uniform", "visual_head"):
+        return [h for h in heads if h not in plan.maskout_heads]
+    return heads
 
 
 def _intervened_output(module, query, key, value, attention_mask, dropout, scaling, is_causal, plan: LayerPlan, kwargs) -> torch.Tensor:
@@ -131,9 +171,9 @@ def _intervened_output(module, query, key, value, attention_mask, dropout, scali
         query[:, plan.maskout_heads] = 0.0  # equal scores -> uniform over the visible keys
     mask = attention_mask
     scale_heads: list[int] = []
-    modify_heads = _modify_heads(plan)
+    modify_heads = _modify_heads(plan, n_heads)
     if modify_heads:
-        img_keys = _image_key_mask(plan, batch, kv_len, device)
+        img_keys = _modify_keys(plan, batch, kv_len, device)
         if plan.modify_mode == "image_reweight":
             visible = _visible(attention_mask, None, q_len, kv_len, batch, device)  # (B, 1, q, kv)
             bias = math.log(plan.modify_factor) if plan.modify_factor > 0 else float("-inf")
@@ -151,13 +191,19 @@ def _intervened_output(module, query, key, value, attention_mask, dropout, scali
     if scale_heads:
         visible = _visible(attention_mask, None, q_len, kv_len, batch, device)
         sub_plan = LayerPlan(image_cols=plan.image_cols, image_valid=plan.image_valid, modify_heads=list(range(len(scale_heads))),
-                             modify_factor=plan.modify_factor, modify_mode="logits_scale")
+                             modify_factor=plan.modify_factor, modify_mode=plan.modify_mode)
         k = repeat_kv(key, getattr(module, "num_key_value_groups", 1))[:, scale_heads]
         v = repeat_kv(value, getattr(module, "num_key_value_groups", 1))[:, scale_heads]
-        logits = _logits(_NoGroups, query[:, scale_heads], k, scaling, sub_plan, img_keys)
+        rows_abs = None if q_len == 1 else (torch.arange(q_len, device=device) + (kv_len - q_len)).expand(batch, q_len)
+        logits = _logits(_NoGroups, query[:, scale_heads], k, scaling, sub_plan, img_keys, rows_abs)
         probs = _softmax(logits, visible).to(v.dtype)
         out = out.clone()
         out[:, :, scale_heads] = torch.matmul(probs, v).transpose(1, 2)
+    leaky = _leaky_uniform(plan)
+    if leaky:  # softmax(0) over all kv keys (future and padding too): every row = mean of all values
+        v = repeat_kv(value, getattr(module, "num_key_value_groups", 1))[:, leaky]  # (B, h, S, D)
+        out = out.clone()
+        out[:, :, leaky] = v.float().mean(dim=2).to(out.dtype)[:, None]  # (B, 1, h, D) over every row
     if plan.maskout_heads and plan.maskout_mode == "zero":
         out = out.clone()
         out[:, :, plan.maskout_heads] = 0.0
@@ -208,14 +254,18 @@ def capture_sdpa_attention(
         else:
             q_sel = query.gather(2, rows[:, None, :, None].expand(batch, n_heads, rows.shape[1], head_dim))  # (B, H, Qs, D)
         if plan.intervenes:
-            img_keys = _image_key_mask(plan, batch, kv_len, query.device) if _modify_heads(plan) else None
-            logits = _logits(module, q_sel, key, scale, plan, img_keys)  # (B, H, Qs, S)
+            img_keys = _modify_keys(plan, batch, kv_len, query.device) if _modify_heads(plan, n_heads) else None
+            rows_abs = None if q_len == 1 else rows + (kv_len - q_len)
+            logits = _logits(module, q_sel, key, scale, plan, img_keys, rows_abs)  # (B, H, Qs, S)
         else:
             logits = _capture_logits(module, q_sel, key, scale)  # (B, H, Qs, S)
         if q_len == 1 and attention_mask is None:  # one decoding query without padding sees every key
             probs = torch.softmax(logits.float(), dim=-1)
         else:
             probs = _softmax(logits, _visible(attention_mask, rows, q_len, kv_len, batch, query.device))
+        leaky = _leaky_uniform(plan)
+        if leaky:
+            probs[:, leaky] = 1.0 / kv_len  # uniform over every key, the mask overwritten
         cols, valid = _capture_cols(plan, query.device)
         cols = cols.clamp(max=kv_len - 1)
         probs = probs.gather(3, cols[:, None, None, :].expand(batch, n_heads, rows.shape[1], cols.shape[1]))  # (B, H, Qs, Vmax+E)

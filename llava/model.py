@@ -19,6 +19,7 @@ from PIL import Image
 
 from llava import attention
 from llava.families import FAMILIES, Family, family_for
+from llava.prompts import lone_space_ids, referseg_prompt, strip_tokens
 from utils.errors import UserError
 from utils.layout import ImageLayout
 
@@ -91,8 +92,8 @@ class VLM:
         self.processor = processor
         self.model_id = model_id
         self.model_type = model.config.model_type
-        if prompt_template not in ("chat", "plain"):
-            raise UserError(f"prompt_template={prompt_template!r} is not valid: use chat or plain")
+        if prompt_template not in ("chat", "plain", "referseg"):
+            raise UserError(f"prompt_template={prompt_template!r} is not valid: use chat, plain or referseg")
         self.prompt_template = prompt_template
         self.system_prompt = system_prompt
         self.family: Family = family_for(self.model_type)
@@ -116,15 +117,16 @@ class VLM:
 
     # ---- prompts ------------------------------------------------------------------------
     def build_prompt(self, query: str, history: Sequence[tuple[str, str]] = ()) -> str:
-        """Prompt text with one image placeholder: the chat template, or the paper's `<image>\\n{query}`.
+        """Prompt text with one image placeholder: the chat template, `<image>\\n{query}` (plain), or
+        Kang et al.'s released referseg prompt (llava/prompts.py; `prepare` also strips its lone spaces).
 
         history: earlier (user, assistant) turns for multi-turn chat; the image sits in the first turn.
         """
         image_token = self.family.plain_image_text(self.processor)
-        if self.prompt_template == "plain":
+        if self.prompt_template in ("plain", "referseg"):
             if history:
-                raise UserError("prompt_template=plain has no multi-turn form; use prompt_template=chat")
-            return f"{image_token}\n{query}"
+                raise UserError(f"prompt_template={self.prompt_template} has no multi-turn form; use prompt_template=chat")
+            return f"{image_token}\n{query}" if self.prompt_template == "plain" else referseg_prompt(query, image_token)
         messages: list[dict] = []
         if self.system_prompt:
             messages.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
@@ -167,6 +169,9 @@ class VLM:
         if self.family.nested_images:
             images = [[im] for im in images]
         enc = self.processor(images=images, text=prompts, return_tensors="pt", padding=True, **kwargs)
+        if self.prompt_template == "referseg":  # the release drops every lone-space token
+            tok = self.processor.tokenizer
+            enc = strip_tokens(enc, lone_space_ids(tok), tok.pad_token_id)
         am = enc["attention_mask"]
         ids = enc["input_ids"]
         input_ids, offsets, cols, layouts = [], [], [], []

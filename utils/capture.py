@@ -39,10 +39,13 @@ class LayerPlan:
     # first token, for per-layer renormalisation); never touched by interventions
     extra_cols: "torch.Tensor | None" = None
     extra_valid: "torch.Tensor | None" = None  # (B, E) bool, None = all valid
+    modify_all_heads: bool = False  # modify every head of the layer (modify_mode="visual_head" with no heads named)
+    highlight_valid: "torch.Tensor | None" = None  # (B, Vmax) bool: image columns inside the highlight box (None = all)
 
     @property
     def intervenes(self) -> bool:
-        return bool(self.maskout_heads) or (bool(self.modify_heads) and self.modify_factor != 1.0)
+        modifies = bool(self.modify_heads) or self.modify_all_heads
+        return bool(self.maskout_heads) or (modifies and self.modify_factor != 1.0)
 
 
 _ACTIVE_SINK: ContextVar[Any | None] = ContextVar("attention_sink", default=None)

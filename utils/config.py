@@ -36,7 +36,7 @@ class ModelConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     device_map: Optional[str] = None  # passed to from_pretrained, e.g. "auto" to spread over GPUs
-    prompt_template: str = "chat"  # chat | plain ("<image>\n{query}")
+    prompt_template: str = "chat"  # chat | plain ("<image>\n{query}") | referseg (Kang et al.'s released prompt)
     image_aspect: str = "auto"  # auto (the processor's own) | crop | pad
     system_prompt: Optional[str] = None
 
@@ -45,23 +45,26 @@ class ModelConfig:
 class StrategyConfig:
     """What to capture and how to intervene (see lab.stations.Strategy)."""
 
-    query_positions: str = "last_input"  # last_input | generated | all_input
+    query_positions: str = "last_input"  # last_input | generated | all_input | first_generated
     positions: Optional[List[int]] = None  # explicit prompt positions (overrides query_positions)
     layers: Optional[List[int]] = None
     heads: Optional[List[int]] = None
     maskout: List[List[int]] = field(default_factory=list)
-    maskout_mode: str = "zero"  # zero | uniform
+    maskout_mode: str = "zero"  # zero | uniform | visual_head (Bi et al.'s logits-to-0, leaks to future/padding keys)
     modify: List[List[int]] = field(default_factory=list)
     modify_factor: float = 1.0
-    modify_mode: str = "image_reweight"  # image_reweight | logits_scale
+    modify_mode: str = "image_reweight"  # image_reweight | logits_scale | visual_head (Bi et al.; empty modify = all heads)
     steps: str = "all"  # all | prefill
     vision: bool = False  # also store the vision tower's token->patch matrices (LLaVA-1.5-style models)
     vision_aggregates: List[str] = field(default_factory=lambda: ["mean", "rollout", "vlm_visualizer"])
+    highlight_box: Optional[List[float]] = None  # modify_mode=visual_head: only image cells overlapping [x, y, w, h] (pixels)
 
 
 @dataclass
 class ElbowConfig:
-    method: str = "kneedle"  # kneedle | chord
+    method: str = "kneedle"  # kneedle | chord (both axes scaled to [0, 1]) | chord_raw (Kang et al.'s release: unscaled axes)
+    scope: str = "mean"  # mean (one curve: heads' S_img averaged over samples) | per_sample (each sample's own curve)
+    include_excluded: bool = False  # put the heads of excluded layers on the curve too (the release does)
 
 
 @dataclass
@@ -71,11 +74,19 @@ class SelectionConfig:
     k: int = 10  # heads taken per sample (lowest spatial entropy among those above the elbow)
     exclude_layers: Optional[List[int]] = None  # None = auto: the first round(L/16) layers ([0, 1] for 32-40 layers)
     elbow: ElbowConfig = field(default_factory=ElbowConfig)
-    component_weight: str = "mass"  # mass | area
+    component_weight: str = "mass"  # mass | area | relu_mass (component mass / all relu mass; the release)
     connectivity: int = 8
     bottom_row_filter: bool = False
     bottom_row_fraction: float = 0.5
     grid: Optional[str] = None  # which layout grid to analyse (anyres models); None = the default
+    # Variants (docs/fidelity.md); the defaults reproduce the formulas above, method=kang_release sets the release's
+    mean_factor: float = 1.0  # B = relu(A - mean_factor * mean(A)) (the release v2: 2.0)
+    binarize_threshold: float = 0.0  # component cells: B > binarize_threshold (the release: 0.001)
+    bottom_row_rule: str = "share"  # share (> bottom_row_fraction of B's mass) | any_cell (a last-row cell's A > bottom_row_cell)
+    bottom_row_cell: float = 0.05
+    ranking: str = "frequency"  # frequency (k per sample, counted) | per_sample (each sample's own top_k, the release)
+    tie_break: str = "s_img"  # equal entropies: higher S_img first | index (layer, head order, the release's stable sort)
+    min_keep: int = 0  # per sample: if fewer heads pass, keep this many by S_img (the release: 1)
 
 
 @dataclass
@@ -86,6 +97,8 @@ class GroundingConfig:
     hull: bool = False  # fill the convex hull of the largest region before taking its box
     random_draws: int = 5  # random-head baseline: number of seeded draws of top_k heads
     query_row: Optional[int] = None  # which captured query row to analyse; None = the last input token
+    region: str = "largest"  # largest (8-connected region of above-mean cells) | all (box of every above-mean cell, the release)
+    geometry: str = "layout"  # layout (cells placed through the ImageLayout) | stretch (grid stretched over the original image, the release)
 
 
 @dataclass
@@ -94,7 +107,7 @@ class AblationConfig:
 
     match: str = "exact"  # exact (first word(s) of the answer) | contains (the answer anywhere in it)
     random_draws: int = 5  # seeded draws of as many random heads as selected
-    maskout_mode: str = "zero"  # zero | uniform (see strategy.maskout_mode)
+    maskout_mode: str = "zero"  # zero | uniform | visual_head (see strategy.maskout_mode)
     steps: str = "all"  # all | prefill (see strategy.steps)
 
 
@@ -103,6 +116,7 @@ class FinderConfig:
     """localization_heads_finder.py"""
 
     stage: str = "batch"
+    method_name: str = "paper"  # set by the method= group (config/method/): paper | kang_release
     model: ModelConfig = field(default_factory=ModelConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)

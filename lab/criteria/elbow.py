@@ -9,9 +9,10 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
+from lab.criteria.variants import chord_raw_threshold
 from lab.writers import jsonable
 
-ElbowMethod = Literal["kneedle", "chord"]
+ElbowMethod = Literal["kneedle", "chord", "chord_raw"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,10 @@ def elbow_threshold(
     the first and last points, with both axes scaled to [0, 1] first (otherwise the result would
     depend on the units of the values relative to the head count).
 
+    method="chord_raw": Kang et al.'s released chord (`lab.criteria.variants.chord_raw_threshold`):
+    ascending curve, unscaled axes (x = rank, y = the value), first maximum; ``index`` is reported
+    in the descending order like the others.
+
     For an "L"-shaped curve both put the elbow on the corner: the first point of the flat part.
     The threshold is the value at the elbow and values ``>= threshold`` are kept (so the elbow
     point itself, and anything tied with it, is kept).
@@ -126,8 +131,8 @@ def elbow_threshold(
       method, ``fallback="keep_all"`` keeps everything;
     * chord on a straight line (largest scaled distance ``< min_chord_distance``): keep all.
     """
-    if method not in ("kneedle", "chord"):
-        raise ValueError(f"elbow method must be 'kneedle' or 'chord', got {method!r}")
+    if method not in ("kneedle", "chord", "chord_raw"):
+        raise ValueError(f"elbow method must be 'kneedle', 'chord' or 'chord_raw', got {method!r}")
     if fallback not in ("chord", "keep_all"):
         raise ValueError(f"fallback must be 'chord' or 'keep_all', got {fallback!r}")
     v = np.asarray(values, dtype=np.float64).ravel()
@@ -148,6 +153,10 @@ def elbow_threshold(
 
     if n == 0:
         return result(None, "keep_all", False, "no finite values: everything passes")
+    if method == "chord_raw":
+        thr, i_asc = chord_raw_threshold(y)
+        idx = None if i_asc is None else n - 1 - i_asc
+        return Elbow(thr, idx, method, "chord_raw", True, "", n, int((y >= thr).sum()), n_bad)
     if n < 3:
         return result(n - 1, "keep_all", False, f"only {n} value(s): too few for an elbow, keeping all")
     scale = max(abs(float(y[0])), abs(float(y[-1])))

@@ -13,6 +13,7 @@ from lab.stages.ablate import ablate_stage
 from lab.stages.analyze import analyze_stage
 from lab.stages.batch import batch_stage
 from lab.stages.collect import collect_stage
+from lab.stages.common import check_choices
 from lab.stages.context import StageContext
 from lab.stages.evaluate import evaluate_stage
 from lab.stages.pipeline import pipeline_stage
@@ -36,6 +37,7 @@ def run_stage(cfg, ctx: StageContext) -> dict:
     """Dispatch `cfg.stage`; an unknown stage is answered with the list of valid ones."""
     if cfg.stage not in STAGES:
         raise UserError(f"unknown stage={cfg.stage!r}; valid stages: {', '.join(STAGES)}")
+    check_choices(cfg)
     return STAGES[cfg.stage](cfg, ctx)
 
 

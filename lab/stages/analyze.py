@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab.criteria import elbow_threshold
 from lab.records import AttentionRecord
-from lab.stages.common import sample_analysis
+from lab.stages.common import thresholded_analysis
 from lab.stages.context import StageContext, require
 from utils.io import atomic_write_json
 
@@ -20,12 +19,10 @@ def analyze_stage(cfg, ctx: StageContext) -> dict:
 
 def analyze_record(rec: AttentionRecord, cfg) -> dict:
     """The record's own elbow (criterion 1 within one sample), then both criteria per head."""
-    first = sample_analysis(rec, cfg)
-    included = first.included
-    elbow = elbow_threshold(first.s_img[included], method=cfg.selection.elbow.method)
-    res = sample_analysis(rec, cfg, threshold=elbow.threshold)
+    elbow, res = thresholded_analysis(rec, cfg)
     out = Path(str(rec.path).removesuffix(".safetensors") + ".analysis.json")
-    payload = {"record": str(rec.path), "sample_id": rec.meta.sample_id, "elbow": elbow.to_dict(),
+    payload = {"record": str(rec.path), "sample_id": rec.meta.sample_id, "method": cfg.get("method_name"),
+               "elbow": elbow.to_dict(),
                **res.to_dict(), "lowest_entropy_heads": [list(lh) for lh in res.ranked_heads(cfg.top_k * 3)]}
     atomic_write_json(out, payload)
     print(res.summary())

@@ -9,11 +9,36 @@ from pathlib import Path
 import numpy as np
 
 from lab.analysis import SampleAnalysis, analyze_sample
+from lab.criteria.elbow import Elbow, elbow_threshold
 from lab.records import AttentionRecord
 from utils.config import excluded_layers, smoothing_sigma
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)
+
+
+CHOICES = {
+    "selection.elbow.method": ("kneedle", "chord", "chord_raw"),
+    "selection.elbow.scope": ("mean", "per_sample"),
+    "selection.component_weight": ("mass", "area", "relu_mass"),
+    "selection.bottom_row_rule": ("share", "any_cell"),
+    "selection.ranking": ("frequency", "per_sample"),
+    "selection.tie_break": ("s_img", "index"),
+    "grounding.region": ("largest", "all"),
+    "grounding.geometry": ("layout", "stretch"),
+}
+
+
+def check_choices(cfg) -> None:
+    """The analysis/selection/grounding options that take a fixed set of values (one line per mistake)."""
+    from omegaconf import OmegaConf
+
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value not in allowed:
+            raise UserError(f"{key}={value!r} is not valid: use {' | '.join(allowed)}")
+    if OmegaConf.select(cfg, "selection.connectivity") not in (None, 4, 8):
+        raise UserError(f"selection.connectivity={cfg.selection.connectivity} is not valid: use 4 or 8")
 
 
 def analysis_row(rec: AttentionRecord, query_row: int | None = None) -> int:
@@ -42,7 +67,25 @@ def sample_analysis(rec: AttentionRecord, cfg, threshold: float | None = None) -
         rec.image_attention[analysis_row(rec, cfg.grounding.query_row)], rec.layout, threshold,
         exclude_layers=excluded_axes(rec, sel.exclude_layers), component_weight=sel.component_weight,
         connectivity=sel.connectivity, bottom_row_filter=sel.bottom_row_filter,
-        bottom_row_fraction=sel.bottom_row_fraction, grid=sel.grid)
+        bottom_row_fraction=sel.bottom_row_fraction, grid=sel.grid, mean_factor=float(sel.mean_factor),
+        binarize_threshold=float(sel.binarize_threshold), bottom_row_rule=sel.bottom_row_rule,
+        bottom_row_cell=float(sel.bottom_row_cell), tie_break=sel.tie_break,
+        min_keep=int(sel.min_keep) if threshold is not None else 0)
+
+
+def thresholded_analysis(rec: AttentionRecord, cfg) -> tuple[Elbow, SampleAnalysis]:
+    """The record's own elbow (criterion 1 within one sample: over the included heads, or every head
+    with `selection.elbow.include_excluded`), then both criteria per head with that threshold."""
+    first = sample_analysis(rec, cfg)
+    values = first.s_img if cfg.selection.elbow.include_excluded else first.s_img[first.included]
+    elbow = elbow_threshold(values, method=cfg.selection.elbow.method)
+    return elbow, sample_analysis(rec, cfg, threshold=elbow.threshold)
+
+
+def own_heads(rec: AttentionRecord, cfg, top_k: int) -> list[tuple[int, int]]:
+    """A record's own top-k heads (model indices): lowest entropy among those above its own elbow."""
+    _, res = thresholded_analysis(rec, cfg)
+    return [(rec.meta.layers[li], rec.meta.heads[hi]) for li, hi in res.ranked_heads(top_k)]
 
 
 def record_files(folder: Path) -> list[Path]:
@@ -84,6 +127,12 @@ def sigma_for(cfg, rec: AttentionRecord) -> float:
     """The smoothing sigma in grid cells: `grounding.sigma`, else scaled to the record's grid."""
     g = rec.layout.grid(cfg.selection.grid)
     return smoothing_sigma(cfg.grounding.sigma, max(g.rows, g.cols))
+
+
+def grounding_options(cfg) -> dict:
+    """predict_box keywords from the config: hull, grid, region, geometry."""
+    g = cfg.grounding
+    return dict(hull=bool(g.hull), grid=cfg.selection.grid, region=g.region, geometry=g.geometry)
 
 
 def head_maps(rec: AttentionRecord, heads: list[tuple[int, int]], cfg) -> np.ndarray:

@@ -40,6 +40,7 @@ def strategy_from_cfg(cfg) -> Strategy:
         steps=s.steps,
         vision=bool(s.vision),
         vision_aggregates=[str(a) for a in s.vision_aggregates],
+        highlight_box=None if s.highlight_box is None else [float(x) for x in s.highlight_box],
     )
 
 

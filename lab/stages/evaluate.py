@@ -9,7 +9,7 @@ from lab import plots
 from lab.records import AttentionRecord, record_path
 from lab.report import write_run_index
 from lab.stages.batch import collect_batch
-from lab.stages.common import analysis_row, excluded_axes, head_maps, heads_from_file, sigma_for
+from lab.stages.common import analysis_row, excluded_axes, grounding_options, head_maps, heads_from_file, sigma_for
 from lab.stages.context import StageContext
 from lab.stages.select import select_stage
 from lab.writers import jsonable
@@ -26,12 +26,17 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     recs = [(row, AttentionRecord.load(record_path(ctx.output_dir, row.id))) for row in rows if row.id in done]
     if not recs:
         raise UserError("no sample could be collected; see the manifest for the reasons")
+    own: dict = {}
     if cfg.heads_file:
         heads = heads_from_file(cfg.heads_file, cfg.top_k)
         source = str(cfg.heads_file)
-    else:
-        heads = [tuple(h) for h in select_stage(cfg, ctx)["heads"]]
-        source = "selected on the fly from this run"
+    else:  # ranking=per_sample (the release): each sample is grounded with its own top_k heads; `heads` is their tally
+        sel = select_stage(cfg, ctx)
+        heads = [tuple(h) for h in sel["heads"]]
+        own = sel.get("per_sample") or {}
+        source = ("per sample: each record's own top_k heads (selection.ranking=per_sample)" if own
+                  else "selected on the fly from this run")
+    per_sample = bool(own)
     first = recs[0][1]
     L, Hn = len(first.meta.layers), len(first.meta.heads)
     draws = G.random_head_sets(L, Hn, len(heads), int(cfg.grounding.random_draws), int(cfg.seed),
@@ -40,11 +45,16 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     sel_m, all_m = G.GroundingMetrics(), G.GroundingMetrics()
     rnd_m = [G.GroundingMetrics() for _ in draws]
     sigma = sigma_for(cfg, first)
-    kw = dict(sigma=sigma, hull=cfg.grounding.hull, grid=cfg.selection.grid)
+    kw = dict(sigma=sigma, **grounding_options(cfg))
+    no_heads: list[str] = []
     for row, rec in recs:
         layout = rec.layout
-        g = G.predict_box(head_maps(rec, heads, cfg), layout, **kw)
-        sel_m.add_grounding(g, row.bbox)
+        mine = [tuple(h) for h in own.get(rec.meta.sample_id, [])] if per_sample else heads
+        if mine:
+            sel_m.add_grounding(G.predict_box(head_maps(rec, mine, cfg), layout, **kw), row.bbox)
+        else:  # per_sample: no head passed both criteria in this sample -> counted as a miss, listed
+            no_heads.append(row.id)
+            sel_m.add((0.0, 0.0, 0.0, 0.0), row.bbox, False)
         all_maps = layout.to_grid(rec.image_attention[analysis_row(rec, cfg.grounding.query_row)], cfg.selection.grid)
         # (L, H, rows, cols) -> (L*H, rows, cols), scaled to the mean over heads
         g_all = G.predict_box(all_maps.reshape(-1, *all_maps.shape[-2:]) / (L * Hn), layout, **kw)
@@ -55,6 +65,14 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     metrics = {"selected_heads": sel_m.summary(), "all_heads_mean": all_m.summary(), "random_heads": random_summary,
                "heads": [list(h) for h in heads], "heads_source": source, "failed": len(summary.failed),
                "settings": {"sigma": sigma, "hull": cfg.grounding.hull, "top_k": len(heads), "seed": cfg.seed}}
+    if cfg.get("method_name", "paper") != "paper" or per_sample or cfg.grounding.region != "largest" \
+            or cfg.grounding.geometry != "layout":
+        metrics["settings"].update({"method": cfg.get("method_name"), "region": cfg.grounding.region,
+                                    "geometry": cfg.grounding.geometry, "per_sample_heads": per_sample})
+    if no_heads:
+        metrics["samples_without_heads"] = no_heads
+        print(f"warning: {len(no_heads)} sample(s) had no head passing both criteria; counted as misses "
+              f"(metrics.json samples_without_heads)")
     path = atomic_write_json(ctx.output_dir / "metrics.json", jsonable(metrics))
     print(f"\n{'':16s} {'Acc@0.5':>8s} {'mIoU':>7s} {'pointing':>9s} {'n':>5s}")
     for name in NAMES:

@@ -10,7 +10,7 @@ from tqdm import tqdm
 from lab import plots
 from lab.records import AttentionRecord, check_compatible
 from lab.selection import select_heads
-from lab.stages.common import analysis_row, excluded_axes, record_files, sample_analysis
+from lab.stages.common import analysis_row, excluded_axes, record_files, sample_analysis, thresholded_analysis
 from lab.stages.context import StageContext
 from lab.visual_heads import aggregate_visual_head_stats, attention_concentration
 from lab.writers import jsonable, write_head_table_csv
@@ -21,15 +21,24 @@ def select_stage(cfg, ctx: StageContext) -> dict:
     """Across the records of a folder: elbow on mean S_img, k lowest-entropy heads per sample, frequency."""
     folder = Path(cfg.attention_dir) if cfg.attention_dir else ctx.output_dir / "attention"
     files = record_files(folder)
+    sel_cfg = cfg.selection
+    per_sample_c1 = sel_cfg.elbow.scope == "per_sample"
     s_img, ent, groups, first = [], [], [], None
-    ratio, conc = [], []
+    ratio, conc, masks, bottom, ids = [], [], [], [], []
     for f in tqdm(files, desc="analyze", unit="record", disable=len(files) < 20):
         rec = AttentionRecord.load(f)
         if first is None:
             first = rec
         else:
             check_compatible([first, rec])
-        res = sample_analysis(rec, cfg)
+        if per_sample_c1:  # criterion 1 on each sample's own S_img curve (the release)
+            _, res = thresholded_analysis(rec, cfg)
+            masks.append(res.eligible)
+        else:
+            res = sample_analysis(rec, cfg)
+            if res.bottom_row_artifact is not None:
+                bottom.append(res.bottom_row_artifact)
+        ids.append(rec.meta.sample_id)
         s_img.append(res.s_img)
         ent.append(res.entropy)
         row = rec.image_attention[analysis_row(rec, cfg.grounding.query_row)]
@@ -38,10 +47,12 @@ def select_stage(cfg, ctx: StageContext) -> dict:
         groups.append(rec.meta.extra.get("group"))
     assert first is not None
     S, E = np.stack(s_img), np.stack(ent)  # (N, L, H) each
-    sel_cfg = cfg.selection
     excluded = excluded_axes(first, sel_cfg.exclude_layers)
-    selection = select_heads(S, E, exclude_layers=excluded, elbow_method=sel_cfg.elbow.method, k=sel_cfg.k,
-                             top_k=cfg.top_k)
+    k = cfg.top_k if sel_cfg.ranking == "per_sample" else sel_cfg.k  # per_sample: each sample's own top_k
+    selection = select_heads(S, E, exclude_layers=excluded, elbow_method=sel_cfg.elbow.method, k=k,
+                             top_k=cfg.top_k, bottom_row_mask=np.stack(bottom) if bottom else None,
+                             elbow_include_excluded=bool(sel_cfg.elbow.include_excluded),
+                             sample_mask=np.stack(masks) if per_sample_c1 else None, tie_break=sel_cfg.tie_break)
 
     def model_idx(li: int, hi: int) -> tuple[int, int]:
         """Record axes -> model indices (identical unless a layer/head subset was captured)."""
@@ -55,6 +66,14 @@ def select_stage(cfg, ctx: StageContext) -> dict:
             seen.add(id(item))
             item["layer"], item["head"] = model_idx(item["layer"], item["head"])
     payload["records"] = {"folder": str(folder), "count": len(files), "model_id": first.meta.model_id}
+    if cfg.get("method_name", "paper") != "paper":
+        payload["method"] = cfg.method_name
+    if sel_cfg.ranking == "per_sample":
+        H = S.shape[2]
+        payload["per_sample"] = {sid: [list(model_idx(int(i) // H, int(i) % H)) for i in row if i >= 0]
+                                 for sid, row in zip(ids, selection.per_sample_choices)}
+        payload["heads_note"] = ("selection.ranking=per_sample: each sample's own top_k heads are in per_sample; "
+                                 "heads/ranked count how often a head is among them (a tally the release does not make)")
     heads_json = atomic_write_json(out / "heads.json", jsonable(payload))
     write_head_table_csv(out / "heads.csv", selection.mean_s_img, selection.mean_entropy, selection.frequency,
                          selection.eligible, selection.selected)
@@ -66,7 +85,7 @@ def select_stage(cfg, ctx: StageContext) -> dict:
     print(f"localization heads: {', '.join(f'L{l}H{h}' for l, h in ranked)}")
     print(f"heads: {heads_json}")
     return {"heads_file": str(heads_json), "heads": ranked, "records": len(files),
-            "figures": {k: str(v) for k, v in paths.items()}}
+            "figures": {k: str(v) for k, v in paths.items()}, "per_sample": payload.get("per_sample")}
 
 
 def _figures(selection, figs: Path, excluded: list[int], n_layers: int) -> dict[str, Path]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from lab import grounding, plots
-from lab.criteria import elbow_threshold
 from lab.records import AttentionRecord, safe_id
-from lab.stages.common import head_maps, heads_from_file, image_or_blank, sample_analysis, sigma_for
+from lab.stages.common import grounding_options, head_maps, heads_from_file, image_or_blank, own_heads, sigma_for
 from lab.stages.context import StageContext, require
 from utils.errors import UserError
 
@@ -15,16 +14,13 @@ from utils.errors import UserError
 def visualize_record(rec: AttentionRecord, cfg, out_dir: Path, heads: list[tuple[int, int]] | None = None) -> dict:
     """Overlay of the top-k heads (given, else the record's own lowest-entropy heads above its elbow)."""
     if heads is None:
-        first = sample_analysis(rec, cfg)
-        elbow = elbow_threshold(first.s_img[first.included], method=cfg.selection.elbow.method)
-        res = sample_analysis(rec, cfg, threshold=elbow.threshold)
-        heads = [(rec.meta.layers[li], rec.meta.heads[hi]) for li, hi in res.ranked_heads(cfg.top_k)]
+        heads = own_heads(rec, cfg, cfg.top_k)
     if not heads:
         raise UserError(f"{rec.path}: no head passes both criteria; try selection.exclude_layers=[] or another sample")
     maps = head_maps(rec, heads, cfg)
     layout = rec.layout
     sigma = sigma_for(cfg, rec)
-    g = grounding.predict_box(maps, layout, sigma=sigma, hull=cfg.grounding.hull, grid=cfg.selection.grid)
+    g = grounding.predict_box(maps, layout, sigma=sigma, **grounding_options(cfg))
     gt = rec.meta.extra.get("bbox")
     sid = safe_id(rec.meta.sample_id)
     path = plots.overlay_heads(
