@@ -346,13 +346,13 @@
   }
   function drawMap() {
     var s = S[st.sample], view = $("map-view"), cv = $("map-canvas");
-    view.setAttribute("data-sample", String(st.sample));
-    view.setAttribute("data-layer", String(st.layer));
-    view.setAttribute("data-head", String(st.head));
-    view.setAttribute("data-source", st.source);
+    view.setAttribute("data-map-sample", String(st.sample));
+    view.setAttribute("data-map-layer", String(st.layer));
+    view.setAttribute("data-map-head", String(st.head));
+    view.setAttribute("data-map-source", st.source);
     if (!s) { view.setAttribute("data-state", "empty"); return; }
     var row = st.row === null ? s.row : st.row;
-    view.setAttribute("data-row", String(row));
+    view.setAttribute("data-map-row", String(row));
     var gname = st.source === "combined" && s.combined ? s.combined.grid : (st.grid || s.grid);
     var g = s.grids.filter(function (x) { return x.name === gname; })[0] || s.grids[s.grids.length - 1];
     var W = s.image_size[0], Hh = s.image_size[1], b = g.box;
@@ -360,6 +360,10 @@
     var sc = Math.min(440 / (ex1 - ex0), 440 / (ey1 - ey0));
     cv.width = Math.round((ex1 - ex0) * sc);
     cv.height = Math.round((ey1 - ey0) * sc);
+    view.setAttribute("data-scale", String(sc));  // canvas px per image px; (x0, y0): image point at the canvas origin
+    view.setAttribute("data-x0", String(ex0));
+    view.setAttribute("data-y0", String(ey0));
+    view.setAttribute("data-map-grid", g.name);
     var ctx = cv.getContext("2d");
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.fillStyle = "#3a3a3a";
