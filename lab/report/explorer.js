@@ -96,10 +96,12 @@
     });
     if (D.files && D.files.length) {
       $("files-section").hidden = false;
+      var det = el("details", D.files.length <= 24 ? { open: "" } : null, [el("summary", { text: D.files.length + " files in the run folder (links open them; nothing is loaded before)" })]);
       D.files.forEach(function (f) {
-        $("files").appendChild(el("a", { href: f.split("/").map(encodeURIComponent).join("/") , text: f }));
-        $("files").appendChild(document.createTextNode("  "));
+        det.appendChild(el("a", { href: f.split("/").map(encodeURIComponent).join("/"), text: f }));
+        det.appendChild(document.createTextNode("  "));
       });
+      $("files").appendChild(det);
     }
   }
 
