@@ -214,8 +214,8 @@ def run_cli(cfg, ctx: StageContext) -> dict:
         return chat(cfg, ctx)
     query = resolve_query(cfg)
     if not query or not cfg.image_file:
-        raise UserError("give query=... (or query_file=<UTF-8 text file>) and image_file=... for one question, "
-                        "or cli_mode=true for a chat")
+        raise UserError("give query=... and image_file=... for one question (query_file=<UTF-8 text file> instead "
+                        "of query= for text with quotes or commas), or cli_mode=true for a chat")
     load_image(cfg.image_file)  # a bad path fails before the model loads
     _heads_option(cfg)
     vlm = ctx.load_vlm()

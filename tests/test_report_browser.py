@@ -156,6 +156,12 @@ def test_maps_land_on_the_records_geometry(browser, tmp_path):
     """Pad: the peak cell lies in the padding above the image; crop: inside the covered square,
     the rest of the image dimmed; anyres: the high-res grid, and the base grid on request."""
     geometry_run(tmp_path)
+    ablation = {"baseline": {"accuracy": 1.0, "n": 3, "correct": 3},
+                "selected_heads": {"accuracy": 0.3333333, "n": 3, "correct": 1, "changed_vs_baseline": 0.6666667, "heads": [[0, 0]]},
+                "random_heads": {"mean": 0.8888889, "std": 0.1571348, "min": 0.6666667, "max": 1.0, "n": 3,
+                                 "draws": [{"accuracy": 1.0, "changed_vs_baseline": 0.0}]},
+                "settings": {"match": "exact"}, "samples": [{"id": "a_pad", "selected_heads": "blue", "selected_correct": False}]}
+    (tmp_path / "ablation.json").write_text(json.dumps(ablation))
     write_explorer(tmp_path)
     p = Page(browser, (tmp_path / "index.html").as_uri())
     p.ready()
@@ -179,6 +185,12 @@ def test_maps_land_on_the_records_geometry(browser, tmp_path):
     pg.select_option("#grid-select", "base")  # 2x2 cells of 50x25 px: one colour per cell
     p.ready()
     assert p.view()["attrs"]["mapGrid"] == "base" and p.pixel(12, 44) == p.pixel(45, 30) != p.pixel(55, 30)
+    # stage=ablate's numbers, as a table
+    shown = dict(pg.eval_on_selector_all("#ablation-table [data-metric]", "els => els.map(e => [e.dataset.metric, e.textContent])"))
+    assert shown == {"ablation.baseline.accuracy": "1.000", "ablation.selected_heads.accuracy": "0.333",
+                     "ablation.random_heads.accuracy": "0.889", "ablation.random_heads.std": " \u00b1 0.157"}
+    pg.click('tr[data-sample="0"]')
+    assert "blue (wrong)" in pg.inner_text("#sample-detail")
     assert p.errors == [] and _only_local(p.requests) == []
     p.close()
 

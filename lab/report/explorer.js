@@ -96,7 +96,7 @@
     });
     if (D.files && D.files.length) {
       $("files-section").hidden = false;
-      var det = el("details", D.files.length <= 24 ? { open: "" } : null, [el("summary", { text: D.files.length + " files in the run folder (links open them; nothing is loaded before)" })]);
+      var det = el("details", D.files.length <= 24 ? { open: "" } : null, [el("summary", { text: D.files.length + (D.files.length === 1 ? " file" : " files") + " in the run folder (links open them; nothing is loaded before)" })]);
       D.files.forEach(function (f) {
         det.appendChild(el("a", { href: f.split("/").map(encodeURIComponent).join("/"), text: f }));
         det.appendChild(document.createTextNode("  "));
@@ -268,14 +268,15 @@
     if (!L || !H) return;
     var gv = gridValues(), v = gv.v, lo = Infinity, hi = -Infinity;
     if (v) for (var i = 0; i < v.length; i++) if (isFinite(v[i])) { lo = Math.min(lo, v[i]); hi = Math.max(hi, v[i]); }
-    var cell = Math.max(12, Math.min(40, Math.floor(420 / H)));
+    var bw = H <= 16 ? 2 : 1, cell = Math.max(5, Math.min(40, Math.floor(400 / H) - 2 * bw - 1));
     box.style.setProperty("--cell", cell + "px");
+    box.style.setProperty("--bw", bw + "px");
     var excl = G.excluded_layers || [], eligible = G.eligible || [];
     var t = el("table", { id: "head-grid-table" }), hr = el("tr", null, [el("th", { text: "L \\ H" })]);
-    HEADS.forEach(function (h, j) { hr.appendChild(el("th", { text: (H <= 32 || j % 2 === 0) ? String(h) : "" })); });
+    HEADS.forEach(function (h, j) { hr.appendChild(el("th", { text: (H <= 16 || j % (H <= 32 ? 4 : 8) === 0) ? String(h) : "" })); });
     t.appendChild(hr);
     LAYERS.forEach(function (l, li) {
-      var tr = el("tr", null, [el("th", { text: String(l) })]);
+      var tr = el("tr", null, [el("th", { text: (L <= 16 || li % 4 === 0) ? String(l) : "" })]);
       HEADS.forEach(function (h, hi_) {
         var idx = li * H + hi_, val = v ? v[idx] : NaN, tnorm = hi > lo ? (val - lo) / (hi - lo) : 0.5;
         var c = isFinite(val) ? viridis(tnorm) : [190, 190, 190];

@@ -16,16 +16,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lab.analysis import analyze_sample
 from lab.records import AttentionRecord, check_compatible
 from lab.report.encode import float16_table
-from lab.report.samples import (
-    LEVELS,
-    analysis_row,
-    excluded_axes,
-    map_bytes,
-    sample_data,
-)
+from lab.report.samples import LEVELS, analyze, excluded_axes, map_bytes, sample_data
 from lab.report.settings import ReportSettings
 from lab.selection import select_heads
 from utils.errors import UserError
@@ -131,8 +124,11 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
             skipped.append({"id": Path(str(getattr(item, "path", item))).stem, "line": None, "reason": str(e)})
             return None
 
+    cached: dict[str, Any] = {}
     if sel_heads is None and listed:  # no heads.json: select over the listed samples, as stage=select would
-        sel_heads = _select_listed([r for r in map(load, listed) if r is not None], st)
+        recs = [r for r in map(load, listed) if r is not None]
+        sel_heads, analyses = _select_listed(recs, st)
+        cached = {r.meta.sample_id: a for r, a in zip(recs, analyses)}
         if sel_heads:
             notes.append("no heads.json: heads selected by the report over the listed samples")
         skipped.clear()
@@ -148,7 +144,7 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
         level = next((lv for lv in LEVELS[:2] if map_bytes(rec, lv, len(sel_heads or ())) <= budget), "selected")
         budget -= map_bytes(rec, level, len(sel_heads or ()))
         levels[level] += 1
-        sd = sample_data(rec, st, sel_heads or [], level, ab_rows.get(rec.meta.sample_id))
+        sd = sample_data(rec, st, sel_heads or [], level, ab_rows.get(rec.meta.sample_id), cached.get(rec.meta.sample_id))
         key = json.dumps(sd.entry["grids"])  # one copy of each distinct layout in the page
         sd.entry["layout"] = layouts.setdefault(key, len(layouts))
         del sd.entry["grids"]
@@ -187,21 +183,16 @@ def _heads_for_maps(metrics: Any, heads_json: Any, top_k: int) -> list[tuple[int
     return None
 
 
-def _select_listed(recs: list[AttentionRecord], st: ReportSettings) -> list[tuple[int, int]]:
+def _select_listed(recs: list[AttentionRecord], st: ReportSettings) -> tuple[list[tuple[int, int]], list]:
+    """Heads selected over `recs` as stage=select would, and each record's analysis (reused later)."""
     if not recs:
-        return []
-    S, E = [], []
-    for rec in recs:
-        a = analyze_sample(rec.image_attention[analysis_row(rec, st.query_row)], rec.layout,
-                           exclude_layers=excluded_axes(rec, st.exclude_layers), component_weight=st.component_weight,
-                           connectivity=st.connectivity, bottom_row_filter=st.bottom_row_filter,
-                           bottom_row_fraction=st.bottom_row_fraction, grid=st.grid)
-        S.append(a.s_img)
-        E.append(a.entropy)
-    sel = select_heads(np.stack(S), np.stack(E), exclude_layers=excluded_axes(recs[0], st.exclude_layers),
-                       elbow_method=st.elbow_method, k=st.k, top_k=st.top_k)  # type: ignore[arg-type]
+        return [], []
+    analyses = [analyze(rec, st) for rec in recs]
+    sel = select_heads(np.stack([a.s_img for a in analyses]), np.stack([a.entropy for a in analyses]),
+                       exclude_layers=excluded_axes(recs[0], st.exclude_layers), elbow_method=st.elbow_method,  # type: ignore[arg-type]
+                       k=st.k, top_k=st.top_k)
     m = recs[0].meta
-    return [(m.layers[li], m.heads[hi]) for li, hi in sel.head_list]
+    return [(m.layers[li], m.heads[hi]) for li, hi in sel.head_list], analyses
 
 
 def _grids(first, S, E, excl, heads_json, table, st: ReportSettings, samples, notes) -> dict[str, Any] | None:

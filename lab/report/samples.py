@@ -62,17 +62,24 @@ def map_bytes(rec: AttentionRecord, level: str, n_selected: int) -> int:
     return {"full": Q * L * H * V, "row": L * H * V, "selected": max(1, n_selected) * V}[level]
 
 
+def analyze(rec: AttentionRecord, st: ReportSettings) -> SampleAnalysis:
+    """Both criteria for every head of the analysed row, with the stages' selection settings."""
+    return analyze_sample(rec.image_attention[analysis_row(rec, st.query_row)], rec.layout,
+                          exclude_layers=excluded_axes(rec, st.exclude_layers), component_weight=st.component_weight,
+                          connectivity=st.connectivity, bottom_row_filter=st.bottom_row_filter,
+                          bottom_row_fraction=st.bottom_row_fraction, grid=st.grid)
+
+
 def sample_data(rec: AttentionRecord, st: ReportSettings, heads: Sequence[tuple[int, int]], level: str,
-                ablation: dict | None = None) -> SampleData:
+                ablation: dict | None = None, ana: SampleAnalysis | None = None) -> SampleData:
     """Everything the page shows about one record; `heads` (model indices) give the combined map and
-    the predicted box; `level` says which per-head maps are stored (see `LEVELS`)."""
+    the predicted box; `level` says which per-head maps are stored (see `LEVELS`); `ana`: the
+    record's `analyze` result when already computed."""
     m, lay = rec.meta, rec.layout
     att = rec.image_attention  # (Q, L, H, V)
     row = analysis_row(rec, st.query_row)
     grid = lay.grid(st.grid)
-    ana = analyze_sample(att[row], lay, exclude_layers=excluded_axes(rec, st.exclude_layers),
-                         component_weight=st.component_weight, connectivity=st.connectivity,
-                         bottom_row_filter=st.bottom_row_filter, bottom_row_fraction=st.bottom_row_fraction, grid=st.grid)
+    ana = ana if ana is not None else analyze(rec, st)
     image, found = thumbnail_data_url(m.image_path, tuple(m.image_size), st.image_side)
     extra = m.extra or {}
     gt = extra.get("bbox")
