@@ -27,7 +27,8 @@ from utils.errors import UserError
 def _f16(t):
     import base64
 
-    return np.frombuffer(base64.b64decode(t["f16"]), dtype="<f2").astype(np.float64).reshape(t["shape"])
+    key, dt = ("f16", "<f2") if "f16" in t else ("f32", "<f4")
+    return np.frombuffer(base64.b64decode(t[key]), dtype=dt).astype(np.float64).reshape(t["shape"])
 
 
 @settings(max_examples=60, deadline=None)
@@ -108,11 +109,13 @@ def test_failures_run_config_and_the_old_call_signature(tmp_path):
              {"id": "retry", "line": 3, "status": "failed", "reason": "prompt too long"},
              {"id": "retry", "line": 3, "status": "ok", "record": "x"}]
     (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
+    (tmp_path / "metrics.json").write_text("{torn")
     write_run_index(tmp_path, {"anything": 1})  # the stages' old call still works
     write_run_index(tmp_path, {}, cfg={"stage": "batch", "top_k": 1, "selection": {"k": 2}})
     write_run_index(tmp_path, {}, cfg={"stage": "evaluate", "top_k": 1})
     data = page_data((tmp_path / "index.html").read_text(encoding="utf-8"))
     assert data["failures"] == [{"id": "bad", "line": 2, "reason": "image not found: nope.png"}]
+    assert data["metrics"] is None and any(n.startswith("metrics.json is not readable JSON") for n in data["notes"])
     assert list(data["configs"]) == ["stage=batch", "stage=evaluate"]
     assert json.loads((tmp_path / "run_config.json").read_text())["stage=batch"]["selection"]["k"] == 2
 

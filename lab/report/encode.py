@@ -43,6 +43,12 @@ def float16_table(values: np.ndarray) -> dict[str, Any]:
     return {"f16": b64(h.tobytes()), "shape": list(a.shape)}
 
 
+def float32_table(values: np.ndarray) -> dict[str, Any]:
+    """Like `float16_table` at float32 (counts up to 2**24 stay exact): for the run-level tables."""
+    a = np.asarray(values, dtype=np.float64)
+    return {"f32": b64(a.astype("<f4").tobytes()), "shape": list(a.shape)}
+
+
 def thumbnail_data_url(path: str | None, size: tuple[int, int], max_side: int) -> tuple[str, bool]:
     """(data URL of the image at `path`, found?). Images no larger than `max_side` that are PNG or
     JPEG files are embedded as they are; larger ones are downscaled (JPEG, quality 85; PNG when the

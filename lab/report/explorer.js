@@ -37,8 +37,9 @@
     if (e === 31) return f ? NaN : s * Infinity;
     return s * Math.pow(2, e - 15) * (1 + f / 1024);
   }
-  function f16(t) {
+  function f16(t) {  // a float16 table, or a float32 one ({f32: ...})
     if (!t) return null;
+    if (t.f32) return Float64Array.from(f32(t.f32));
     var u = bytes(t.f16), out = new Float64Array(u.length / 2);
     for (var i = 0; i < out.length; i++) out[i] = half(u[2 * i] | (u[2 * i + 1] << 8));
     return out;

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lab.records import AttentionRecord, check_compatible
-from lab.report.encode import float16_table
+from lab.report.encode import float32_table
 from lab.report.samples import LEVELS, analyze, excluded_axes, map_bytes, sample_data
 from lab.report.settings import ReportSettings
 from lab.selection import select_heads
@@ -31,13 +31,16 @@ FILE_GLOBS = ("heads.json", "heads.csv", "visual_heads.json", "metrics.json", "a
               RUN_CONFIG, "figures/*.png", "figures/samples/*.png")
 
 
-def _json(path: Path) -> Any:
+def _json(path: Path, notes: list[str]) -> Any:
+    """A JSON file of the run, or None (absent; unreadable ones are said in the page's notes)."""
     if not path.is_file():
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not readable JSON ({e})") from None
+        notes.append(f"{path.name} is not readable JSON ({e}); the page leaves it out")
+        log.warning("%s: not readable JSON (%s); left out of index.html", path, e)
+        return None
 
 
 def _heads_csv(path: Path) -> dict[str, np.ndarray] | None:
@@ -74,7 +77,7 @@ def failures(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def load_run_config(run_dir: Path) -> dict[str, Any]:
-    d = _json(run_dir / RUN_CONFIG)
+    d = _json(run_dir / RUN_CONFIG, [])
     return d if isinstance(d, dict) else {}
 
 
@@ -91,11 +94,11 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
     st = ReportSettings.from_config(cfg if cfg is not None else _latest_config(configs))
     rd = Path(run_dir) if run_dir else None
     heads_path = Path(st.heads_file) if st.heads_file else (rd / "heads.json" if rd else None)
-    heads_json = _json(heads_path) if heads_path else None
-    table = _heads_csv(heads_path.with_name("heads.csv")) if heads_path else None
-    metrics = _json(rd / "metrics.json") if rd else None
-    ablation = _json(rd / "ablation.json") if rd else None
     notes: list[str] = []
+    heads_json = _json(heads_path, notes) if heads_path else None
+    table = _heads_csv(heads_path.with_name("heads.csv")) if heads_path else None
+    metrics = _json(rd / "metrics.json", notes) if rd else None
+    ablation = _json(rd / "ablation.json", notes) if rd else None
 
     if records is None:
         folder = Path(st.attention_dir) if st.attention_dir else (rd / "attention" if rd else None)
@@ -222,8 +225,8 @@ def _grids(first, S, E, excl, heads_json, table, st: ReportSettings, samples, no
     elbow = (heads_json or {}).get("elbow") or sel.elbow.to_dict()
     return {
         "source": src, "n_samples": int((heads_json or {}).get("n_samples", len(samples))),
-        "s_img": float16_table(table["s_img"]), "entropy": float16_table(table["entropy"]),
-        "frequency": float16_table(table["frequency"]),
+        "s_img": float32_table(table["s_img"]), "entropy": float32_table(table["entropy"]),
+        "frequency": float32_table(table["frequency"]),
         "eligible": np.asarray(table["eligible"]).ravel().astype(int).tolist(),
         "selected": np.asarray(table["selected"]).ravel().astype(int).tolist(),
         "excluded_layers": list(excl), "n_heads_axis": H,
