@@ -23,6 +23,7 @@ from lab.stages.common import heads_from_file, sample_analysis
 from lab.stages.context import StageContext
 from lab.stages.visualize import visualize_record
 from lab.stations import Strategy, collect
+from utils.cli import resolve_query
 from utils.errors import UserError
 from utils.io import load_image
 
@@ -232,14 +233,16 @@ def run_cli(cfg, ctx: StageContext) -> dict:
         raise UserError(f"query_positions={cfg.query_positions!r} is not valid: use generated or last_input")
     if cfg.cli_mode:
         return chat(cfg, ctx)
-    if not cfg.query or not cfg.image_file:
-        raise UserError("give query=... and image_file=... for one question, or cli_mode=true for a chat")
+    query = resolve_query(cfg)
+    if not query or not cfg.image_file:
+        raise UserError("give query=... and image_file=... for one question (query_file=<UTF-8 text file> instead "
+                        "of query= for text with quotes or commas), or cli_mode=true for a chat")
     load_image(cfg.image_file)  # a bad path fails before the model loads
     _heads_option(cfg)
     vlm = ctx.load_vlm()
     session = ChatSession(vlm, cfg, ctx.output_dir, _heads_option(cfg, vlm))
     session.set_image(cfg.image_file)
-    session.ask(cfg.query, sample_id=cfg.save_id or Path(cfg.image_file).stem)
+    session.ask(query, sample_id=cfg.save_id or Path(cfg.image_file).stem)
     paths = session.save()
     return {"answer": session.last.meta.generated_text, **paths}
 

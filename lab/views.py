@@ -71,7 +71,7 @@ def batch_view(cfg, ctx: StageContext) -> dict:
         except UserError as e:
             failed.append((str(f), str(e)))
             log.warning("%s: %s", f, e)
-    index = write_run_index(ctx.output_dir, {"records": len(files)})
+    index = write_run_index(ctx.output_dir, {"records": len(files)}, cfg=cfg)
     print(f"{len(done)} figure(s) in {out}, {len(failed)} failed; index: {index}")
     return {"figures": done, "failed": failed, "index": str(index)}
 

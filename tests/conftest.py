@@ -50,3 +50,38 @@ def tiny_eager(tiny_ckpt):
     from llava.model import load_vlm
 
     return load_vlm(str(tiny_ckpt), device="cpu", dtype="float32", attn_implementation="eager")
+
+
+@pytest.fixture(scope="session")
+def toy_vlm():
+    """The bundled toy model (the default of every entry point)."""
+    from llava.model import load_vlm
+
+    return load_vlm(str(ROOT / "llava" / "toy" / "checkpoint"), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory, toy_vlm):
+    """The default toy run on its first 16 rows (stage=batch), then stage=evaluate into the same folder."""
+    from lab.stages import StageContext, run_stage
+    from helpers import make_cfg
+
+    out = tmp_path_factory.mktemp("toy_run")
+    for stage in ("batch", "evaluate"):
+        cfg = make_cfg(f"stage={stage}", f"output_dir={out}", "end_index=16")
+        run_stage(cfg, StageContext(loader=lambda: toy_vlm, output_dir=out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def toy_tokens_run(tmp_path_factory, toy_vlm):
+    """4 toy rows captured at every generated token (strategy.query_positions=generated), with the
+    vision tower's token->patch matrices (strategy.vision=true)."""
+    from lab.stages import StageContext, run_stage
+    from helpers import make_cfg
+
+    out = tmp_path_factory.mktemp("toy_tokens")
+    cfg = make_cfg("stage=batch", f"output_dir={out}", "end_index=4", "max_new_tokens=4",
+                   "strategy.query_positions=generated", "strategy.vision=true")
+    run_stage(cfg, StageContext(loader=lambda: toy_vlm, output_dir=out))
+    return out

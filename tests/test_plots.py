@@ -236,3 +236,35 @@ def test_write_index_html(tmp_path):
     assert "missing.png (missing)" in text
     assert a.exists()
     no_temp_files(run)
+
+
+def test_every_colour_bar_is_labelled_and_the_combined_one_runs_0_to_1(tmp_path, monkeypatch):
+    from lab.plots import charts, overlays
+    from matplotlib.figure import Figure
+
+    bars, seen = [], []
+    real_colorbar = Figure.colorbar
+
+    def spy(self, *a, **k):
+        cb = real_colorbar(self, *a, **k)
+        bars.append(cb)
+        return cb
+
+    def saving(real_save):
+        def save(fig, *a, **k):  # what each colour bar says when the figure is written
+            seen.extend((cb.ax.get_ylabel(), cb.norm.vmin, cb.norm.vmax) for cb in bars)
+            bars.clear()
+            return real_save(fig, *a, **k)
+        return save
+
+    monkeypatch.setattr(Figure, "colorbar", spy)
+    monkeypatch.setattr(overlays, "_save", saving(overlays._save))
+    monkeypatch.setattr(charts, "_save", saving(charts._save))
+    lay = pad_layout(200, 120, 24)
+    maps = head_maps(lay, n=3)  # three heads: their smoothed sum peaks near 3 (that was the colour bar's top)
+    plots.overlay_heads(scene(), lay, maps, tmp_path / "o.png", sigma=1.0)
+    assert seen == [("combined, normalised to [0, 1]", 0.0, 1.0)]
+    seen.clear()
+    plots.layer_head_heatmap(np.random.default_rng(0).random((4, 5)), tmp_path / "h.png")  # no label given
+    plots.layer_head_heatmap(np.ones((4, 5)), tmp_path / "h2.png", cbar_label="S_img")
+    assert [s[0] for s in seen] == ["value", "S_img"]

@@ -112,6 +112,15 @@ class AblationConfig:
 
 
 @dataclass
+class ReportConfig:
+    """index.html of a run folder: the offline explorer (lab/report/). Caps keep big runs light."""
+
+    max_samples: int = 1000  # samples listed in the page (first N records by name; 0 = run summary only)
+    map_budget_mb: float = 8.0  # 8-bit per-head maps: samples carry every head's map until this is spent, then the selected heads' only
+    image_side: int = 256  # longest side (px) of the image thumbnails embedded in the page
+
+
+@dataclass
 class FinderConfig:
     """localization_heads_finder.py"""
 
@@ -122,8 +131,10 @@ class FinderConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     image_file: Optional[str] = None
     query: Optional[str] = None
+    query_file: Optional[str] = None  # UTF-8 text file holding the query (instead of query=)
     save_id: Optional[str] = None
     attention_file: Optional[str] = None
     attention_dir: Optional[str] = None
@@ -173,6 +184,7 @@ class VisualizeConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # unused by the views; kept so model= works alike
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     attention_file: Optional[str] = None
     attention_dir: Optional[str] = None  # mode=batch: a folder of records (default: <data_file dir>/...)
     data_file: Optional[str] = None  # mode=batch: JSONL whose ids name records in attention_dir
@@ -194,6 +206,7 @@ class ChatConfig:
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     cli_mode: bool = False
     query: Optional[str] = None
+    query_file: Optional[str] = None  # UTF-8 text file holding the query (instead of query=)
     image_file: Optional[str] = None
     heads_file: Optional[str] = None  # heads to overlay (heads.json); None = the record's own top heads
     top_k: int = 3

@@ -68,7 +68,7 @@ def layer_head_heatmap(
     if not finite.size:
         ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", va="center")
     cb = fig.colorbar(im, ax=ax, shrink=0.9)
-    cb.set_label(_tx(cbar_label), fontsize=8)
+    cb.set_label(_tx(cbar_label or "value"), fontsize=8)  # every colour bar says what it shows
     cb.ax.tick_params(labelsize=7)
     if (~np.isfinite(vals)).any():
         ax.text(1.0, -0.06, "grey: NaN / inf", transform=ax.transAxes, ha="right", va="top", fontsize=7, color="0.35")

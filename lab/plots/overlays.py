@@ -10,9 +10,30 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import BoundaryNorm, ListedColormap
 
-from lab.grounding import Grounding, cell_validity, combine_head_maps, coverage_mask, iou, label_regions, predict_box
-from lab.plots.base import (PathLike, _as_grid, _box_patch, _coverage_outline, _dim_uncovered, _display, _new_figure,
-                            _overlay, _panel_size, _save, _show_image, _tok, _tx)
+from lab.grounding import (
+    Grounding,
+    cell_validity,
+    combine_head_maps,
+    coverage_mask,
+    iou,
+    label_regions,
+    predict_box,
+)
+from lab.plots.base import (
+    PathLike,
+    _as_grid,
+    _box_patch,
+    _coverage_outline,
+    _dim_uncovered,
+    _display,
+    _new_figure,
+    _overlay,
+    _panel_size,
+    _save,
+    _show_image,
+    _tok,
+    _tx,
+)
 from utils.layout import ImageLayout
 
 
@@ -37,6 +58,7 @@ def overlay_heads(
     figsize: tuple[float, float] | None = None,
     dpi: float = 100,
     max_side: int = 1024,
+    combined_label: str = "combined, normalised to [0, 1]",
     show: bool = False,
 ) -> Path:
     """Original image + one overlay per head + the combined map with boxes (+ components row).
@@ -45,6 +67,8 @@ def overlay_heads(
     combined map (default: `combine_head_maps` of the heads with `sigma`). pred_box: (x, y, w, h)
     or a `Grounding` (default: `predict_box` on the combined map). gt_box: (x, y, w, h) if known.
     show_components: add a row with each head's above-mean 8-connected regions (largest outlined).
+    The combined panel is drawn divided by its maximum, so its colour bar (labelled `combined_label`)
+    runs from 0 to 1 whatever the number of heads; the box is computed on the map as given.
     """
     W, H = layout.image_size
     img, disp = _display(image, layout, max_side)
@@ -95,7 +119,8 @@ def overlay_heads(
         ax = flat_main[1 + len(maps)]
         ax.set_axis_on()
         _show_image(ax, img, W, H)
-        im = _overlay(ax, combined_map, disp, cov, W, H, grid=grid, order=order, cmap=cmap, alpha=alpha)
+        im = _overlay(ax, unit_scale(combined_map), disp, cov, W, H, grid=grid, order=order, cmap=cmap, alpha=alpha,
+                      vmin=0.0, vmax=1.0)
         if g_pred is not None and g_pred.grid_mask.any():
             region = disp.to_image(g_pred.grid_mask.astype(float), grid=grid, order=0)
             xs = (np.arange(region.shape[1]) + 0.5) * W / region.shape[1]
@@ -116,7 +141,9 @@ def overlay_heads(
         ax.set_title(ttl, fontsize=9)
         if box_pred is not None or gt_box is not None:
             ax.legend(loc="upper right", fontsize=6, framealpha=0.6, handlelength=1.5)
-        fig.colorbar(im, ax=ax, shrink=0.8, pad=0.02).ax.tick_params(labelsize=6)
+        cb = fig.colorbar(im, ax=ax, shrink=0.8, pad=0.02)
+        cb.set_label(_tx(combined_label), fontsize=6)
+        cb.ax.tick_params(labelsize=6)
 
     # components row(s)
     if rows_comp:
@@ -149,6 +176,13 @@ def overlay_heads(
     if title:
         fig.suptitle(_tx(title), fontsize=11)
     return _save(fig, out_path, dpi, show)
+
+
+def unit_scale(m: np.ndarray) -> np.ndarray:
+    """`m / max(m)` (values in [0, 1] for a non-negative map); an all-zero or non-positive map stays as is."""
+    m = np.asarray(m, dtype=np.float64)
+    top = float(np.max(m)) if m.size else 0.0
+    return m / top if top > 0 else m
 
 
 def _head_name(k: Any) -> str:

@@ -1,5 +1,8 @@
-"""Run reports: the index.html written into every run folder."""
+"""Run reports: the offline explorer written as index.html into every run folder, and `show()`
+for notebooks."""
 
+from lab.report.explorer import explorer_html, write_explorer
 from lab.report.index_html import write_index_html, write_run_index
+from lab.report.notebook import show
 
-__all__ = ["write_index_html", "write_run_index"]
+__all__ = ["explorer_html", "show", "write_explorer", "write_index_html", "write_run_index"]

@@ -1,4 +1,5 @@
-"""index.html of a run folder: a metrics table and the run's figures (embedded with relative links)."""
+"""A plain gallery page (`write_index_html`: a metrics table and figures by relative link) and
+`write_run_index`, which writes a run folder's explorer (lab/report/explorer.py)."""
 
 from __future__ import annotations
 
@@ -94,14 +95,10 @@ def write_index_html(
     return out
 
 
-def write_run_index(run_dir: Path, result: Mapping[str, Any]) -> Path:
-    """index.html of a run folder: its figures (run-level, then per-sample) and the result's scalars."""
-    figs_dir = run_dir / "figures"
-    figs = sorted(p.relative_to(run_dir).as_posix() for p in figs_dir.glob("*.png")) if figs_dir.exists() else []
-    samples = sorted(p.relative_to(run_dir).as_posix() for p in figs_dir.glob("*/*.png")) if figs_dir.exists() else []
-    sections = {"run figures": figs}
-    if samples:
-        sections["samples"] = samples
-    present = [name for name in ("metrics.json", "ablation.json", "heads.json") if (run_dir / name).exists()]
-    summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str))}
-    return write_index_html(run_dir, "localization heads run", sections, {**summary, **{"files": ", ".join(present)}})
+def write_run_index(run_dir: Path, result: Mapping[str, Any] | None = None, cfg: Any = None) -> Path:
+    """index.html of a run folder: the offline explorer (`lab.report.explorer`). `cfg`: the composed
+    config of the stage writing it (kept in run_config.json and shown on the page). `result` is
+    not needed any more (the page reads the folder's files); kept for callers that pass it."""
+    from lab.report.explorer import write_explorer
+
+    return write_explorer(run_dir, cfg)

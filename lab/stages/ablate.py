@@ -123,6 +123,6 @@ def ablate_stage(cfg, ctx: StageContext) -> dict:
                           ylabel="accuracy")
     print(format_table(result))
     print(f"ablation: {path}")
-    write_run_index(out, {"ablation": str(path)})
+    write_run_index(out, {"ablation": str(path)}, cfg=cfg)
     return {"ablation_file": str(path), "figure": str(fig), "baseline": result["baseline"],
             "selected_heads": result["selected_heads"], "random_heads": {k: v for k, v in random_block.items() if k != "draws"}}

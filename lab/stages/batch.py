@@ -60,7 +60,7 @@ def batch_stage(cfg, ctx: StageContext) -> dict:
             print("shard done; run stage=select attention_dir=... over the union of the shards' records")
             return result
         result["select"] = select_stage(cfg, ctx)
-        result["index"] = str(write_run_index(ctx.output_dir, result))
+        result["index"] = str(write_run_index(ctx.output_dir, result, cfg=cfg))
         print(f"index: {result['index']}")
         return result
     finally:

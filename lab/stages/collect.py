@@ -8,19 +8,25 @@ from pathlib import Path
 from lab.records import record_path, safe_id
 from lab.stages.context import StageContext, require, strategy_from_cfg
 from lab.stations import collect
+from utils.cli import resolve_query
+from utils.errors import UserError
 from utils.io import load_image
 
 log = logging.getLogger(__name__)
 
 
 def collect_stage(cfg, ctx: StageContext) -> dict:
-    """One image + query -> one record at <output_dir>/attention/<save_id>.safetensors."""
-    require(cfg, "image_file", "query", stage=cfg.stage)
+    """One image + query (`query=` or `query_file=`) -> one record at <output_dir>/attention/<save_id>.safetensors."""
+    query = resolve_query(cfg)
+    if not query:
+        need = "image_file=..., " if not cfg.get("image_file") else ""
+        raise UserError(f"stage={cfg.stage} needs {need}query=... (or query_file=<UTF-8 text file>)")
+    require(cfg, "image_file", stage=cfg.stage)
     image = load_image(cfg.image_file)  # fail on a bad path before loading the model
     strategy = strategy_from_cfg(cfg)
     save_id = safe_id(cfg.save_id or Path(cfg.image_file).stem)
     vlm = ctx.load_vlm()
-    (rec,) = collect(vlm, [(image, cfg.query, save_id, str(cfg.image_file))], strategy,
+    (rec,) = collect(vlm, [(image, query, save_id, str(cfg.image_file))], strategy,
                      max_new_tokens=int(cfg.max_new_tokens))
     path = rec.save(record_path(ctx.output_dir, save_id))
     log.info("answer: %s", rec.meta.generated_text)

@@ -81,7 +81,7 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     plots.bar_chart(NAMES, [metrics[n]["acc@0.5"] for n in NAMES], [0.0, 0.0, random_summary["acc@0.5_std"]],
                     ctx.output_dir / "figures" / "grounding_acc.png", title="Acc@0.5 by head set", ylabel="Acc@0.5")
     print(f"metrics: {path}")
-    index = write_run_index(ctx.output_dir, {"metrics": str(path)})
+    index = write_run_index(ctx.output_dir, {"metrics": str(path)}, cfg=cfg)
     return {"metrics_file": str(path), "index": str(index), **{n: metrics[n] for n in NAMES}}
 
 

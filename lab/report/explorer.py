@@ -1,0 +1,77 @@
+"""The run explorer: `index.html` of a run folder, one self-contained page (inline JS/CSS/data,
+nothing loaded from anywhere) drawn from the folder's files and records.
+
+`write_explorer(run_dir, cfg)` is what the stages call (through `write_run_index`);
+`explorer_html(...)` returns the page for notebooks and other front ends (`lab.report.show`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from lab.records import AttentionRecord
+from lab.report.page import render_page
+from lab.report.rundata import RUN_CONFIG, build_run_data, load_run_config
+from utils.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def plain_config(cfg: Any) -> dict[str, Any] | None:
+    """A composed (OmegaConf) config or a mapping -> a plain dict (interpolations resolved where they can be)."""
+    if cfg is None:
+        return None
+    try:
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(cfg):
+            try:
+                return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+            except Exception:  # noqa: BLE001 - a value such as a query with '${' cannot be resolved; show it as written
+                return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+    except ImportError:  # pragma: no cover - omegaconf comes with hydra
+        pass
+    return dict(cfg)
+
+
+def stage_label(cfg: dict[str, Any]) -> str:
+    if cfg.get("stage"):
+        return f"stage={cfg['stage']}"
+    if cfg.get("mode"):
+        return f"visualize_attention mode={cfg['mode']}"
+    return "run"
+
+
+def remember_config(run_dir: Path, cfg: dict[str, Any]) -> None:
+    """Keep the composed config of each stage that wrote into the folder (run_config.json)."""
+    configs = load_run_config(run_dir)
+    label = stage_label(cfg)
+    configs.pop(label, None)  # the latest stage last
+    configs[label] = cfg
+    atomic_write_json(run_dir / RUN_CONFIG, configs)
+
+
+def explorer_html(run_dir: str | os.PathLike | None = None, cfg: Any = None, *,
+                  records: Sequence[AttentionRecord] | None = None, title: str | None = None,
+                  link_files: bool = True) -> str:
+    """The explorer page as a string: of a run folder, or of `records` (no folder needed)."""
+    data = build_run_data(Path(run_dir) if run_dir is not None else None, plain_config(cfg), records=records,
+                          title=title, link_files=link_files)
+    return render_page(data)
+
+
+def write_explorer(run_dir: str | os.PathLike, cfg: Any = None, *, filename: str = "index.html") -> Path:
+    """`run_dir/index.html`: the explorer of the folder (and run_config.json, when `cfg` is given)."""
+    run_dir = Path(run_dir)
+    t0 = time.perf_counter()
+    plain = plain_config(cfg)
+    if plain is not None:
+        remember_config(run_dir, plain)
+    page = explorer_html(run_dir, plain)
+    out = atomic_write_text(run_dir / filename, page)
+    log.info("%s: %.2f MB in %.2f s", out, len(page.encode("utf-8")) / 1e6, time.perf_counter() - t0)
+    return out

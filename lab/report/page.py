@@ -1,0 +1,65 @@
+"""One self-contained HTML page from the explorer's data: inline CSS and JS (files beside this
+module), the data as a JSON blob, a Content-Security-Policy that lets the page load nothing from
+outside itself (no CDN, no server; it opens from file:// and inside a notebook's iframe)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from lab.writers import jsonable
+
+ASSETS = Path(__file__).resolve().parent
+# Only inline script/style and data: images; anything else the page asked for would be refused.
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+
+
+def render_page(data: dict[str, Any]) -> str:
+    blob = json.dumps(jsonable(data), allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    blob = blob.replace("</", "<\\/")  # a '</script>' inside a prompt cannot end the data block
+    css = (ASSETS / "explorer.css").read_text(encoding="utf-8")
+    js = (ASSETS / "explorer.js").read_text(encoding="utf-8")
+    title = html.escape(str(data.get("title", "localization heads")))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>{title}</title>
+<style>{css}</style>
+</head><body>
+<header><h1 id="title">{title}</h1><p id="subtitle"></p></header>
+<noscript><p class="warn">This report draws its maps with JavaScript; the data is in the JSON files of the run folder.</p></noscript>
+<main>
+<section id="summary-section"><h2>Run</h2><div id="summary"></div><div id="notes"></div><div id="failures"></div><div id="settings"></div></section>
+<section id="heads-section"><h2>Selected heads</h2><div class="row"><div id="heads-table"></div><div id="elbow"></div></div></section>
+<section id="metrics-section" hidden><h2>Grounding (stage=evaluate)</h2><div id="metrics"></div></section>
+<section id="ablation-section" hidden><h2>Ablation (stage=ablate)</h2><div id="ablation"></div></section>
+<section id="explore-section"><h2>Explore</h2>
+<div class="explore">
+ <div class="pane" id="samples-pane"><h3>Samples <span id="sample-count"></span></h3>
+  <div class="controls"><input id="sample-filter" type="search" placeholder="filter: id, prompt, answer" aria-label="filter samples">
+  <button id="prev-sample" type="button" title="previous sample (k)">&#9650;</button><button id="next-sample" type="button" title="next sample (j)">&#9660;</button></div>
+  <div id="sample-list"></div></div>
+ <div class="pane" id="grid-pane"><h3>Layer &times; head</h3>
+  <div class="controls" id="stat-tabs"></div><div class="controls" id="scope-tabs"></div>
+  <div id="head-grid"></div><div id="grid-legend"></div><p class="hint">Click a cell: that head's map on the image.</p></div>
+ <div class="pane" id="map-pane"><h3 id="map-title">Map</h3>
+  <div class="controls" id="source-tabs"></div>
+  <div class="controls" id="row-controls" hidden><label for="row-slider" id="row-label">token</label>
+   <input id="row-slider" type="range" min="0" max="0" step="1" value="0"><span id="row-token"></span></div>
+  <div class="controls" id="grid-controls" hidden><label for="grid-select">grid</label><select id="grid-select"></select></div>
+  <div id="map-view" data-state="empty"><canvas id="map-canvas" width="10" height="10"></canvas></div>
+  <div id="map-cbar"><span id="cbar-lo"></span><canvas id="cbar-canvas" width="160" height="10"></canvas><span id="cbar-hi"></span>
+   <div id="cbar-label"></div></div>
+  <p id="map-hover" class="hint"></p><p id="map-legend" class="hint"></p>
+  <div id="sample-detail"></div></div>
+</div></section>
+<section id="files-section" hidden><h2>Files</h2><div id="files"></div></section>
+</main>
+<script type="application/json" id="lh-data">{blob}</script>
+<script>{js}</script>
+</body></html>
+"""

@@ -1,0 +1,266 @@
+"""The explorer's data for a run folder (or for records given directly): one JSON-able dict.
+
+Read from the folder, never recomputed when a file has it: heads.json (selected heads, threshold,
+elbow), heads.csv (every head's mean S_img / entropy / frequency), metrics.json (stage=evaluate),
+ablation.json (stage=ablate), manifest*.jsonl (failures and their reasons), run_config.json (the
+composed config of each stage that wrote the page). Per sample, from the records (`samples`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lab.records import AttentionRecord, check_compatible
+from lab.report.encode import float32_table
+from lab.report.samples import LEVELS, analyze, excluded_axes, map_bytes, sample_data
+from lab.report.settings import ReportSettings
+from lab.selection import select_heads
+from utils.errors import UserError
+from utils.io import read_jsonl_lenient
+
+log = logging.getLogger(__name__)
+
+RUN_CONFIG = "run_config.json"
+FILE_GLOBS = ("heads.json", "heads.csv", "visual_heads.json", "metrics.json", "ablation.json", "manifest*.jsonl",
+              RUN_CONFIG, "figures/*.png", "figures/samples/*.png")
+
+
+def _json(path: Path, notes: list[str]) -> Any:
+    """A JSON file of the run, or None (absent; unreadable ones are said in the page's notes)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        notes.append(f"{path.name} is not readable JSON ({e}); the page leaves it out")
+        log.warning("%s: not readable JSON (%s); left out of index.html", path, e)
+        return None
+
+
+def _heads_csv(path: Path) -> dict[str, np.ndarray] | None:
+    """heads.csv -> [L, H] arrays (record axes), or None when absent."""
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    L = 1 + max(int(r["layer"]) for r in rows)
+    H = 1 + max(int(r["head"]) for r in rows)
+    out = {k: np.full((L, H), np.nan) for k in ("s_img", "entropy", "frequency")}
+    out.update({k: np.zeros((L, H), bool) for k in ("eligible", "selected")})
+    for r in rows:
+        l, h = int(r["layer"]), int(r["head"])
+        out["s_img"][l, h] = float(r["mean_s_img"])
+        out["entropy"][l, h] = float(r["mean_entropy"])
+        out["frequency"][l, h] = float(r["frequency"])
+        out["eligible"][l, h] = r["eligible"] == "true"
+        out["selected"][l, h] = r["selected"] == "true"
+    return out
+
+
+def failures(run_dir: Path) -> list[dict[str, Any]]:
+    """Rows whose last manifest line (over every shard's manifest) says failed, with the reason."""
+    last: dict[str, dict] = {}
+    for p in sorted(run_dir.glob("manifest*.jsonl")):
+        for d in read_jsonl_lenient(p):
+            if "id" in d:
+                last[str(d["id"])] = d
+    return [{"id": i, "line": d.get("line"), "reason": d.get("reason", "")} for i, d in last.items()
+            if d.get("status") == "failed"]
+
+
+def load_run_config(run_dir: Path) -> dict[str, Any]:
+    d = _json(run_dir / RUN_CONFIG, [])
+    return d if isinstance(d, dict) else {}
+
+
+def _latest_config(configs: dict[str, Any]) -> dict[str, Any] | None:
+    return list(configs.values())[-1] if configs else None
+
+
+def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
+                   records: Sequence[AttentionRecord] | None = None, title: str | None = None,
+                   link_files: bool = True) -> dict[str, Any]:
+    """The explorer's data: a run folder (its records under `attention/` or `attention_dir=`), or
+    `records` given directly (then `run_dir` may be None). `cfg`: the stage's plain composed config."""
+    configs = load_run_config(run_dir) if run_dir else {}
+    st = ReportSettings.from_config(cfg if cfg is not None else _latest_config(configs))
+    rd = Path(run_dir) if run_dir else None
+    heads_path = Path(st.heads_file) if st.heads_file else (rd / "heads.json" if rd else None)
+    notes: list[str] = []
+    heads_json = _json(heads_path, notes) if heads_path else None
+    table = _heads_csv(heads_path.with_name("heads.csv")) if heads_path else None
+    metrics = _json(rd / "metrics.json", notes) if rd else None
+    ablation = _json(rd / "ablation.json", notes) if rd else None
+
+    if records is None:
+        folder = Path(st.attention_dir) if st.attention_dir else (rd / "attention" if rd else None)
+        files = sorted(folder.glob("*.safetensors")) if folder and folder.is_dir() else []
+    else:
+        files = list(records)
+    n_total = len(files)
+    listed = files[: max(0, st.max_samples)]
+    if len(listed) < n_total:
+        notes.append(f"{len(listed)} of {n_total} samples listed (report.max_samples={st.max_samples})")
+
+    sel_heads = _heads_for_maps(metrics, heads_json, st.top_k)
+    first: AttentionRecord | None = None
+    skipped: list[dict[str, Any]] = []
+
+    def load(item) -> AttentionRecord | None:
+        nonlocal first
+        try:
+            rec = item if isinstance(item, AttentionRecord) else AttentionRecord.load(item)
+            if first is None:
+                first = rec
+            else:
+                check_compatible([first, rec])
+            return rec
+        except UserError as e:
+            skipped.append({"id": Path(str(getattr(item, "path", item))).stem, "line": None, "reason": str(e)})
+            return None
+
+    cached: dict[str, Any] = {}
+    if sel_heads is None and listed:  # no heads.json: select over the listed samples, as stage=select would
+        recs = [r for r in map(load, listed) if r is not None]
+        sel_heads, analyses = _select_listed(recs, st)
+        cached = {r.meta.sample_id: a for r, a in zip(recs, analyses)}
+        if sel_heads:
+            notes.append("no heads.json: heads selected by the report over the listed samples")
+        skipped.clear()
+        first = None
+    budget = int(max(0.0, st.map_budget_mb) * 1e6)
+    levels = {lv: 0 for lv in LEVELS}
+    ab_rows = {str(s["id"]): s for s in (ablation or {}).get("samples", [])}
+    samples, S, E, excl, layouts = [], [], [], [], {}
+    for item in listed:
+        rec = load(item)
+        if rec is None:
+            continue
+        level = next((lv for lv in LEVELS[:2] if map_bytes(rec, lv, len(sel_heads or ())) <= budget), "selected")
+        budget -= map_bytes(rec, level, len(sel_heads or ()))
+        levels[level] += 1
+        sd = sample_data(rec, st, sel_heads or [], level, ab_rows.get(rec.meta.sample_id), cached.get(rec.meta.sample_id))
+        key = json.dumps(sd.entry["grids"])  # one copy of each distinct layout in the page
+        sd.entry["layout"] = layouts.setdefault(key, len(layouts))
+        del sd.entry["grids"]
+        samples.append(sd.entry)
+        S.append(sd.analysis.s_img)
+        E.append(sd.analysis.entropy)
+        if not excl:
+            excl = excluded_axes(rec, st.exclude_layers)
+    if levels["row"] or levels["selected"]:
+        notes.append(f"per-head maps: every head for {levels['full'] + levels['row']} sample(s), the selected heads only "
+                     f"for {levels['selected']} (report.map_budget_mb={st.map_budget_mb:g})")
+    grids = _grids(first, S, E, excl, heads_json, table, st, samples, notes)
+    return {
+        "title": title or (f"localization heads: {rd.name}" if rd else "localization heads"),
+        "summary": _summary(first, n_total, len(samples), st),
+        "failures": (failures(rd) if rd else []) + skipped,
+        "configs": configs or ({"this stage": cfg} if cfg else {}),
+        "heads": _heads_block(heads_json, sel_heads, heads_path),
+        "grid_mean": grids,
+        "metrics": metrics,
+        "ablation": {k: v for k, v in ablation.items() if k != "samples"} if ablation else None,
+        "samples": samples,
+        "layouts": [json.loads(k) for k in layouts],
+        "files": _files(rd) if (rd and link_files) else [],
+        "notes": notes,
+    }
+
+
+def _heads_for_maps(metrics: Any, heads_json: Any, top_k: int) -> list[tuple[int, int]] | None:
+    """The heads whose combined map and box the page shows: evaluate's heads, else heads.json's top_k."""
+    if metrics and metrics.get("heads"):
+        return [(int(l), int(h)) for l, h in metrics["heads"]]
+    if heads_json:
+        lst = heads_json.get("heads") or heads_json.get("ranked") or []
+        return [(int(d["layer"]), int(d["head"])) for d in lst][: top_k or None]
+    return None
+
+
+def _select_listed(recs: list[AttentionRecord], st: ReportSettings) -> tuple[list[tuple[int, int]], list]:
+    """Heads selected over `recs` as stage=select would, and each record's analysis (reused later)."""
+    if not recs:
+        return [], []
+    analyses = [analyze(rec, st) for rec in recs]
+    sel = select_heads(np.stack([a.s_img for a in analyses]), np.stack([a.entropy for a in analyses]),
+                       exclude_layers=excluded_axes(recs[0], st.exclude_layers), elbow_method=st.elbow_method,  # type: ignore[arg-type]
+                       k=st.k, top_k=st.top_k)
+    m = recs[0].meta
+    return [(m.layers[li], m.heads[hi]) for li, hi in sel.head_list], analyses
+
+
+def _grids(first, S, E, excl, heads_json, table, st: ReportSettings, samples, notes) -> dict[str, Any] | None:
+    """Layer x head means (heads.csv when there is one) and each sample's chosen heads (recomputed
+    with heads.json's threshold, so the page can show one sample's choice)."""
+    if first is None:
+        return None
+    thr = heads_json.get("threshold") if heads_json else None
+    if heads_json and isinstance(heads_json.get("settings", {}).get("exclude_layers"), list):
+        excl = [int(x) for x in heads_json["settings"]["exclude_layers"]]
+    k = int((heads_json or {}).get("settings", {}).get("k", st.k))
+    sel = select_heads(np.stack(S), np.stack(E), exclude_layers=excl, elbow_method=st.elbow_method,  # type: ignore[arg-type]
+                       k=k, top_k=st.top_k, threshold=thr)
+    H = sel.n_heads
+    for s, ch in zip(samples, sel.per_sample_choices):
+        s["chosen"] = [int(c) for c in ch if c >= 0]
+    src = "heads.csv"
+    if table is None or table["s_img"].shape != sel.mean_s_img.shape:
+        table = {"s_img": sel.mean_s_img, "entropy": sel.mean_entropy, "frequency": sel.frequency.astype(float),
+                 "eligible": sel.eligible, "selected": sel.selected}
+        src = f"computed over the {len(samples)} listed samples"
+    elif len(samples) == int((heads_json or {}).get("n_samples", -1)) and not np.array_equal(table["frequency"], sel.frequency):
+        notes.append("per-sample choices recomputed with this stage's settings do not add up to heads.csv's frequencies; "
+                     "the run's selection used other settings (see the settings panel)")
+    keep = [i for i in range(sel.n_layers) if i not in set(excl)]
+    curve = np.sort(np.asarray(table["s_img"])[keep].ravel())[::-1] if keep else np.zeros(0)
+    elbow = (heads_json or {}).get("elbow") or sel.elbow.to_dict()
+    return {
+        "source": src, "n_samples": int((heads_json or {}).get("n_samples", len(samples))),
+        "s_img": float32_table(table["s_img"]), "entropy": float32_table(table["entropy"]),
+        "frequency": float32_table(table["frequency"]),
+        "eligible": np.asarray(table["eligible"]).ravel().astype(int).tolist(),
+        "selected": np.asarray(table["selected"]).ravel().astype(int).tolist(),
+        "excluded_layers": list(excl), "n_heads_axis": H,
+        "elbow": {"values": [float(v) for v in curve if np.isfinite(v)],
+                  "threshold": float(thr) if thr is not None else float(sel.threshold),
+                  "knee_index": elbow.get("index"), "method": elbow.get("method_used") or elbow.get("method")},
+    }
+
+
+def _summary(first: AttentionRecord | None, n_total: int, n_listed: int, st: ReportSettings) -> dict[str, Any]:
+    if first is None:
+        return {"records": n_total, "listed": n_listed}
+    m, lay = first.meta, first.layout
+    g = lay.grid(st.grid)
+    return {"model_id": m.model_id, "model_type": m.model_type, "num_layers": m.num_layers, "num_heads": m.num_heads,
+            "layers": list(m.layers), "heads": list(m.heads), "grid": f"{g.name} {g.rows}x{g.cols}",
+            "aspect": lay.aspect, "query_mode": m.query_mode, "prompt_template": m.prompt_template,
+            "records": n_total, "listed": n_listed, "tool_version": m.tool_version}
+
+
+def _heads_block(heads_json: Any, sel_heads, path: Path | None) -> dict[str, Any]:
+    if heads_json:
+        return {"selected": heads_json.get("heads", []), "ranked": heads_json.get("ranked", []),
+                "threshold": heads_json.get("threshold"), "settings": heads_json.get("settings", {}),
+                "n_samples": heads_json.get("n_samples"), "source": str(path.name if path else "heads.json")}
+    return {"selected": [{"layer": l, "head": h} for l, h in (sel_heads or [])], "ranked": [], "threshold": None,
+            "settings": {}, "n_samples": None, "source": "computed by the report"}
+
+
+def _files(run_dir: Path) -> list[str]:
+    seen: list[str] = []
+    for pat in FILE_GLOBS:
+        for p in sorted(run_dir.glob(pat)):
+            rel = p.relative_to(run_dir).as_posix()
+            if rel not in seen:
+                seen.append(rel)
+    return seen
