@@ -13,9 +13,16 @@ how it is handled here (feature detection, never version-number branches elsewhe
   `load_processor` assembles the processor from its parts (PIL image processor, no video processor)
   and otherwise raises one `UserError` naming the package to install;
 * RoPE in configs: `rope_parameters` on 5.x, `rope_theta` / `rope_scaling` on 4.x: `rope_config`;
-* checkpoint layout: 5.18+ saves CLIP towers without their `vision_model.` level and a tokenizer
-  config naming the 5.x class `TokenizersBackend`; `make_portable` rewrites a saved folder into
-  the layout that every supported version maps (the hub's llava-hf layout).
+* Gemma 3: `processor.image_token` names the soft image token before 5.15 and <start_of_image> from
+  5.15 on; `boi_token` means <start_of_image> on all versions, so the family uses that;
+* tokenizers: 4.x fast tokenizers return `token_type_ids` by default; the families drop them
+  (`Family.unused_inputs`) except for Gemma 3, whose processor sets them;
+* CLIP towers: later 5.x releases (5.17 and 5.23 measured; 5.5 not yet) have no `vision_model`
+  level (`clip_transformer`, `canonical_name`);
+* checkpoint layout: those releases save LLaVA's CLIP tower without its `vision_model.` level, which
+  5.0-5.5 do not map (they leave the tower random), and 5.x saves a tokenizer config naming the
+  5.x-only class `TokenizersBackend`; `make_portable` rewrites a saved folder into the layout that
+  every supported version maps (the hub's llava-hf layout).
 
 The one private transformers name used here is `ProcessorMixin.check_argument_for_proper_class`,
 overridden on a throwaway subclass (never on transformers' own class) by `processor_from_parts`;
@@ -185,6 +192,11 @@ def rope_config(config_cls: type, theta: float, **extra: Any) -> dict[str, Any]:
     if extra:
         out["rope_scaling"] = {"type": "default", "rope_type": "default", **extra}
     return out
+
+
+def clip_transformer(tower):
+    """A CLIP vision tower's transformer (embeddings, encoder): a `vision_model` level on 4.x-5.5, none later."""
+    return getattr(tower, "vision_model", tower)
 
 
 def canonical_name(param_name: str) -> str:
