@@ -170,7 +170,7 @@ def _assemble_processor(path: str, default_class: str):
     cfg, _ = ProcessorMixin.get_processor_dict(path)
     pcls = getattr(transformers, cfg.get("processor_class") or default_class)
     ip_cfg, _ = ImageProcessingMixin.get_image_processor_dict(path)
-    ip_cls = pil_image_processor(ip_cfg.get("image_processor_type") or pcls.image_processor_class)
+    ip_cls = pil_image_processor(ip_cfg.get("image_processor_type") or getattr(pcls, "image_processor_class", ""))
     image_processor = ip_cls.from_dict({k: v for k, v in ip_cfg.items() if k != "image_processor_type"})
     tokenizer = AutoTokenizer.from_pretrained(path)
     allowed = set(inspect.signature(pcls.__init__).parameters) - {"self", "image_processor", "tokenizer", "video_processor"}

@@ -250,9 +250,10 @@ def test_public_processor_config_readers_exist():
     assert cfg["processor_class"] == "LlavaProcessor" and ip_cfg["image_processor_type"] == "LlavaImageProcessor"
 
 
-@pytest.mark.parametrize("name", ["llava", "llava_next", "gemma3"])
+@pytest.mark.parametrize("name", sorted(TINY_FINGERPRINTS))
 def test_assembled_processor_equals_auto_processor(name, tmp_path):
-    """The fallback used without torchvision gives the same model inputs as AutoProcessor."""
+    """The fallback used without torchvision gives the same model inputs as AutoProcessor (where
+    AutoProcessor can build this family's processor in this environment)."""
     from transformers import AutoProcessor
 
     from llava.builders import TinyLlavaSpec, save_tiny_llava
@@ -260,7 +261,10 @@ def test_assembled_processor_equals_auto_processor(name, tmp_path):
     from llava.family_builders import TINY_BUILDERS
 
     folder = save_tiny_llava(tmp_path, TinyLlavaSpec(pad_to_square=True)) if name == "llava" else TINY_BUILDERS[name](tmp_path)
-    auto = AutoProcessor.from_pretrained(str(folder))
+    try:
+        auto = AutoProcessor.from_pretrained(str(folder))
+    except (ImportError, AttributeError, ValueError, TypeError) as e:
+        pytest.skip(f"AutoProcessor cannot build the {name} processor here ({type(e).__name__}); nothing to compare")
     parts = compat._assemble_processor(str(folder), FAMILIES[name].processor_class)
     assert type(parts).__name__ == type(auto).__name__
     img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 90, 3), dtype=np.uint8))
