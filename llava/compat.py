@@ -89,7 +89,7 @@ def describe_problems(problems: dict[str, list[str]], checkpoint: str, saved_wit
             f"{'; '.join(parts)}; refusing to run with randomly initialised weights")
 
 
-def load_complete(auto_cls, name_or_path: str, **kwargs):
+def load_complete(auto_cls: type, name_or_path: str, **kwargs: Any) -> Any:
     """`auto_cls.from_pretrained` that raises UserError unless every weight of the model was loaded.
 
     Size mismatches are collected (not raised by transformers) so that they are reported the same way.
@@ -120,7 +120,7 @@ def _lenient_check(self, argument_name: str, argument: Any) -> None:
     return None
 
 
-def processor_from_parts(pcls: type, **parts):
+def processor_from_parts(pcls: type, **parts: Any) -> Any:
     """`pcls(**parts)` without transformers' per-part class check, on a subclass of pcls.
 
     The check cannot type-check a missing video processor without torchvision (and on 4.x wants
@@ -141,7 +141,7 @@ def _attributes(pcls: type) -> list[str]:
     return list(attrs or [])
 
 
-def load_processor(path: str, default_class: str):
+def load_processor(path: str, default_class: str) -> Any:
     """AutoProcessor, or (without torchvision) the same processor assembled from its parts:
     tokenizer + PIL image processor, no video processor (we never feed videos)."""
     from transformers import AutoProcessor
@@ -163,7 +163,7 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0] if lines else ''}"
 
 
-def _assemble_processor(path: str, default_class: str):
+def _assemble_processor(path: str, default_class: str) -> Any:
     import transformers
     from transformers import AutoTokenizer, ImageProcessingMixin, ProcessorMixin
 
@@ -194,7 +194,7 @@ def rope_config(config_cls: type, theta: float, **extra: Any) -> dict[str, Any]:
     return out
 
 
-def clip_transformer(tower):
+def clip_transformer(tower: Any) -> Any:
     """A CLIP vision tower's transformer (embeddings, encoder): a `vision_model` level on 4.x-5.5, none later."""
     return getattr(tower, "vision_model", tower)
 
