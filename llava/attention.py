@@ -41,9 +41,14 @@ import math
 from functools import partial
 
 import torch
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from llava.compat import require_supported
+
+require_supported()  # before the imports below, which older versions do not have
+
+from transformers import AttentionInterface  # noqa: E402
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward  # noqa: E402
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask  # noqa: E402
 
 from utils.capture import LayerPlan, active_sink
 

@@ -59,15 +59,20 @@ class TinyLlavaSpec:
     seed: int = 0
 
 
-def build_word_tokenizer(words: Sequence[str], chat_template: str | None = None):
-    """A lower-casing word-level fast tokenizer whose vocabulary is exactly `words` + specials."""
+def build_word_tokenizer(words: Sequence[str], chat_template: str | None = None, specials: Sequence[str] = (),
+                         named: dict[str, str] | None = None):
+    """A lower-casing word-level fast tokenizer whose vocabulary is exactly specials + `words`.
+
+    specials: whole tokens beyond SPECIAL_TOKENS (kept as written); named: tokenizer attributes the
+    processors read (`image_token`, `boi_token`, ...; default `image_token` = <image>).
+    """
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
+    keep = {*SPECIAL_TOKENS, *specials}
     vocab: dict[str, int] = {}
-    for w in [*SPECIAL_TOKENS, *CHAT_WORDS, *words]:
-        w = w if w in SPECIAL_TOKENS else w.lower()
-        vocab.setdefault(w, len(vocab))
+    for w in [*SPECIAL_TOKENS, *specials, *CHAT_WORDS, *words]:
+        vocab.setdefault(w if w in keep else w.lower(), len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -81,32 +86,57 @@ def build_word_tokenizer(words: Sequence[str], chat_template: str | None = None)
         eos_token="</s>",
         unk_token="<unk>",
         pad_token="<pad>",
-        extra_special_tokens={"image_token": "<image>"},
+        extra_special_tokens=named or {"image_token": "<image>"},
         padding_side="left",
         chat_template=chat_template,
+        model_input_names=["input_ids", "attention_mask"],  # 4.x would add token_type_ids
     )
-    fast.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    fast.add_special_tokens({"additional_special_tokens": ["<image>", *specials]})
     return fast
+
+
+def seeded_weights(model, seed: int, std: float = 0.1) -> None:
+    """Give `model` weights that depend on `seed` only, not on transformers' initialisation.
+
+    Each parameter gets N(0, std) from a generator seeded by (seed, its name without the levels that
+    differ between versions), so a tiny model is the same on every supported transformers version.
+    One-dimensional parameters initialised to a constant (norm scales, biases) keep the constant;
+    other biases become 0.
+    """
+    import zlib
+
+    import torch
+
+    from llava.compat import canonical_name
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            flat = p.detach().flatten()
+            if p.dim() == 1 and (bool((flat == flat[0]).all()) or name.endswith("bias")):
+                p.fill_(flat[0] if bool((flat == flat[0]).all()) else 0.0)
+                continue
+            g = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{canonical_name(name)}".encode()))
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32).mul_(std).to(p.dtype))
 
 
 def build_processor(spec: TinyLlavaSpec):
     """LlavaProcessor = PIL image processor + word tokenizer.
 
     The image processor is CLIP's (resize shortest edge + centre crop, as llava-hf ships) or, with
-    `spec.pad_to_square`, LLaVA's PIL processor with `do_pad=True` (the original LLaVA-1.5 handling).
+    `spec.pad_to_square`, LLaVA's with `do_pad=True` (the original LLaVA-1.5 handling); both PIL-backed.
     """
     from transformers import LlavaProcessor
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-    from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+
+    from llava.compat import pil_image_processor
 
     sizes = dict(
         size={"shortest_edge": spec.image_size},
         crop_size={"height": spec.image_size, "width": spec.image_size},
     )
     if spec.pad_to_square:
-        image_processor = LlavaImageProcessorPil(do_pad=True, **sizes)
+        image_processor = pil_image_processor("LlavaImageProcessor")(do_pad=True, **sizes)
     else:
-        image_processor = CLIPImageProcessorPil(**sizes)
+        image_processor = pil_image_processor("CLIPImageProcessor")(**sizes)
     tokenizer = build_word_tokenizer(spec.words, spec.chat_template)
     return LlavaProcessor(
         image_processor=image_processor,
@@ -155,8 +185,12 @@ def build_config(spec: TinyLlavaSpec, tokenizer):
     )
 
 
-def build_tiny_llava(spec: TinyLlavaSpec | None = None):
-    """Return `(model, processor)`: a randomly initialised LlavaForConditionalGeneration in float32."""
+def build_tiny_llava(spec: TinyLlavaSpec | None = None, version_free_weights: bool = True):
+    """Return `(model, processor)`: a random LlavaForConditionalGeneration in float32.
+
+    version_free_weights: weights from `seeded_weights` (the same on every transformers version);
+    False keeps transformers' own initialisation under `torch.manual_seed(spec.seed)` (toy training).
+    """
     import torch
     from transformers import LlavaForConditionalGeneration
 
@@ -165,6 +199,8 @@ def build_tiny_llava(spec: TinyLlavaSpec | None = None):
     config = build_config(spec, processor.tokenizer)
     torch.manual_seed(spec.seed)
     model = LlavaForConditionalGeneration(config).eval()
+    if version_free_weights:
+        seeded_weights(model, spec.seed)
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
     model.generation_config.bos_token_id = processor.tokenizer.bos_token_id

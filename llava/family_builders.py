@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llava.builders import DEFAULT_WORDS, LLAVA15_CHAT_TEMPLATE, build_word_tokenizer
+from llava.builders import DEFAULT_WORDS, LLAVA15_CHAT_TEMPLATE, build_word_tokenizer, seeded_weights
+from llava.compat import pil_image_processor, processor_from_parts, rope_config
 
 # ---- tokenizers -------------------------------------------------------------------------
 
@@ -42,44 +43,16 @@ GEMMA_CHAT_TEMPLATE = (
 
 
 def _special_tokenizer(specials: list[str], chat_template: str, named: dict[str, str]):
-    """Word tokenizer (as `llava.builders.build_word_tokenizer`) plus whole special tokens; `named`
-    become tokenizer attributes (`image_token`, `boi_token`, ...) that the processors read."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    from llava.builders import CHAT_WORDS, SPECIAL_TOKENS
-
-    vocab: dict[str, int] = {}
-    for w in [*SPECIAL_TOKENS, *specials, *CHAT_WORDS, *DEFAULT_WORDS]:
-        w = w if (w in SPECIAL_TOKENS or w in specials) else w.lower()
-        vocab.setdefault(w, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                       special_tokens=[("<s>", vocab["<s>"])])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<pad>", extra_special_tokens=named, padding_side="left",
-                                   chat_template=chat_template)
-    fast.add_special_tokens({"additional_special_tokens": ["<image>", *specials]})
-    return fast
+    """Word tokenizer plus whole special tokens; `named` become tokenizer attributes (`image_token`,
+    `boi_token`, ...) that the processors read."""
+    return build_word_tokenizer(DEFAULT_WORDS, chat_template, specials=specials, named=named)
 
 
-def _without_video(pcls, **kwargs):
-    """Build a processor class that also takes a video processor, with none: without torchvision
-    transformers cannot even look up the video processor class to type-check `None`."""
-    from transformers.processing_utils import ProcessorMixin
-
-    orig = ProcessorMixin.check_argument_for_proper_class
-
-    def check(self, name, arg):
-        return None if arg is None else orig(self, name, arg)
-
-    ProcessorMixin.check_argument_for_proper_class = check
-    try:
-        return pcls(video_processor=None, **kwargs)
-    finally:
-        ProcessorMixin.check_argument_for_proper_class = orig
+def _model(cls, cfg, seed: int):
+    """cls(cfg) with `seeded_weights`: the same tiny model on every transformers version."""
+    model = cls(cfg).eval()
+    seeded_weights(model, seed)
+    return model
 
 
 def _finish(model, tokenizer, out_dir, processor):
@@ -124,15 +97,13 @@ def _llama_text(tokenizer, hidden=64, layers=3, heads=4, kv_heads=2, **kw):
 def save_tiny_llava_next(out_dir, seed: int = 0, image_size: int = 56, patch_size: int = 14,
                          pinpoints=((56, 112), (112, 56), (112, 112), (56, 168), (168, 56))) -> Path:
     """LLaVA-NeXT: CLIP tower (4x4 patches per 56 px crop), anyres crops from `pinpoints`."""
-    import torch
     from transformers import CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
-    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
     tok = build_word_tokenizer(DEFAULT_WORDS, LLAVA15_CHAT_TEMPLATE)
     pins = [list(p) for p in pinpoints]
-    ip = LlavaNextImageProcessorPil(size={"shortest_edge": image_size},
+    ip = pil_image_processor("LlavaNextImageProcessor")(size={"shortest_edge": image_size},
                                     crop_size={"height": image_size, "width": image_size}, image_grid_pinpoints=pins)
-    proc = LlavaNextProcessor(image_processor=ip, tokenizer=tok, patch_size=patch_size,
+    proc = processor_from_parts(LlavaNextProcessor, image_processor=ip, tokenizer=tok, patch_size=patch_size,
                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
                               chat_template=LLAVA15_CHAT_TEMPLATE)
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -140,8 +111,7 @@ def save_tiny_llava_next(out_dir, seed: int = 0, image_size: int = 56, patch_siz
     cfg = LlavaNextConfig(vision_config=vision, text_config=_llama_text(tok), image_grid_pinpoints=pins,
                           image_token_index=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
                           vision_feature_select_strategy="default", tie_word_embeddings=False)
-    torch.manual_seed(seed)
-    model = LlavaNextForConditionalGeneration(cfg).eval()
+    model = _model(LlavaNextForConditionalGeneration, cfg, seed)
     return _finish(model, tok, out_dir, proc)
 
 
@@ -150,21 +120,19 @@ def save_tiny_llava_next(out_dir, seed: int = 0, image_size: int = 56, patch_siz
 def save_tiny_llava_onevision(out_dir, seed: int = 0, image_size: int = 32, patch_size: int = 8,
                               max_crops: int = 2) -> Path:
     """LLaVA-OneVision: SigLIP tower (4x4 patches per 32 px crop), Qwen2 text, anyres_max_{max_crops}."""
-    import torch
     from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, LlavaOnevisionProcessor,
                               Qwen2Config, SiglipVisionConfig)
-    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
 
     tok = build_word_tokenizer(DEFAULT_WORDS, LLAVA15_CHAT_TEMPLATE)
     tok.add_special_tokens({"additional_special_tokens": ["<image>", "<video>"]})
     tok.video_token = "<video>"
     pins = [[image_size * a, image_size * b] for a in range(1, 4) for b in range(1, 4)]
-    ip = LlavaOnevisionImageProcessorPil(size={"height": image_size, "width": image_size}, image_grid_pinpoints=pins)
-    proc = _without_video(LlavaOnevisionProcessor, image_processor=ip, tokenizer=tok,
-                                   num_image_tokens=(image_size // patch_size) ** 2,
-                                   vision_feature_select_strategy="full", chat_template=LLAVA15_CHAT_TEMPLATE,
-                                   vision_aspect_ratio=f"anyres_max_{max_crops}",
-                                   image_token="<image>", video_token="<video>")
+    ip = pil_image_processor("LlavaOnevisionImageProcessor")(size={"height": image_size, "width": image_size}, image_grid_pinpoints=pins)
+    proc = processor_from_parts(LlavaOnevisionProcessor, image_processor=ip, tokenizer=tok,
+                                num_image_tokens=(image_size // patch_size) ** 2,
+                                vision_feature_select_strategy="full", chat_template=LLAVA15_CHAT_TEMPLATE,
+                                vision_aspect_ratio=f"anyres_max_{max_crops}",
+                                image_token="<image>", video_token="<video>")
     vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                                 image_size=image_size, patch_size=patch_size)
     text = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
@@ -176,8 +144,7 @@ def save_tiny_llava_onevision(out_dir, seed: int = 0, image_size: int = 32, patc
                                video_token_index=tok.convert_tokens_to_ids("<video>"),
                                vision_feature_layer=-1, vision_feature_select_strategy="full",
                                vision_aspect_ratio=f"anyres_max_{max_crops}", tie_word_embeddings=False)
-    torch.manual_seed(seed)
-    model = LlavaOnevisionForConditionalGeneration(cfg).eval()
+    model = _model(LlavaOnevisionForConditionalGeneration, cfg, seed)
     return _finish(model, tok, out_dir, proc)
 
 
@@ -185,16 +152,15 @@ def save_tiny_llava_onevision(out_dir, seed: int = 0, image_size: int = 32, patc
 
 def save_tiny_qwen_vl(out_dir, seed: int = 0, version: str = "2.5", max_pixels: int = 28 * 28 * 12) -> Path:
     """Qwen2-VL (version "2") or Qwen2.5-VL ("2.5"): patch 14, 2x2 merge, M-RoPE text model."""
-    import torch
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers import Qwen2Config
 
     specials = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>", "<|im_start|>", "<|im_end|>"]
     tok = _special_tokenizer(specials, QWEN_CHAT_TEMPLATE, {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"})
-    ip = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=max_pixels)
+    ip = pil_image_processor("Qwen2VLImageProcessor")(min_pixels=28 * 28, max_pixels=max_pixels)
     ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
     text = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                **rope_config(Qwen2Config, 10000.0, mrope_section=[2, 3, 3]),
                 pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     common = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
                   vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
@@ -213,9 +179,8 @@ def save_tiny_qwen_vl(out_dir, seed: int = 0, version: str = "2.5", max_pixels: 
                       spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1])
         cfg = Qwen2_5_VLConfig(vision_config=vision, text_config=text, **common)
         cls, pcls = Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
-    proc = _without_video(pcls, image_processor=ip, tokenizer=tok, chat_template=QWEN_CHAT_TEMPLATE)
-    torch.manual_seed(seed)
-    model = cls(cfg).eval()
+    proc = processor_from_parts(pcls, image_processor=ip, tokenizer=tok, chat_template=QWEN_CHAT_TEMPLATE)
+    model = _model(cls, cfg, seed)
     return _finish(model, tok, out_dir, proc)
 
 
@@ -224,29 +189,27 @@ def save_tiny_qwen_vl(out_dir, seed: int = 0, version: str = "2.5", max_pixels: 
 def save_tiny_gemma3(out_dir, seed: int = 0, image_size: int = 32, patch_size: int = 4, tokens_per_image: int = 16,
                      sliding_window: int = 512) -> Path:
     """Gemma 3: SigLIP tower (8x8 patches), pooled to tokens_per_image (4x4), sliding + full layers."""
-    import torch
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, Gemma3TextConfig, SiglipVisionConfig
-    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
     specials = ["<start_of_image>", "<end_of_image>", "<image_soft_token>", "<start_of_turn>", "<end_of_turn>"]
     tok = _special_tokenizer(specials, GEMMA_CHAT_TEMPLATE, {"image_token": "<image_soft_token>",
                                                               "boi_token": "<start_of_image>",
                                                               "eoi_token": "<end_of_image>"})
-    ip = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size})
-    proc = Gemma3Processor(image_processor=ip, tokenizer=tok, chat_template=GEMMA_CHAT_TEMPLATE,
-                           image_seq_length=tokens_per_image)
+    ip = pil_image_processor("Gemma3ImageProcessor")(size={"height": image_size, "width": image_size})
+    proc = processor_from_parts(Gemma3Processor, image_processor=ip, tokenizer=tok, chat_template=GEMMA_CHAT_TEMPLATE,
+                                image_seq_length=tokens_per_image)
     vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                                 image_size=image_size, patch_size=patch_size, vision_use_head=False)
     text = Gemma3TextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
                             num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=sliding_window,
                             layer_types=["sliding_attention", "full_attention"] * 2, max_position_embeddings=4096,
+                            tie_word_embeddings=False,
                             pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     cfg = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=tokens_per_image,
                        image_token_index=tok.convert_tokens_to_ids("<image_soft_token>"),
                        boi_token_index=tok.convert_tokens_to_ids("<start_of_image>"),
                        eoi_token_index=tok.convert_tokens_to_ids("<end_of_image>"), tie_word_embeddings=False)
-    torch.manual_seed(seed)
-    model = Gemma3ForConditionalGeneration(cfg).eval()
+    model = _model(Gemma3ForConditionalGeneration, cfg, seed)
     return _finish(model, tok, out_dir, proc)
 
 

@@ -4,7 +4,9 @@
 LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, Gemma 3) and returns a `VLM`: the model with the capture
 attention function installed on its text model, the processor, and the settings that decide
 prompts and image geometry. What differs per family (processor loading, image-token ids, image
-fitting, `ImageLayout`) lives in `llava.families.FAMILIES`, looked up by `config.model_type`.
+fitting, `ImageLayout`) lives in `llava.families.FAMILIES`, looked up by `config.model_type`; what
+differs per transformers version lives in `llava.compat`. A checkpoint whose weights do not all
+load (missing, unexpected or mismatched keys) is a `UserError`, never a model with random weights.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Sequence, TextIO
 import torch
 from PIL import Image
 
-from llava import attention
+from llava import attention, compat
 from llava.families import FAMILIES, Family, family_for
 from llava.prompts import lone_space_ids, referseg_prompt, strip_tokens
 from utils.errors import UserError
@@ -169,6 +171,8 @@ class VLM:
         if self.family.nested_images:
             images = [[im] for im in images]
         enc = self.processor(images=images, text=prompts, return_tensors="pt", padding=True, **kwargs)
+        for key in self.family.unused_inputs:
+            enc.pop(key, None)
         if self.prompt_template == "referseg":  # the release drops every lone-space token
             tok = self.processor.tokenizer
             enc = strip_tokens(enc, lone_space_ids(tok), tok.pad_token_id)
@@ -264,7 +268,7 @@ def _load_model(name_or_path: str, dtype: torch.dtype, device: torch.device, dev
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attn_implementation}
     if device_map:
         kwargs["device_map"] = device_map
-    model = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
+    model = compat.load_complete(AutoModelForImageTextToText, name_or_path, **kwargs)
     if not device_map:
         model.to(device)
     return model.eval(), processor

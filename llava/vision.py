@@ -40,6 +40,8 @@ from typing import Any, Iterator, Literal, Sequence
 import numpy as np
 import torch
 
+from llava import compat
+
 Method = Literal["rollout", "mean"]
 
 
@@ -61,7 +63,7 @@ def vision_tower(model: Any) -> torch.nn.Module:
 
 def vision_attention_modules(tower: torch.nn.Module) -> list[torch.nn.Module]:
     """The encoder layers' self-attention modules, in layer order."""
-    enc = getattr(tower, "vision_model", tower)
+    enc = compat.clip_transformer(tower)
     layers = getattr(getattr(enc, "encoder", None), "layers", None)
     if layers is None:
         raise TypeError(f"{type(tower).__name__}: no encoder.layers; not a CLIP vision tower")

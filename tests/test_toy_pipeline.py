@@ -58,6 +58,14 @@ def test_selected_heads_include_a_head_pointing_at_the_object(run):
     assert max(acc.values()) >= 0.90, acc
 
 
+def test_default_run_selects_the_documented_heads(run):
+    """README: the default command selects L1H0, L1H3, L2H2, on every supported transformers version
+    (5.0-5.5 once selected L0H1, L3H2, L1H0 from a vision tower left random)."""
+    out, _, _, _ = run
+    heads = [(h["layer"], h["head"]) for h in json.loads((out / "heads.json").read_text())["heads"]]
+    assert heads == [(1, 0), (1, 3), (2, 2)]
+
+
 def test_grounding_beats_baselines(run):
     _, _, ev, _ = run
     sel, allh, rnd = ev["selected_heads"], ev["all_heads_mean"], ev["random_heads"]

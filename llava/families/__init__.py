@@ -1,8 +1,8 @@
 """Model families: what differs between VLMs once the prompt is built.
 
 A `Family` answers, for one `config.model_type`:
-* `load_processor(path)`: the processor (with a fallback when transformers cannot build the video
-  processor, e.g. without torchvision: we never feed videos);
+* `load_processor(path)`: the processor (`llava.compat.load_processor`: AutoProcessor, or assembled
+  from its parts when transformers cannot build the video processor without torchvision);
 * `image_token_ids(config)`: the placeholder ids whose positions are the record's image axis V
   (LLaVA-NeXT's `image_newline` positions carry the same `<image>` id, so they are in V);
 * `resolve_aspect(vlm, requested)` / `fit_image(vlm, image)`: how the image is fitted
@@ -16,63 +16,15 @@ A `Family` answers, for one `config.model_type`:
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from PIL import Image
 
+from llava import compat
 from llava.layouts import anyres_layout, llava15_layout, resize_grid_layout
 from utils.errors import UserError
 from utils.layout import ImageLayout
-
-
-def load_processor(path: str):
-    """AutoProcessor, or (when its video processor cannot be built, e.g. no torchvision) the same
-    processor class assembled from tokenizer + image processor with no video processor."""
-    from transformers import AutoProcessor
-
-    try:
-        return AutoProcessor.from_pretrained(path)
-    except (ImportError, AttributeError, ValueError, TypeError) as e:
-        if "video" not in str(e).lower() and "torchvision" not in str(e).lower():
-            raise
-        return _processor_without_video(path)
-
-
-def _processor_without_video(path: str):
-    import transformers
-    from transformers import AutoImageProcessor, AutoTokenizer
-    from transformers.utils import cached_file
-
-    cfg_file = cached_file(path, "processor_config.json", _raise_exceptions_for_missing_entries=False)
-    cfg: dict[str, Any] = json.loads(Path(cfg_file).read_text()) if cfg_file else {}
-    if "processor_class" not in cfg:
-        from transformers import AutoConfig
-        from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
-
-        cfg["processor_class"] = PROCESSOR_MAPPING_NAMES[AutoConfig.from_pretrained(path).model_type]
-    pcls = getattr(transformers, cfg.pop("processor_class"))
-    tok = AutoTokenizer.from_pretrained(path)
-    ip = AutoImageProcessor.from_pretrained(path)
-    from transformers.processing_utils import ProcessorMixin
-
-    orig = ProcessorMixin.check_argument_for_proper_class
-
-    def check(self, name, arg):
-        return None if arg is None else orig(self, name, arg)
-
-    ProcessorMixin.check_argument_for_proper_class = check
-    try:
-        import inspect
-
-        allowed = set(inspect.signature(pcls.__init__).parameters)
-        kwargs = {k: v for k, v in cfg.items() if k in allowed}
-        return pcls(image_processor=ip, tokenizer=tok, video_processor=None,
-                    chat_template=getattr(tok, "chat_template", None), **kwargs)
-    finally:
-        ProcessorMixin.check_argument_for_proper_class = orig
 
 
 class Family:
@@ -81,9 +33,11 @@ class Family:
     name = "llava"
     aspects: tuple[str, ...] = ("resize",)
     nested_images = False  # processor wants images grouped per prompt: [[img], [img], ...]
+    processor_class = "LlavaProcessor"  # used when the checkpoint's processor config names none
+    unused_inputs: tuple[str, ...] = ("token_type_ids",)  # tokenizer outputs the model does not take (4.x tokenizers add them)
 
     def load_processor(self, path: str):
-        return load_processor(path)
+        return compat.load_processor(path, self.processor_class)
 
     def plain_image_text(self, processor) -> str:
         """What stands for the image in prompt_template=plain (`{this}\n{query}`)."""
@@ -150,6 +104,7 @@ class LlavaNext(Family):
 
     name = "llava_next"
     aspects = ("anyres",)
+    processor_class = "LlavaNextProcessor"
 
     def _max_patches(self, config) -> int | None:
         return None
@@ -170,6 +125,7 @@ class LlavaOnevision(LlavaNext):
     """LLaVA-NeXT's layout with SigLIP grids and anyres_max_N downscaling of the high-res grid."""
 
     name = "llava_onevision"
+    processor_class = "LlavaOnevisionProcessor"
 
     def _max_patches(self, config) -> int | None:
         ar = getattr(config, "vision_aspect_ratio", "") or ""
@@ -182,6 +138,9 @@ class QwenVL(Family):
     """Qwen2-VL / Qwen2.5-VL: grid_thw (t, h, w) patches, 2x2 merged -> (h/2) x (w/2) tokens, row-major."""
 
     name = "qwen_vl"
+
+    def __init__(self, processor_class: str = "Qwen2_5_VLProcessor"):
+        self.processor_class = processor_class
 
     def grid_side(self, config) -> int | None:
         return None
@@ -206,6 +165,13 @@ class Gemma3(Family):
 
     name = "gemma3"
     nested_images = True
+    processor_class = "Gemma3Processor"
+    unused_inputs = ()  # token_type_ids mark image tokens (bidirectional attention among them)
+
+    def plain_image_text(self, processor) -> str:
+        # the placeholder the processor expands is <start_of_image> on every version; `image_token`
+        # names the soft token before 5.15 and <start_of_image> from 5.15 on
+        return processor.boi_token
 
     def grid_side(self, config) -> int | None:
         return int(math.isqrt(int(config.mm_tokens_per_image)))
@@ -221,8 +187,8 @@ FAMILIES: dict[str, Family] = {
     "llava": Llava15(),
     "llava_next": LlavaNext(),
     "llava_onevision": LlavaOnevision(),
-    "qwen2_vl": QwenVL(),
-    "qwen2_5_vl": QwenVL(),
+    "qwen2_vl": QwenVL("Qwen2VLProcessor"),
+    "qwen2_5_vl": QwenVL("Qwen2_5_VLProcessor"),
     "gemma3": Gemma3(),
 }
 

@@ -37,10 +37,11 @@ def load_rows(path: str | Path) -> list[dict]:
 def load_model(checkpoint: str | Path = CHECKPOINT_DIR, attn_implementation: str = "eager"):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from llava.compat import load_complete
+
     processor = AutoProcessor.from_pretrained(checkpoint)
-    model = AutoModelForImageTextToText.from_pretrained(
-        checkpoint, attn_implementation=attn_implementation, dtype=torch.float32
-    ).eval()
+    model = load_complete(AutoModelForImageTextToText, str(checkpoint), attn_implementation=attn_implementation,
+                          dtype=torch.float32).eval()
     return model, processor
 
 

@@ -29,6 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from llava.builders import TinyLlavaSpec, build_tiny_llava
+from llava.compat import make_portable
 from llava.toy import scenes as S
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "checkpoint"
@@ -226,6 +227,7 @@ def save(model, processor, args, hist, stage1, t0, t_train, final=False):
     model.eval()
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    make_portable(out)  # the layout every supported transformers version loads alike
     model.train(was_training)
     if args.freeze_vision:
         model.model.vision_tower.eval()
@@ -277,7 +279,7 @@ def main(argv=None):
     t0 = time.time()
 
     spec = toy_spec(args)
-    model, processor = build_tiny_llava(spec)
+    model, processor = build_tiny_llava(spec, version_free_weights=False)
     model.set_attn_implementation("sdpa")  # fast for training; evaluation loads with eager
     n_one = int(args.n_scenes * args.one_frac)
     train = Pool(processor, [args.seed * 10_000_019 + i for i in range(args.n_scenes)], "train",
