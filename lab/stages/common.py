@@ -12,6 +12,8 @@ from lab.analysis import SampleAnalysis, analyze_sample
 from lab.records import AttentionRecord
 from utils.config import excluded_layers, smoothing_sigma
 from utils.errors import UserError
+from utils.files import read_text_regular
+from utils.io import load_image
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +62,10 @@ def heads_from_file(path: str, top_k: int | None = None) -> list[tuple[int, int]
     if not p.exists():
         raise UserError(f"heads_file not found: {p} (a heads.json written by stage=select or stage=batch)")
     try:
-        d = json.loads(p.read_text())
+        d = json.loads(read_text_regular(p, "heads_file"))
         heads = [(int(h["layer"]), int(h["head"])) for h in (d["heads"] if "heads" in d else d["ranked"])]
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{p}: not a heads.json file ({e})") from None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise UserError(f"{p}: not a heads.json file ({type(e).__name__}: {str(e)[:100]})") from None
     return heads[:top_k] if top_k else heads
 
 
@@ -93,12 +95,20 @@ def head_maps(rec: AttentionRecord, heads: list[tuple[int, int]], cfg) -> np.nda
 
 
 def image_or_blank(rec: AttentionRecord):
-    """The record's image, or a grey canvas of its size when the file is gone."""
+    """The record's image (utils.io.load_image: upright, 8-bit RGB), or a grey canvas of its size
+    when the file is gone, unreadable or no longer the size the record was made from."""
     from PIL import Image
 
     p = rec.meta.image_path
-    if p and Path(p).exists():
-        with Image.open(p) as im:
-            return im.convert("RGB")
-    log.warning("image %s of %s not found; drawing on a blank canvas", p, rec.path)
-    return Image.new("RGB", tuple(rec.meta.image_size), (128, 128, 128))
+    size = tuple(rec.meta.image_size)
+    why = "no image path in the record"
+    if p:
+        try:
+            img = load_image(p)
+            if img.size == size:
+                return img
+            why = f"it is {img.size[0]}x{img.size[1]} now, the record was made from {size[0]}x{size[1]}"
+        except UserError as e:
+            why = str(e)
+    log.warning("image %s of %s: %s; drawing on a blank canvas", p, rec.path, why)
+    return Image.new("RGB", size, (128, 128, 128))
