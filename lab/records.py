@@ -8,7 +8,9 @@ Tensors
   image_attention  float32 (Q, L, H, V): captured query rows x layers x heads x image tokens
   input_ids        int64   (S,): the sample's own (unpadded) prompt
   generated_ids    int64   (T,): optional, the generated answer
-Metadata: see `RecordMeta`.
+Metadata: see `RecordMeta`; `fingerprint` says what made the record (lab/fingerprints.py).
+Loading checks everything before use (lab/record_checks.py): a regular file, metadata types and
+sizes against the tensors, attention values finite, non-negative, rows summing to <= 1.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from lab.fingerprints import check_compatible_fingerprints
+from lab.record_checks import (FORMAT, FORMAT_VERSION, check_meta, check_tensor_shapes, check_values, read_header,
+                               same_regular_file)
+from utils.data import file_stem
 from utils.errors import UserError
 from utils.io import atomic_write_bytes
 from utils.layout import ImageLayout
 
-FORMAT = "attention_record"
-FORMAT_VERSION = 1
 META_KEY = "attention_record"
 
 
@@ -65,6 +69,7 @@ class RecordMeta:
     interventions: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # what made it (lab/fingerprints.py); {} = unknown
     tool_version: str = field(default_factory=tool_version)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -90,34 +95,26 @@ class AttentionRecord:
         """(L, H, rows, cols) attention maps of query row q on the image grid."""
         return self.layout.to_grid(self.image_attention[q], grid)
 
+    def shapes(self) -> dict[str, list[int]]:
+        out = {"image_attention": list(self.image_attention.shape), "input_ids": list(self.input_ids.shape)}
+        if self.generated_ids is not None:
+            out["generated_ids"] = list(self.generated_ids.shape)
+        return out
+
     def validate(self, where: str = "record") -> None:
-        """Shapes agree with each other and with the metadata; raises UserError naming `where`."""
-        a, m = self.image_attention, self.meta
-        problems = []
-        if a.ndim != 4:
-            problems.append(f"image_attention has {a.ndim} dims, expected 4 (Q, L, H, V)")
-        else:
-            q, l, h, v = a.shape
-            if q != len(m.query_positions):
-                problems.append(f"{q} query rows but {len(m.query_positions)} query_positions")
-            if l != len(m.layers):
-                problems.append(f"{l} layers in the tensor but {len(m.layers)} in metadata")
-            if h != len(m.heads):
-                problems.append(f"{h} heads in the tensor but {len(m.heads)} in metadata")
-            try:
-                lay = self.layout
-                if v != lay.num_tokens:
-                    problems.append(f"{v} image tokens in the tensor but the layout has {lay.num_tokens}")
-            except (KeyError, TypeError, ValueError) as e:
-                problems.append(f"layout is malformed ({e})")
-        if self.input_ids.ndim != 1:
-            problems.append(f"input_ids has {self.input_ids.ndim} dims, expected 1")
-        if m.format != FORMAT:
-            problems.append(f"format is {m.format!r}, expected {FORMAT!r}")
-        if m.format_version > FORMAT_VERSION:
-            problems.append(f"format_version {m.format_version} is newer than this tool reads ({FORMAT_VERSION}); upgrade the tool")
-        if problems:
-            raise UserError(f"{where}: invalid attention record: " + "; ".join(problems))
+        """Shapes, metadata and values agree with each other (lab/record_checks.py); UserError naming `where`."""
+        dtypes = {"image_attention": "F32" if self.image_attention.dtype == np.float32 else str(self.image_attention.dtype),
+                  "input_ids": "I64" if self.input_ids.dtype == np.int64 else str(self.input_ids.dtype)}
+        if self.generated_ids is not None:
+            dtypes["generated_ids"] = "I64" if self.generated_ids.dtype == np.int64 else str(self.generated_ids.dtype)
+        shapes = self.shapes()
+        check_tensor_shapes({k: (dtypes[k], v) for k, v in shapes.items()}, where)
+        try:
+            plain = json.loads(json.dumps(asdict(self.meta), allow_nan=False))
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{where}: record metadata is not plain JSON ({e})") from None
+        check_meta(plain, shapes, where)
+        check_values(self.image_attention, where)
 
     # ---- files --------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -125,6 +122,10 @@ class AttentionRecord:
         from safetensors.numpy import save
 
         path = Path(path)
+        self.image_attention = np.ascontiguousarray(self.image_attention, dtype=np.float32)
+        self.input_ids = np.ascontiguousarray(self.input_ids, dtype=np.int64)
+        if self.generated_ids is not None:
+            self.generated_ids = np.ascontiguousarray(self.generated_ids, dtype=np.int64)
         self.validate(str(path))
         tensors = {
             "image_attention": np.ascontiguousarray(self.image_attention, dtype=np.float32),
@@ -139,31 +140,37 @@ class AttentionRecord:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "AttentionRecord":
+        """Read and check a record (see the module docstring); any problem is a UserError naming the file."""
         from safetensors import safe_open
 
         path = Path(path)
-        if not path.exists():
+        if not os.path.lexists(path):
             raise UserError(f"attention file not found: {path} (set attention_file=<path to a .safetensors record>)")
-        try:
-            with safe_open(str(path), framework="np") as f:
-                header = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises its own error types for corrupt files
-            raise UserError(f"{path}: not a readable safetensors attention record ({e})") from None
+        header, shapes, ident = read_header(path)  # regular files only; bounded header
         if META_KEY not in header:
             raise UserError(f"{path}: safetensors file without '{META_KEY}' metadata; was it written by this tool?")
         try:
             raw = json.loads(header[META_KEY])
-        except json.JSONDecodeError as e:
+        except (TypeError, json.JSONDecodeError, RecursionError) as e:
             raise UserError(f"{path}: record metadata is not valid JSON ({e})") from None
-        known = {f.name for f in fields(RecordMeta)}
+        if not isinstance(raw, dict):
+            raise UserError(f"{path}: record metadata must be a JSON object, got {type(raw).__name__}")
         required = [f.name for f in fields(RecordMeta) if f.name not in raw and _is_required(f)]
         if required:
             raise UserError(f"{path}: record metadata lacks {required}")
+        check_tensor_shapes(shapes, str(path))
+        check_meta(raw, {k: v for k, (_, v) in shapes.items()}, str(path))
+        if not same_regular_file(path, ident):  # replaced since it was checked (never open a FIFO)
+            raise UserError(f"{path}: the file changed while it was read; try again")
+        try:
+            with safe_open(str(path), framework="np") as f:
+                tensors = {k: f.get_tensor(k) for k in TENSOR_NAMES if k in shapes}
+        except UserError:
+            raise
+        except Exception as e:  # safetensors raises its own error types for corrupt files
+            raise UserError(f"{path}: not a readable safetensors attention record ({e})") from None
+        known = {f.name for f in fields(RecordMeta)}
         meta = RecordMeta(**{k: v for k, v in raw.items() if k in known})
-        for name in ("image_attention", "input_ids"):
-            if name not in tensors:
-                raise UserError(f"{path}: record has no '{name}' tensor")
         rec = cls(
             image_attention=tensors["image_attention"],
             input_ids=tensors["input_ids"],
@@ -171,8 +178,11 @@ class AttentionRecord:
             generated_ids=tensors.get("generated_ids"),
             path=path,
         )
-        rec.validate(str(path))
+        check_values(rec.image_attention, str(path))
         return rec
+
+
+TENSOR_NAMES = ("image_attention", "input_ids", "generated_ids")
 
 
 def _is_required(f) -> bool:
@@ -181,25 +191,33 @@ def _is_required(f) -> bool:
     return f.default is MISSING and f.default_factory is MISSING  # type: ignore[misc]
 
 
+def record_file(folder: str | os.PathLike, sample_id: str) -> Path:
+    """A sample's record in a folder of records: `<folder>/<file_stem(sample_id)>.safetensors`."""
+    return Path(folder) / f"{file_stem(sample_id)}.safetensors"
+
+
 def record_path(output_dir: str | os.PathLike, sample_id: str) -> Path:
-    """Where a sample's record lives: `<output_dir>/attention/<sample_id>.safetensors`."""
-    return Path(output_dir) / "attention" / f"{safe_id(sample_id)}.safetensors"
+    """Where a sample's record lives: `<output_dir>/attention/<file_stem(sample_id)>.safetensors`
+    (utils.data.file_stem: deterministic, collision-free, byte-limited)."""
+    return record_file(Path(output_dir) / "attention", sample_id)
 
 
 def safe_id(sample_id: str) -> str:
-    """A file-name-safe form of a sample id (ids come from user JSONL files)."""
-    keep = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in str(sample_id))
-    keep = keep.lstrip(".") or "sample"
-    return keep[:200]
+    """The file-name stem of a sample id (utils.data.file_stem; kept under its old name)."""
+    return file_stem(sample_id)
 
 
 def check_compatible(records: list[AttentionRecord]) -> None:
-    """Records analysed together must come from one model and one capture layout."""
+    """Records analysed together must come from one run: one model (by its weights when the records
+    carry fingerprints, else by its id), one capture setting, one generation length."""
     if not records:
         return
+    check_compatible_fingerprints(records)
     ref = records[0]
+    keys = ("num_layers", "num_heads", "layers", "heads") if ref.meta.fingerprint else \
+        ("model_id", "num_layers", "num_heads", "layers", "heads")
     for r in records[1:]:
-        for key in ("model_id", "num_layers", "num_heads", "layers", "heads"):
+        for key in keys:
             if getattr(r.meta, key) != getattr(ref.meta, key):
                 raise UserError(
                     f"{r.path}: {key}={getattr(r.meta, key)!r} differs from {ref.path} ({getattr(ref.meta, key)!r}); "

@@ -299,9 +299,11 @@ def collect(vlm: Any, samples: Sequence[Any], strategy: Strategy, *, max_new_tok
     """
     import numpy as np
 
+    from lab.fingerprints import image_id, model_part, run_fingerprint, sample_fingerprint
     from lab.records import AttentionRecord, RecordMeta
 
     strategy.check_against(vlm.num_layers, vlm.num_heads)
+    run_fp = run_fingerprint(model_part(vlm), strategy, max_new_tokens)
     batch = vlm.prepare(samples)
     station = station or AttentionStation()
     qp = strategy.query_positions
@@ -361,6 +363,8 @@ def collect(vlm: Any, samples: Sequence[Any], strategy: Strategy, *, max_new_tok
             generated_tokens=vlm.tokens(gen.tolist()) if gen.numel() else [],
             interventions=strategy.interventions() if (strategy.maskout or strategy.modify) else {},
             dtype=str(getattr(vlm.model, "dtype", "")).replace("torch.", ""),
+            fingerprint={**run_fp, **sample_fingerprint(sample.query, image_id(sample.image, sample.image_path))}
+            if strategy.capture else {},
         )
         records.append(AttentionRecord(
             image_attention=att.numpy().astype(np.float32),
