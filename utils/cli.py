@@ -19,10 +19,22 @@ def output_dir(cfg) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def run_entry(job: Callable[[], Any]) -> Any:
-    """Run `job()`; a UserError prints `error: ...` (one line, no traceback) and exits with status 2."""
+def run_entry(job: Callable[[], Any], cfg: Any = None) -> Any:
+    """Check `cfg` (utils.settings.check_config: unknown keys, value ranges) and run `job()`.
+
+    A UserError prints `error: ...` (no traceback) and exits with status 2; so does an OSError that
+    reaches this far (disk full, read-only folder, ...): one line naming the file."""
     try:
+        if cfg is not None:
+            from utils.settings import check_config
+
+            check_config(cfg)
         return job()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(UserError.exit_code)
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {e.strerror or e}{where} (errno {e.errno}); files finished so far are kept, "
+              "fix it and run again", file=sys.stderr)
         sys.exit(UserError.exit_code)
