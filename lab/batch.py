@@ -213,23 +213,25 @@ def collect_rows(
 
     bs = max(1, batch_size)
     bar = tqdm(total=len(todo), desc="collect", unit="sample", disable=not progress)
-    for start in range(0, len(todo), bs):
-        chunk = todo[start: start + bs]
-        items = []
-        for row in chunk:
-            try:
-                items.append((row, load_image(row.image_path)))
-            except UserError as e:
-                fail(row, str(e))
-        if items:
-            try:
-                run(items)
-            except WriteError:
-                raise
-            except Exception as e:  # noqa: BLE001 - model / processor errors are per-row failures
-                _one_by_one(items, e, run, fail, reason, summary)
-        bar.update(len(chunk))
-    bar.close()
+    try:  # the bar is closed (its line ended) before any error line is printed
+        for start in range(0, len(todo), bs):
+            chunk = todo[start: start + bs]
+            items = []
+            for row in chunk:
+                try:
+                    items.append((row, load_image(row.image_path)))
+                except UserError as e:
+                    fail(row, str(e))
+            if items:
+                try:
+                    run(items)
+                except WriteError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - model / processor errors are per-row failures
+                    _one_by_one(items, e, run, fail, reason, summary)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
     summary.seconds = time.perf_counter() - t0
     return summary
 

@@ -101,6 +101,21 @@ def test_any_jsonl_batch_finishes_and_accounts_for_every_row(rows, batch_size, f
     assert check_batch_invariants(out, valid).keys() == status.keys()
 
 
+@settings(max_examples=300 * EXAMPLES, deadline=None)
+@given(ids=st.lists(st.one_of(IDS, st.text(min_size=1, max_size=400), st.characters().map(lambda c: c * 300)),
+                    min_size=2, max_size=8, unique_by=str))
+def test_file_stem_is_a_safe_byte_limited_name_and_distinct_per_id(ids):
+    from utils.data import STEM_MAX_BYTES, file_stem
+
+    stems = [file_stem(i) for i in ids]
+    for i, s in zip(ids, stems):
+        b = s.encode("utf-8")  # valid UTF-8: cut on a character boundary
+        assert 0 < len(b) <= STEM_MAX_BYTES and len(f"{s}.safetensors".encode()) <= 255
+        assert "/" not in s and "\0" not in s and not s.startswith((".", "-")) and s not in (".", "..")
+        assert file_stem(i) == s  # deterministic
+    assert len(set(stems)) == len(stems), list(zip(ids, stems))
+
+
 def test_ids_that_used_to_share_a_file_get_their_own(pool, tiny_vlm, tmp_path):
     """The issue's ids: a/b, a_b, a?b, ., .., sample, two 300-char ids sharing 200 chars, 300 CJK chars."""
     ids = ["a/b", "a_b", "a?b", ".", "..", "sample", "x" * 200 + "y" * 100, "x" * 200 + "z" * 100, "东" * 300]

@@ -3,6 +3,7 @@ one line + exit 2. The entry points themselves wire the model layer (llava) to t
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +25,7 @@ def run_entry(job: Callable[[], Any], cfg: Any = None) -> Any:
 
     A UserError prints `error: ...` (no traceback) and exits with status 2; so does an OSError that
     reaches this far (disk full, read-only folder, ...): one line naming the file."""
+    logging.raiseExceptions = False  # a log file on a full disk must not print a traceback per message
     try:
         if cfg is not None:
             from utils.settings import check_config

@@ -49,12 +49,14 @@ def _number(lo: float, hi: float = math.inf, lo_open: bool = False) -> Callable[
     return check
 
 
-def _int_list(lo: int = 0) -> Callable[[Any], str | None]:
+def _int_list(lo: int = 0, nonempty: bool = False) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         if v is None:
             return None
         if not isinstance(v, (list, tuple)) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= lo for x in v):
             return f"must be a list of integers >= {lo}"
+        if nonempty and not v:
+            return "must name at least one index (leave it unset for all)"
         if len(set(v)) != len(v):
             return "must not repeat an entry"
         return None
@@ -101,8 +103,8 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "strategy.query_positions": _one_of("last_input", "generated", "all_input"),
     "strategy.positions": lambda v: None if v is None or (isinstance(v, (list, tuple)) and v and all(
         isinstance(x, int) and not isinstance(x, bool) for x in v)) else "must be a non-empty list of integers",
-    "strategy.layers": _int_list(0),
-    "strategy.heads": _int_list(0),
+    "strategy.layers": _int_list(0, nonempty=True),
+    "strategy.heads": _int_list(0, nonempty=True),
     "strategy.maskout": _pairs,
     "strategy.maskout_mode": _one_of("zero", "uniform"),
     "strategy.modify": _pairs,

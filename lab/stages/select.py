@@ -23,19 +23,23 @@ def select_stage(cfg, ctx: StageContext) -> dict:
     files = record_files(folder)
     s_img, ent, groups, first = [], [], [], None
     ratio, conc = [], []
-    for f in tqdm(files, desc="analyze", unit="record", disable=len(files) < 20):
-        rec = AttentionRecord.load(f)
-        if first is None:
-            first = rec
-        else:
-            check_compatible([first, rec])
-        res = sample_analysis(rec, cfg)
-        s_img.append(res.s_img)
-        ent.append(res.entropy)
-        row = rec.image_attention[analysis_row(rec, cfg.grounding.query_row)]
-        ratio.append(res.s_img)
-        conc.append(attention_concentration(row))
-        groups.append(rec.meta.extra.get("group"))
+    bar = tqdm(files, desc="analyze", unit="record", disable=len(files) < 20)
+    try:  # closed before an error line is printed (a bad record ends the run naming its file)
+        for f in bar:
+            rec = AttentionRecord.load(f)
+            if first is None:
+                first = rec
+            else:
+                check_compatible([first, rec])
+            res = sample_analysis(rec, cfg)
+            s_img.append(res.s_img)
+            ent.append(res.entropy)
+            row = rec.image_attention[analysis_row(rec, cfg.grounding.query_row)]
+            ratio.append(res.s_img)
+            conc.append(attention_concentration(row))
+            groups.append(rec.meta.extra.get("group"))
+    finally:
+        bar.close()
     assert first is not None
     S, E = np.stack(s_img), np.stack(ent)  # (N, L, H) each
     sel_cfg = cfg.selection
