@@ -5,7 +5,8 @@ Records can come from anyone, so nothing in a file is trusted:
 * the file must be a regular file (a FIFO, also behind a symlink, is refused instead of blocking);
 * the safetensors header is read by us first (at most `MAX_HEADER_BYTES`), and the metadata is
   checked field by field -- types, and sizes capped by what the tensors imply: `image_size` within
-  the image loader's pixel limit and matching the layout; strings at most a few KB per token of the
+  the image loader's pixel limit, matching the layout, and spanned by some grid box on at least a
+  quarter of a side (every family's grid spans a whole side); strings at most a few KB per token of the
   prompt / answer; `query_tokens` no more than query rows; `layers` / `heads` as long as the tensor's
   axes and inside the model's size; grid cells pointing at real image tokens, grid boxes near the image;
 * the attention values must be finite, non-negative, sum to at most 1 per row (they are part of a
@@ -36,6 +37,7 @@ MAX_NAME_CHARS = 4096
 MAX_TOKEN_CHARS = 1024
 MAX_MODEL_SIZE = 4096  # layers or heads
 ROW_SUM_TOLERANCE = 1e-3
+MIN_GRID_SPAN = 0.25  # some grid box spans >= this share of the image's width or height (pad, crop, anyres, resize)
 TENSORS = {"image_attention": ("F32", 4), "input_ids": ("I64", 1), "generated_ids": ("I64", 1)}
 
 
@@ -237,6 +239,11 @@ def _check_layout(d: Any, size: tuple[int, int] | None, v: int, s: int, p: _Prob
     if lay.default_grid and lay.default_grid not in [g.name for g in lay.grids]:
         p.append(f"layout default_grid {lay.default_grid[:40]!r} names no grid")
     m = max(size) if size else max(lay.image_size)
+    w, h = (size or lay.image_size)
+    spans = [max((g.box[2] - g.box[0]) / max(w, 1), (g.box[3] - g.box[1]) / max(h, 1))
+             for g in lay.grids if len(g.box) == 4 and all(math.isfinite(c) for c in g.box)]
+    if spans and max(spans) < MIN_GRID_SPAN:  # every family's grid spans a whole side (crop: >= crop/resize)
+        p.append(f"image_size {w}x{h} is far larger than its grids cover (widest box spans {max(spans):.3g} of a side)")
     for g in lay.grids:
         if not isinstance(g.name, str) or len(g.name) > 256:
             p.append(f"grid names must be short strings, got {type(g.name).__name__}")

@@ -75,6 +75,8 @@ def _mutations(m: dict, rec: AttentionRecord):
     return {
         "image_size_huge": (dict(m, image_size=[200000, 200000], layout=big_layout), None,
                             "image_size 200000x200000 is above the image limit"),
+        "image_size_beyond_grid": (dict(m, image_size=[150000, 600], layout={**m["layout"], "image_size": [150000, 600]}),
+                                   None, "image_size 150000x600 is far larger than its grids cover"),
         "query_50MB": (dict(m, query="x" * (50 << 20)), None, "header of"),
         "query_5MB": (dict(m, query="x" * (5 << 20)), None, "query is 5242880 characters long"),
         "query_tokens_1M": (dict(m, query_tokens=["x"] * 1_000_000), None, "query_tokens has 1000000 entries"),
@@ -97,7 +99,7 @@ def _mutations(m: dict, rec: AttentionRecord):
     }
 
 
-CASES = ["image_size_huge", "query_50MB", "query_5MB", "query_tokens_1M", "query_positions_int", "layers_null",
+CASES = ["image_size_huge", "image_size_beyond_grid", "query_50MB", "query_5MB", "query_tokens_1M", "query_positions_int", "layers_null",
          "extra_str", "format_version_str", "format_version_new", "heads_outside", "grid_token_negative", "grid_box_inf",
          "nan", "inf", "negative", "all_zero", "sums_over_one", "float64"]
 
