@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> None:
     from lab.stages import StageContext
     from llava.loader import model_loader
 
-    run_entry(lambda: run_cli(cfg, StageContext(model_loader(cfg.model), output_dir(cfg))))
+    run_entry(lambda: run_cli(cfg, StageContext(model_loader(cfg.model), output_dir(cfg))), cfg)
 
 
 if __name__ == "__main__":

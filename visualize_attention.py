@@ -21,7 +21,7 @@ def main(cfg: DictConfig) -> None:
     from lab.views import run_view
     from llava.loader import model_loader
 
-    run_entry(lambda: run_view(cfg, StageContext(model_loader(cfg.model), output_dir(cfg))))
+    run_entry(lambda: run_view(cfg, StageContext(model_loader(cfg.model), output_dir(cfg))), cfg)
 
 
 if __name__ == "__main__":

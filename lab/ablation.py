@@ -65,6 +65,7 @@ class ConditionResult:
     heads: list[tuple[int, int]]
     answers: dict[str, str] = field(default_factory=dict)  # row id -> generated text
     correct: dict[str, bool] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # row id -> why the model could not answer it
 
     @property
     def n(self) -> int:
@@ -94,13 +95,25 @@ def run_condition(vlm: Any, items: Sequence[tuple[Any, Any]], heads: Sequence[tu
                         capture=False)
     res = ConditionResult(name, [tuple(h) for h in heads])
     bs = max(1, int(batch_size))
-    for start in range(0, len(items), bs):
-        chunk = items[start: start + bs]
+
+    def answer(chunk) -> None:
         recs = collect(vlm, [(img, row.prompt, row.id, row.image_path) for row, img in chunk], strategy,
                        max_new_tokens=max(1, int(max_new_tokens)))
         for (row, _), rec in zip(chunk, recs):
             res.answers[row.id] = rec.meta.generated_text
             res.correct[row.id] = answer_correct(rec.meta.generated_text, row.answer, match)
+
+    for start in range(0, len(items), bs):
+        chunk = items[start: start + bs]
+        try:
+            answer(chunk)
+        except Exception:  # noqa: BLE001 - isolate the row the model cannot answer; the others go on
+            for item in chunk:
+                try:
+                    answer([item])
+                except Exception as e:  # noqa: BLE001
+                    res.failed[item[0].id] = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+                    log.warning("%s: %s: %s", name, item[0].id, res.failed[item[0].id])
         if progress is not None:
             progress.update(len(chunk))
     return res

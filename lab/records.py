@@ -14,7 +14,9 @@ Tensors
   vision_<name>    float32 (V, P): optional (`strategy.vision=true`), the vision tower's token->patch
                    matrix for aggregate <name> (mean | rollout | vlm_visualizer): row = image token,
                    columns = input patches in row-major order on the patch grid of `meta.vision`
-Metadata: see `RecordMeta`.
+Metadata: see `RecordMeta`; `fingerprint` says what made the record (lab/fingerprints.py).
+Loading checks everything before use (lab/record_checks.py): a regular file, metadata types and
+sizes against the tensors, attention values finite, non-negative, rows summing to <= 1.
 """
 
 from __future__ import annotations
@@ -27,14 +29,17 @@ from typing import Any
 
 import numpy as np
 
+from lab.fingerprints import check_compatible_fingerprints
+from lab.record_checks import (FORMAT, FORMAT_VERSION, check_meta, check_tensor_shapes, check_values, read_header,
+                               same_regular_file)
+from utils.data import file_stem
 from utils.errors import UserError
 from utils.io import atomic_write_bytes
 from utils.layout import ImageLayout
 
-FORMAT = "attention_record"
-FORMAT_VERSION = 1
 META_KEY = "attention_record"
 VISION_PREFIX = "vision_"
+VISION_AGGREGATES = ("mean", "rollout", "vlm_visualizer")  # the vision_<name> tensors a record may hold
 
 
 def tool_version() -> str:
@@ -73,6 +78,7 @@ class RecordMeta:
     vision: dict[str, Any] = field(default_factory=dict)  # patch grid + settings of the vision_<name> tensors
     dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # what made it (lab/fingerprints.py); {} = unknown
     tool_version: str = field(default_factory=tool_version)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -100,37 +106,41 @@ class AttentionRecord:
         """(L, H, rows, cols) attention maps of query row q on the image grid."""
         return self.layout.to_grid(self.image_attention[q], grid)
 
+    def shapes(self) -> dict[str, list[int]]:
+        out = {"image_attention": list(self.image_attention.shape), "input_ids": list(self.input_ids.shape)}
+        if self.generated_ids is not None:
+            out["generated_ids"] = list(self.generated_ids.shape)
+        return out
+
     def validate(self, where: str = "record") -> None:
-        """Shapes agree with each other and with the metadata; raises UserError naming `where`."""
-        a, m = self.image_attention, self.meta
-        problems = []
-        if a.ndim != 4:
-            problems.append(f"image_attention has {a.ndim} dims, expected 4 (Q, L, H, V)")
-        else:
-            q, l, h, v = a.shape
-            if q != len(m.query_positions):
-                problems.append(f"{q} query rows but {len(m.query_positions)} query_positions")
-            if l != len(m.layers):
-                problems.append(f"{l} layers in the tensor but {len(m.layers)} in metadata")
-            if h != len(m.heads):
-                problems.append(f"{h} heads in the tensor but {len(m.heads)} in metadata")
-            try:
-                lay = self.layout
-                if v != lay.num_tokens:
-                    problems.append(f"{v} image tokens in the tensor but the layout has {lay.num_tokens}")
-            except (KeyError, TypeError, ValueError) as e:
-                problems.append(f"layout is malformed ({e})")
-            if self.first_attention is not None and tuple(self.first_attention.shape) != (q, l, h):
-                problems.append(f"first_attention has shape {tuple(self.first_attention.shape)}, expected {(q, l, h)}")
-            problems += self._vision_problems(v)
-        if self.input_ids.ndim != 1:
-            problems.append(f"input_ids has {self.input_ids.ndim} dims, expected 1")
-        if m.format != FORMAT:
-            problems.append(f"format is {m.format!r}, expected {FORMAT!r}")
-        if m.format_version > FORMAT_VERSION:
-            problems.append(f"format_version {m.format_version} is newer than this tool reads ({FORMAT_VERSION}); upgrade the tool")
+        """Shapes, metadata and values agree with each other (lab/record_checks.py); UserError naming `where`."""
+        dtypes = {"image_attention": "F32" if self.image_attention.dtype == np.float32 else str(self.image_attention.dtype),
+                  "input_ids": "I64" if self.input_ids.dtype == np.int64 else str(self.input_ids.dtype)}
+        if self.generated_ids is not None:
+            dtypes["generated_ids"] = "I64" if self.generated_ids.dtype == np.int64 else str(self.generated_ids.dtype)
+        shapes = self.shapes()
+        check_tensor_shapes({k: (dtypes[k], v) for k, v in shapes.items()}, where)
+        try:
+            plain = json.loads(json.dumps(asdict(self.meta), allow_nan=False))
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{where}: record metadata is not plain JSON ({e})") from None
+        check_meta(plain, shapes, where)
+        check_values(self.image_attention, where)
+        problems = self._optional_problems()
         if problems:
             raise UserError(f"{where}: invalid attention record: " + "; ".join(problems))
+
+    def _optional_problems(self) -> list[str]:
+        """The optional tensors: first_attention (Q, L, H) and vision_<name> (V, P), finite and >= 0."""
+        q, l, h, v = self.image_attention.shape
+        out = []
+        if self.first_attention is not None:
+            if tuple(self.first_attention.shape) != (q, l, h):
+                out.append(f"first_attention has shape {tuple(self.first_attention.shape)}, expected {(q, l, h)}")
+            elif not (np.isfinite(self.first_attention).all() and (self.first_attention >= 0).all()):
+                out.append("first_attention holds non-finite or negative values")
+        out += self._vision_problems(v)
+        return out
 
     def _vision_problems(self, v: int) -> list[str]:
         vm = self.meta.vision or {}
@@ -144,9 +154,14 @@ class AttentionRecord:
         out = []
         if sorted(names) != sorted(self.vision):
             out.append(f"vision metadata names {names} but the tensors are {sorted(self.vision)}")
+        unknown = [n for n in names if n not in VISION_AGGREGATES]
+        if unknown:
+            out.append(f"vision metadata names unknown aggregates {unknown[:3]} (known: {', '.join(VISION_AGGREGATES)})")
         for name, m in self.vision.items():
             if tuple(m.shape) != (v, p):
                 out.append(f"vision_{name} has shape {tuple(m.shape)}, expected {(v, p)} (image tokens x patches)")
+            elif not (np.isfinite(m).all() and (m >= 0).all()):
+                out.append(f"vision_{name} holds non-finite or negative values")
         return out
 
     # ---- files --------------------------------------------------------------------------
@@ -155,6 +170,10 @@ class AttentionRecord:
         from safetensors.numpy import save
 
         path = Path(path)
+        self.image_attention = np.ascontiguousarray(self.image_attention, dtype=np.float32)
+        self.input_ids = np.ascontiguousarray(self.input_ids, dtype=np.int64)
+        if self.generated_ids is not None:
+            self.generated_ids = np.ascontiguousarray(self.generated_ids, dtype=np.int64)
         self.validate(str(path))
         tensors = {
             "image_attention": np.ascontiguousarray(self.image_attention, dtype=np.float32),
@@ -173,31 +192,38 @@ class AttentionRecord:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "AttentionRecord":
+        """Read and check a record (see the module docstring); any problem is a UserError naming the file."""
         from safetensors import safe_open
 
         path = Path(path)
-        if not path.exists():
+        if not os.path.lexists(path):
             raise UserError(f"attention file not found: {path} (set attention_file=<path to a .safetensors record>)")
-        try:
-            with safe_open(str(path), framework="np") as f:
-                header = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises its own error types for corrupt files
-            raise UserError(f"{path}: not a readable safetensors attention record ({e})") from None
+        header, shapes, ident = read_header(path)  # regular files only; bounded header
         if META_KEY not in header:
             raise UserError(f"{path}: safetensors file without '{META_KEY}' metadata; was it written by this tool?")
         try:
             raw = json.loads(header[META_KEY])
-        except json.JSONDecodeError as e:
+        except (TypeError, json.JSONDecodeError, RecursionError) as e:
             raise UserError(f"{path}: record metadata is not valid JSON ({e})") from None
-        known = {f.name for f in fields(RecordMeta)}
+        if not isinstance(raw, dict):
+            raise UserError(f"{path}: record metadata must be a JSON object, got {type(raw).__name__}")
         required = [f.name for f in fields(RecordMeta) if f.name not in raw and _is_required(f)]
         if required:
             raise UserError(f"{path}: record metadata lacks {required}")
+        check_tensor_shapes(shapes, str(path))
+        check_meta(raw, {k: v for k, (_, v) in shapes.items()}, str(path))
+        optional = _optional_tensors(shapes, raw, str(path))
+        if not same_regular_file(path, ident):  # replaced since it was checked (never open a FIFO)
+            raise UserError(f"{path}: the file changed while it was read; try again")
+        try:
+            with safe_open(str(path), framework="np") as f:
+                tensors = {k: f.get_tensor(k) for k in (*TENSOR_NAMES, *optional) if k in shapes}
+        except UserError:
+            raise
+        except Exception as e:  # safetensors raises its own error types for corrupt files
+            raise UserError(f"{path}: not a readable safetensors attention record ({e})") from None
+        known = {f.name for f in fields(RecordMeta)}
         meta = RecordMeta(**{k: v for k, v in raw.items() if k in known})
-        for name in ("image_attention", "input_ids"):
-            if name not in tensors:
-                raise UserError(f"{path}: record has no '{name}' tensor")
         rec = cls(
             image_attention=tensors["image_attention"],
             input_ids=tensors["input_ids"],
@@ -207,8 +233,39 @@ class AttentionRecord:
             first_attention=tensors.get("first_attention"),
             vision={k[len(VISION_PREFIX):]: t for k, t in tensors.items() if k.startswith(VISION_PREFIX)},
         )
-        rec.validate(str(path))
+        check_values(rec.image_attention, str(path))
+        problems = rec._optional_problems()
+        if problems:
+            raise UserError(f"{path}: invalid attention record: " + "; ".join(problems))
         return rec
+
+
+TENSOR_NAMES = ("image_attention", "input_ids", "generated_ids")
+
+
+def _optional_tensors(shapes: dict[str, tuple[str, list[int]]], raw: dict, where: str) -> list[str]:
+    """Names of the optional tensors to read, their dtype and shape checked against the required
+    ones and the metadata before any is read (so a crafted file cannot make us read gigabytes)."""
+    q, n_l, n_h, v = shapes["image_attention"][1]
+    vm = raw.get("vision") if isinstance(raw.get("vision"), dict) else {}
+    problems, names = [], []
+    for k, (dtype, shape) in shapes.items():
+        if k in TENSOR_NAMES:
+            continue
+        if k == "first_attention":
+            want = [q, n_l, n_h]
+        elif k.startswith(VISION_PREFIX) and k[len(VISION_PREFIX):] in VISION_AGGREGATES:
+            rows, cols = vm.get("patch_rows"), vm.get("patch_cols")
+            ok = all(isinstance(x, int) and 0 < x <= 4096 for x in (rows, cols))
+            want = [v, rows * cols] if ok else None
+        else:  # a tensor this version does not know (a newer tool's): not read
+            continue
+        if dtype != "F32" or shape != want:
+            problems.append(f"{k} is {dtype} {shape}, expected F32 {want}")
+        names.append(k)
+    if problems:
+        raise UserError(f"{where}: invalid attention record: " + "; ".join(problems[:4]))
+    return names
 
 
 def _is_required(f) -> bool:
@@ -217,25 +274,33 @@ def _is_required(f) -> bool:
     return f.default is MISSING and f.default_factory is MISSING  # type: ignore[misc]
 
 
+def record_file(folder: str | os.PathLike, sample_id: str) -> Path:
+    """A sample's record in a folder of records: `<folder>/<file_stem(sample_id)>.safetensors`."""
+    return Path(folder) / f"{file_stem(sample_id)}.safetensors"
+
+
 def record_path(output_dir: str | os.PathLike, sample_id: str) -> Path:
-    """Where a sample's record lives: `<output_dir>/attention/<sample_id>.safetensors`."""
-    return Path(output_dir) / "attention" / f"{safe_id(sample_id)}.safetensors"
+    """Where a sample's record lives: `<output_dir>/attention/<file_stem(sample_id)>.safetensors`
+    (utils.data.file_stem: deterministic, collision-free, byte-limited)."""
+    return record_file(Path(output_dir) / "attention", sample_id)
 
 
 def safe_id(sample_id: str) -> str:
-    """A file-name-safe form of a sample id (ids come from user JSONL files)."""
-    keep = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in str(sample_id))
-    keep = keep.lstrip(".") or "sample"
-    return keep[:200]
+    """The file-name stem of a sample id (utils.data.file_stem; kept under its old name)."""
+    return file_stem(sample_id)
 
 
 def check_compatible(records: list[AttentionRecord]) -> None:
-    """Records analysed together must come from one model and one capture layout."""
+    """Records analysed together must come from one run: one model (by its weights when the records
+    carry fingerprints, else by its id), one capture setting, one generation length."""
     if not records:
         return
+    check_compatible_fingerprints(records)
     ref = records[0]
+    keys = ("num_layers", "num_heads", "layers", "heads") if ref.meta.fingerprint else \
+        ("model_id", "num_layers", "num_heads", "layers", "heads")
     for r in records[1:]:
-        for key in ("model_id", "num_layers", "num_heads", "layers", "heads"):
+        for key in keys:
             if getattr(r.meta, key) != getattr(ref.meta, key):
                 raise UserError(
                     f"{r.path}: {key}={getattr(r.meta, key)!r} differs from {ref.path} ({getattr(ref.meta, key)!r}); "

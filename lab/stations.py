@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
 
 import torch
 
+from lab.records import VISION_AGGREGATES
 from utils.capture import LayerPlan, activate
 from utils.errors import UserError
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 QueryMode = Literal["last_input", "generated", "all_input", "first_generated"]
 QUERY_MODES = ("last_input", "generated", "all_input", "first_generated")
-VISION_AGGREGATES = ("mean", "rollout", "vlm_visualizer")  # what a record's vision matrices can hold
 
 
 @dataclass
@@ -379,9 +379,11 @@ def collect(vlm: Any, samples: Sequence[Any], strategy: Strategy, *, max_new_tok
     """
     import numpy as np
 
+    from lab.fingerprints import image_id, model_part, run_fingerprint, sample_fingerprint
     from lab.records import AttentionRecord, RecordMeta
 
     strategy.check_against(vlm.num_layers, vlm.num_heads)
+    run_fp = run_fingerprint(model_part(vlm), strategy, max_new_tokens)
     batch = vlm.prepare(samples)
     station = station or AttentionStation()
     qp = strategy.query_positions
@@ -452,6 +454,8 @@ def collect(vlm: Any, samples: Sequence[Any], strategy: Strategy, *, max_new_tok
             generated_tokens=vlm.tokens(gen.tolist()) if gen.numel() else [],
             interventions=strategy.interventions() if strategy.intervenes() else {},
             dtype=str(getattr(vlm.model, "dtype", "")).replace("torch.", ""),
+            fingerprint={**run_fp, **sample_fingerprint(sample.query, image_id(sample.image, sample.image_path))}
+            if strategy.capture else {},
         )
         matrices: dict[str, np.ndarray] = {}
         if vis is not None:  # tokens = patches (LLaVA-1.5): the patch grid covers the token grid's box

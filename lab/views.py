@@ -4,16 +4,17 @@ or one record's per-token maps (mode=tokens, lab/token_view.py)."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from lab import plots
-from lab.records import AttentionRecord, record_path, safe_id
+from lab.records import AttentionRecord, record_file
 from lab.report import write_run_index
 from lab.stages.common import head_maps, heads_from_file, image_or_blank, record_files, sigma_for
 from lab.stages.context import StageContext
-from lab.stages.visualize import visualize_record
+from lab.stages.visualize import short_text, visualize_record
 from lab.token_view import tokens_view
-from utils.data import load_rows
+from utils.data import file_stem, load_rows
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,8 @@ def _single_head(rec: AttentionRecord, cfg, out_dir: Path) -> dict:
     maps = head_maps(rec, [(layer, head)], cfg)
     path = plots.overlay_heads(
         image_or_blank(rec), rec.layout, {(layer, head): maps[0]},
-        out_dir / f"{safe_id(rec.meta.sample_id)}_L{layer}H{head}.png", show_components=cfg.show_components,
-        title=f"L{layer}H{head}: {rec.meta.query}", grid=cfg.selection.grid, sigma=sigma_for(cfg, rec),
+        out_dir / f"{file_stem(rec.meta.sample_id)}_L{layer}H{head}.png", show_components=cfg.show_components,
+        title=f"L{layer}H{head}: {short_text(rec.meta.query)}", grid=cfg.selection.grid, sigma=sigma_for(cfg, rec),
         gt_box=rec.meta.extra.get("bbox"), show=cfg.show_plot)
     return {"figure": str(path), "heads": [(layer, head)]}
 
@@ -53,11 +54,11 @@ def batch_view(cfg, ctx: StageContext) -> dict:
         folder = Path(cfg.attention_dir) if cfg.attention_dir else None
         if folder is None:
             raise UserError("mode=batch with data_file= needs attention_dir=<run folder>/attention holding its records")
-        files = [record_path(folder.parent, r.id) for r in rows]
-        missing = [str(f) for f in files if not f.exists()]
+        files = [record_file(folder, r.id) for r in rows]  # the same id -> file name mapping as the batch
+        missing = [str(f) for f in files if not os.path.lexists(f)]
         if missing:
             log.warning("%d record(s) missing, e.g. %s", len(missing), missing[0])
-        files = [f for f in files if f.exists()]
+        files = [f for f in files if os.path.lexists(f)]
     else:
         if not cfg.attention_dir:
             raise UserError("mode=batch needs attention_dir=<folder of records> or data_file= + attention_dir=")
@@ -70,7 +71,7 @@ def batch_view(cfg, ctx: StageContext) -> dict:
             done.append(visualize_record(AttentionRecord.load(f), cfg, out, heads)["figure"])
         except UserError as e:
             failed.append((str(f), str(e)))
-            log.warning("%s: %s", f, e)
+            log.warning("%s", e if str(f) in str(e) else f"{f}: {e}")
     index = write_run_index(ctx.output_dir, {"records": len(files)}, cfg=cfg)
     print(f"{len(done)} figure(s) in {out}, {len(failed)} failed; index: {index}")
     return {"figures": done, "failed": failed, "index": str(index)}

@@ -88,6 +88,8 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 class VLM:
     """A loaded vision-language model with its processor and prompt/geometry settings."""
 
+    _fingerprint: dict | None = None
+
     def __init__(self, model, processor, *, model_id: str, prompt_template: str = "chat", image_aspect: str = "auto",
                  system_prompt: str | None = None):
         self.model = model
@@ -112,6 +114,16 @@ class VLM:
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         tok.padding_side = "left"
+
+    @property
+    def fingerprint(self) -> dict:
+        """What identifies this model in its records (weights sample hash, dtype, processor and prompt
+        settings; llava/fingerprint.py), computed once."""
+        if self._fingerprint is None:
+            from llava.fingerprint import model_fingerprint
+
+            self._fingerprint = model_fingerprint(self)
+        return self._fingerprint
 
     @property
     def device(self) -> torch.device:

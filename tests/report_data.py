@@ -58,7 +58,7 @@ def make_record(sid: str, image: Path, layout: ImageLayout, att: np.ndarray, *, 
                       image_path=str(image), image_size=list(layout.image_size), image_aspect=layout.aspect,
                       layout=layout.to_dict(), generated_text="".join(generated or ["red"]),
                       generated_tokens=list(generated or ["red"]), extra=dict(extra or {}))
-    gen = np.arange(len(generated), dtype=np.int64) if generated else None
+    gen = np.arange(len(generated or ["red"]), dtype=np.int64)  # as many ids as generated tokens
     return AttentionRecord(att, np.arange(S, dtype=np.int64), meta, generated_ids=gen)
 
 
@@ -77,7 +77,7 @@ def geometry_run(run: Path) -> dict[str, tuple[ImageLayout, tuple[int, int]]]:
     for sid, (lay, cell) in cases.items():
         att = peaked(lay, cell)
         if lay.aspect == "anyres":
-            att[..., :4] = [0.05, 0.1, 0.15, 0.2]  # base grid cells, distinct
+            att[..., :4] = [0.01, 0.02, 0.03, 0.04]  # base grid cells, distinct (rows still sum to < 1)
         make_record(sid, img, lay, att, extra={"bbox": [10, 10, 20, 20], "answer": "red"}).save(record_path(run, sid))
     return cases
 

@@ -121,7 +121,7 @@ def test_ablate_with_heads_file(dataset, tiny_vlm, tmp_path):
 def test_masking_all_heads_changes_the_answers(dataset, tiny_vlm, tmp_path, capsys):
     L, H = tiny_vlm.num_layers, tiny_vlm.num_heads
     hf = _heads_file(tmp_path / "all.json", [(l, h) for l in range(L) for h in range(H)])
-    run_stage(make_cfg("stage=ablate", f"heads_file={hf}", "top_k=0", "selection.exclude_layers=[]",
+    run_stage(make_cfg("stage=ablate", f"heads_file={hf}", f"top_k={L * H}", "selection.exclude_layers=[]",
                        "ablation.match=contains", *_common(dataset, tmp_path)), ctx(tmp_path, tiny_vlm))
     data = json.loads((tmp_path / "ablation.json").read_text())
     assert data["baseline"]["accuracy"] == 1.0
@@ -134,7 +134,7 @@ def test_masking_all_heads_changes_the_answers(dataset, tiny_vlm, tmp_path, caps
     assert "baseline" in out and "selected_heads" in out and "n/a" in out
     for mode in ("uniform",):
         o = tmp_path / mode
-        run_stage(make_cfg("stage=ablate", f"heads_file={hf}", "top_k=0", "selection.exclude_layers=[]",
+        run_stage(make_cfg("stage=ablate", f"heads_file={hf}", f"top_k={L * H}", "selection.exclude_layers=[]",
                            f"ablation.maskout_mode={mode}", *_common(dataset, o)), ctx(o, tiny_vlm))
         assert json.loads((o / "ablation.json").read_text())["selected_heads"]["changed_vs_baseline"] > 0
 

@@ -68,11 +68,22 @@ def test_records_from_two_models_are_not_mixed(record):
     import copy
 
     other = copy.deepcopy(record)
-    other.meta.model_id = "another/model"
-    with pytest.raises(UserError, match="model_id"):
+    other.meta.fingerprint["model"]["weights"] = "0" * 32
+    with pytest.raises(UserError, match="model.weights"):
         check_compatible([record, other])
+    moved = copy.deepcopy(record)  # the same weights under another path: one model
+    moved.meta.model_id = "moved/copy"
+    check_compatible([record, moved])
+    old = copy.deepcopy(record)  # records without fingerprints (older tool) fall back to model_id
+    old2 = copy.deepcopy(record)
+    old.meta.fingerprint, old2.meta.fingerprint = {}, {}
+    old2.meta.model_id = "another/model"
+    with pytest.raises(UserError, match="model_id"):
+        check_compatible([old, old2])
+    with pytest.raises(UserError, match="no fingerprint"):
+        check_compatible([record, old])
 
 
 def test_safe_id():
-    assert safe_id("../../etc/passwd") == "_.._etc_passwd"
+    assert safe_id("../../etc/passwd") == "_.._etc_passwd~e5e710ea784151b5"
     assert safe_id("ok-id_1.x") == "ok-id_1.x"

@@ -34,7 +34,7 @@ def run(tmp_path_factory):
     vlm = load_from_config(base.model)
     ctx = StageContext(loader=lambda: vlm, output_dir=out)
     batch = run_stage(cfg(f"output_dir={out}", "max_new_tokens=2"), ctx)
-    ev = run_stage(cfg("stage=evaluate", f"output_dir={out}", f"heads_file={out / 'heads.json'}"), ctx)
+    ev = run_stage(cfg("stage=evaluate", f"output_dir={out}", f"heads_file={out / 'heads.json'}", "max_new_tokens=2"), ctx)
     ab = run_stage(cfg("stage=ablate", f"output_dir={out}", f"heads_file={out / 'heads.json'}", "end_index=80",
                        "max_new_tokens=2"), ctx)
     return out, batch, ev, ab

@@ -121,5 +121,5 @@ def test_method_group_bundles_explicit_keys():
 
 
 def test_invalid_choice_is_one_line_error(tmp_path):
-    with pytest.raises(UserError, match="selection.ranking='bogus'"):
+    with pytest.raises(UserError, match="selection.ranking='bogus' must be one of frequency, per_sample"):
         run_stage(make_cfg("stage=select", "selection.ranking=bogus"), StageContext(loader=lambda: None, output_dir=tmp_path))

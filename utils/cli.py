@@ -3,11 +3,16 @@ one line + exit 2. The entry points themselves wire the model layer (llava) to t
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from utils.errors import UserError
+from utils.files import open_regular
+
+MAX_QUERY_BYTES = 1 << 20
 
 
 def output_dir(cfg) -> Path:
@@ -19,12 +24,25 @@ def output_dir(cfg) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def run_entry(job: Callable[[], Any]) -> Any:
-    """Run `job()`; a UserError prints `error: ...` (one line, no traceback) and exits with status 2."""
+def run_entry(job: Callable[[], Any], cfg: Any = None) -> Any:
+    """Check `cfg` (utils.settings.check_config: unknown keys, value ranges) and run `job()`.
+
+    A UserError prints `error: ...` (no traceback) and exits with status 2; so does an OSError that
+    reaches this far (disk full, read-only folder, ...): one line naming the file."""
+    logging.raiseExceptions = False  # a log file on a full disk must not print a traceback per message
     try:
+        if cfg is not None:
+            from utils.settings import check_config
+
+            check_config(cfg)
         return job()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(UserError.exit_code)
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {e.strerror or e}{where} (errno {e.errno}); files finished so far are kept, "
+              "fix it and run again", file=sys.stderr)
         sys.exit(UserError.exit_code)
 
 
@@ -34,9 +52,11 @@ def read_query_file(path: str | Path) -> str:
     grammar or OmegaConf, so commas, quotes, `$`, `${...}`, backslashes and any script are taken
     literally."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(f"query_file not found: {p}")
-    data = p.read_bytes()
+    fd = open_regular(p, "query_file")  # a FIFO or device is refused, never read (it could block)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_QUERY_BYTES + 1)
+    if len(data) > MAX_QUERY_BYTES:
+        raise UserError(f"query_file {p} is larger than {MAX_QUERY_BYTES} bytes; a query is a sentence or a paragraph")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

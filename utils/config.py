@@ -7,6 +7,7 @@ Paths inside the repository are written `${repo:examples/...}` so they work from
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
@@ -20,8 +21,25 @@ def _repo_path(rel: str = "") -> str:
     return str(REPO_ROOT / rel) if rel else str(REPO_ROOT)
 
 
+def _run_dir(output_dir: Any, default: str) -> str:
+    """Hydra's run folder: `output_dir=` when given (so nothing is written anywhere else), else `default`."""
+    if output_dir:
+        return os.path.abspath(os.path.expanduser(str(output_dir)))
+    return default
+
+
+def _run_subdir(output_dir: Any, default: str) -> Any:
+    """Hydra's `.hydra` config copy: none when `output_dir=` is given (several entry points may share
+    that folder and would overwrite each other's copy), else `default` inside the run folder."""
+    return None if output_dir else default
+
+
 if not OmegaConf.has_resolver("repo"):
     OmegaConf.register_new_resolver("repo", _repo_path)
+if not OmegaConf.has_resolver("run_dir"):
+    OmegaConf.register_new_resolver("run_dir", _run_dir)
+if not OmegaConf.has_resolver("run_subdir"):
+    OmegaConf.register_new_resolver("run_subdir", _run_subdir)
 
 
 @dataclass
@@ -152,6 +170,7 @@ class FinderConfig:
     end_index: Optional[int] = None
     shard: Optional[str] = None  # "i/n": this process takes rows i, i+n, i+2n, ...
     seed: int = 0
+    max_image_pixels: int = 100_000_000  # larger images are refused (per row in a batch); utils/images.py
 
 
 @dataclass
@@ -195,6 +214,7 @@ class VisualizeConfig:
     show_components: bool = False
     show_plot: bool = False
     output_dir: Optional[str] = None
+    max_image_pixels: int = 100_000_000  # larger images are refused (utils/images.py)
 
 
 @dataclass
@@ -219,6 +239,7 @@ class ChatConfig:
     vision: Optional[bool] = None  # store the vision tower's token->patch matrices; None = when the model supports it
     show_plot: bool = False
     show_components: bool = False
+    max_image_pixels: int = 100_000_000  # larger images are refused (utils/images.py)
 
 
 def excluded_layers(setting, num_layers: int) -> list[int]:

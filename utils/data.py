@@ -2,10 +2,17 @@
 
 The whole file is validated before any model is loaded; every broken line is reported with its
 file and line number. Relative image paths resolve against the JSONL file's folder.
+
+Ids become file names through `file_stem` only (records, figures, analyses, every stage and view):
+deterministic, collision-free, at most `STEM_MAX_BYTES` bytes. Two rows whose names would still
+meet (the same id, ids differing only in case, a hash collision) are reported up front with both
+`file:line`s.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +45,52 @@ class Row:
         return d
 
 
+MAX_ID_CHARS = 4096
+STEM_MAX_BYTES = 120  # + ".safetensors" / "_L31H31.png" / temp-file decorations stays under 255 bytes
+_SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+_PREFIX_BYTES = 80
+
+
+def file_stem(sample_id: Any) -> str:
+    """The file-name stem of a sample id: the id itself when it is already a safe name (ASCII
+    letters, digits, `._-`, not starting with `.` or `-`, at most STEM_MAX_BYTES bytes), else a
+    readable sanitised prefix (cut at a UTF-8 character boundary) + `~` + 16 hex digits of the
+    blake2b hash of the whole id. Safe names never contain `~`, so the two kinds never meet, and
+    `a/b`, `a_b`, `a?b`, `.`, `..` all get different names."""
+    sid = str(sample_id)
+    if _SAFE.fullmatch(sid) and len(sid) <= STEM_MAX_BYTES:
+        return sid
+    digest = hashlib.blake2b(sid.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    keep = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in sid).lstrip(".-")
+    raw = keep.encode("utf-8", "ignore")[:_PREFIX_BYTES].decode("utf-8", "ignore")  # whole characters only
+    return f"{raw or 'id'}~{digest}"
+
+
+def check_file_names(rows: list["Row"], path: str | Path) -> None:
+    """Two rows whose ids would name one file (also on a case-insensitive file system): one
+    UserError listing every such pair with both `file:line`s."""
+    seen: dict[str, Row] = {}
+    clashes = []
+    for r in rows:
+        key = file_stem(r.id).casefold()
+        if key in seen:
+            o = seen[key]
+            clashes.append(f'{path}:{r.line}: id "{_short(r.id)}" and {path}:{o.line}: id "{_short(o.id)}" '
+                           f"would share the record file {file_stem(r.id)!r}; rename one of them")
+        else:
+            seen[key] = r
+    if len(clashes) == 1:
+        raise UserError(clashes[0])
+    if clashes:
+        shown = "\n  ".join(clashes[:20])
+        more = f"\n  ... and {len(clashes) - 20} more" if len(clashes) > 20 else ""
+        raise UserError(f"{len(clashes)} file-name clash(es) in {path}:\n  {shown}{more}")
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
 def _check_row(obj: Any, base: Path) -> tuple[Row | None, str | None]:
     if not isinstance(obj, dict):
         return None, f"expected a JSON object, got {type(obj).__name__}"
@@ -46,7 +99,9 @@ def _check_row(obj: Any, base: Path) -> tuple[Row | None, str | None]:
         return None, f"missing key(s) {missing}"
     rid = obj["id"]
     if not isinstance(rid, (str, int)) or isinstance(rid, bool) or str(rid) == "":
-        return None, f'"id" must be a non-empty string or integer, got {rid!r}'
+        return None, f'"id" must be a non-empty string or integer, got {_short(repr(rid))}'
+    if len(str(rid)) > MAX_ID_CHARS:
+        return None, f'"id" is {len(str(rid))} characters long; at most {MAX_ID_CHARS}'
     if not isinstance(obj["prompt"], str) or not obj["prompt"].strip():
         return None, '"prompt" must be a non-empty string'
     if not isinstance(obj["image_path"], str) or not obj["image_path"]:
@@ -95,7 +150,7 @@ def load_rows(path: str | Path, require: tuple[str, ...] = ()) -> list[Row]:
             continue
         row.line = n
         if row.id in seen:
-            errors.append(f'{path}:{n}: duplicate id "{row.id}" (first on line {seen[row.id]})')
+            errors.append(f'{path}:{n}: duplicate id "{_short(row.id)}" (first on line {seen[row.id]})')
             continue
         seen[row.id] = n
         rows.append(row)
@@ -105,6 +160,7 @@ def load_rows(path: str | Path, require: tuple[str, ...] = ()) -> list[Row]:
         raise UserError(f"{len(errors)} bad line(s) in {path}; fix them and run again:\n  {shown}{more}")
     if not rows:
         raise UserError(f"{path} has no samples")
+    check_file_names(rows, path)
     return rows
 
 

@@ -1,14 +1,29 @@
-"""Atomic file writes, JSONL reading with line-numbered errors, image loading with clear errors."""
+"""Atomic file writes, JSONL reading with line-numbered errors, regular-file opening, image loading.
+
+* Every output file goes through `atomic_write_*`: a temp file in the same folder (its name carries
+  this host and pid, so a clean-up can tell a live writer's file from a dead one's: `temp_owner`),
+  fsync, then `os.replace`.
+* Manifests are append-only JSONL: `append_jsonl` first repairs a torn tail (a line cut by a kill
+  or a full disk gets its newline, so it stays one unreadable line and the new row is intact), and
+  `read_jsonl_lenient` skips unreadable lines.
+* Inputs are opened only when they are regular files (`open_regular`): a FIFO, device, socket or
+  folder (also behind a symlink) is refused with a message instead of blocking forever.
+* Images: `load_image` (utils/images.py) is the one loader of every stage, figure and the chat.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from utils.errors import UserError
+from utils.files import file_digest, open_regular  # noqa: F401 - part of this module's interface
 
 
 def _umask() -> int:
@@ -17,14 +32,40 @@ def _umask() -> int:
     return mask
 
 
+def host_tag() -> str:
+    """8 hex digits naming this host in temp-file names (host names can be long or odd)."""
+    return hashlib.blake2b(socket.gethostname().encode("utf-8", "replace"), digest_size=4).hexdigest()
+
+
+_TEMP_RE = re.compile(r"\.([0-9a-f]{8})-(\d+)\.[^.]*\.tmp$")
+
+
+def temp_owner(name: str) -> tuple[str, int] | None:
+    """(host tag, pid) of a temp file written by `atomic_write_bytes`, None for other names."""
+    m = _TEMP_RE.search(name)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` so that readers see the old file or the whole new one, never a part.
 
-    Temp file in the same folder, fsync, then os.replace (atomic on POSIX), then fsync the folder.
+    Temp file `.<name>.<host>-<pid>.<random>.tmp` in the same folder, fsync, then os.replace
+    (atomic on POSIX), then fsync the folder. On any failure the temp file is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{host_tag()}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
@@ -58,31 +99,41 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
 
 
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
-    """Append one JSON line and fsync: a manifest line is either fully there or not at all
-    (a torn last line, from a kill mid-write, is skipped by `read_jsonl_lenient`)."""
+    """Append one JSON line and fsync. A torn last line (a kill or a full disk mid-write) is first
+    closed with a newline, so it stays one unreadable line (skipped by `read_jsonl_lenient`) and
+    the new line is whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(obj, allow_nan=False) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    line = (json.dumps(obj, allow_nan=False) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        view = memoryview(line)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_jsonl_lenient(path: str | os.PathLike) -> list[dict]:
-    """Read a file we wrote ourselves; skips a torn (partial) last line left by a killed process."""
+    """Read a file we wrote ourselves; skips unreadable (torn) lines left by a kill or a full disk."""
     path = Path(path)
     if not path.exists():
         return []
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_bytes().decode("utf-8", "replace").splitlines():
         line = line.strip()
         if not line:
             continue
         try:
-            out.append(json.loads(line))
+            obj = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(obj, dict):
+            out.append(obj)
     return out
 
 
@@ -91,28 +142,27 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict | Exception]
     path = Path(path)
     if not path.exists():
         raise UserError(f"data file not found: {path} (set data_file=<path to a .jsonl file>)")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+    fd = open_regular(path, "data file")
+    with os.fdopen(fd, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield n, ValueError(f"not UTF-8 text (byte {e.start})")
+                continue
             if not line.strip():
                 continue
             try:
                 yield n, json.loads(line)
             except json.JSONDecodeError as e:
                 yield n, e
+            except RecursionError:
+                yield n, ValueError("JSON nested too deeply")
 
 
-def load_image(path: str | os.PathLike):
-    """Open an image as RGB; a missing or unreadable file is a UserError naming the path."""
-    from PIL import Image, UnidentifiedImageError
+def load_image(path: str | os.PathLike, max_pixels: int | None = None):
+    """The one image loader (see utils/images.py): regular files only, a pixel limit, EXIF
+    orientation applied, 16-bit / 32-bit / float scaled to 8 bits, alpha composited on white -> RGB."""
+    from utils.images import load_image as _load
 
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"image not found: {p} (check image_file= or the row's image_path)")
-    if p.is_dir():
-        raise UserError(f"image path is a folder, not an image file: {p}")
-    try:
-        with Image.open(p) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"cannot read image {p}: {e} (is it a valid PNG/JPEG?)") from None
+    return _load(path, max_pixels)

@@ -125,7 +125,7 @@ def overlay_heads(
             region = disp.to_image(g_pred.grid_mask.astype(float), grid=grid, order=0)
             xs = (np.arange(region.shape[1]) + 0.5) * W / region.shape[1]
             ys = (np.arange(region.shape[0]) + 0.5) * H / region.shape[0]
-            if region.min() < 0.5 < region.max():
+            if min(region.shape) >= 2 and region.min() < 0.5 < region.max():  # contour needs 2x2 (1-pixel-high images)
                 ax.contour(xs, ys, region, levels=[0.5], colors="white", linewidths=1.0)
         if box_pred is not None:
             _box_patch(ax, box_pred, color="lime", label="pred")
@@ -166,7 +166,7 @@ def overlay_heads(
                 sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
                 big = (labels == int(np.argmax(sizes)) + 1).astype(float)
                 bigu = disp.to_image(big, grid=grid, order=0)
-                if bigu.max() > 0.5:
+                if min(bigu.shape) >= 2 and bigu.max() > 0.5:
                     xs = (np.arange(bigu.shape[1]) + 0.5) * W / bigu.shape[1]
                     ys = (np.arange(bigu.shape[0]) + 0.5) * H / bigu.shape[0]
                     ax.contour(xs, ys, bigu, levels=[0.5], colors="white", linewidths=1.2)

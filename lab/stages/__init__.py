@@ -9,17 +9,20 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from lab import distributed as D
 from lab.stages.ablate import ablate_stage
 from lab.stages.analyze import analyze_stage
 from lab.stages.batch import batch_stage
 from lab.stages.collect import collect_stage
-from lab.stages.common import check_choices
 from lab.stages.context import StageContext
 from lab.stages.evaluate import evaluate_stage
 from lab.stages.pipeline import pipeline_stage
 from lab.stages.select import select_stage
 from lab.stages.visualize import visualize_stage
+from utils.data import parse_shard
 from utils.errors import UserError
+from utils.runlock import run_lock
+from utils.settings import check_config
 
 STAGES: dict[str, Callable[[Any, StageContext], dict]] = {
     "collect": collect_stage,
@@ -33,12 +36,25 @@ STAGES: dict[str, Callable[[Any, StageContext], dict]] = {
 }
 
 
+# Stages that write records or run-level results hold the output folder's lock (utils/runlock.py):
+# a second run on the same output_dir is refused, naming the holder; shards share the folder.
+LOCKED = {"collect", "pipeline", "batch", "evaluate", "ablate", "select"}
+
+
 def run_stage(cfg, ctx: StageContext) -> dict:
     """Dispatch `cfg.stage`; an unknown stage is answered with the list of valid ones."""
     if cfg.stage not in STAGES:
         raise UserError(f"unknown stage={cfg.stage!r}; valid stages: {', '.join(STAGES)}")
-    check_choices(cfg)
-    return STAGES[cfg.stage](cfg, ctx)
+    check_config(cfg)  # also when called from Python (the entry points check before this too)
+    if cfg.stage not in LOCKED:
+        return STAGES[cfg.stage](cfg, ctx)
+    info = D.launched_info()
+    if info.active and cfg.stage == "batch":  # each rank locks its shard once the shared folder is known
+        return STAGES[cfg.stage](cfg, ctx)
+    shard = parse_shard(cfg.shard) if cfg.get("shard") else ((info.rank, info.world_size) if info.active else None)
+    with run_lock(ctx.output_dir, shard) as lock:
+        ctx.lock = lock
+        return STAGES[cfg.stage](cfg, ctx)
 
 
 __all__ = ["STAGES", "StageContext", "run_stage"]

@@ -85,6 +85,11 @@ def ablate_stage(cfg, ctx: StageContext) -> dict:
               maskout_mode=str(ab.maskout_mode), steps=str(ab.steps))
     bar = tqdm(total=len(items) * (2 + len(draws)), desc="ablate", unit="answer", disable=len(items) < 20)
     base = run_condition(vlm, items, [], name="baseline", progress=bar, **kw)
+    if base.failed:  # rows the model cannot answer at all are left out of every condition
+        failed += list(base.failed.items())
+        items = [it for it in items if it[0].id not in base.failed]
+        if not items:
+            raise UserError(f"the model answered no row of {cfg.data_file}: {failed[0][0]}: {failed[0][1]}")
     sel = run_condition(vlm, items, heads, name="selected_heads", progress=bar, **kw)
     rnd = [run_condition(vlm, items, d, name=f"random_{i}", progress=bar, **kw) for i, d in enumerate(draws)]
     bar.close()
@@ -110,8 +115,8 @@ def ablate_stage(cfg, ctx: StageContext) -> dict:
                      "data_file": str(cfg.data_file), "model_id": vlm.model_id},
         "failed": [{"id": i, "reason": r} for i, r in failed],
         "samples": [{"id": row.id, "answer": row.answer, "baseline": base.answers[row.id],
-                     "selected_heads": sel.answers[row.id], "baseline_correct": base.correct[row.id],
-                     "selected_correct": sel.correct[row.id]} for row, _ in items],
+                     "selected_heads": sel.answers.get(row.id), "baseline_correct": base.correct[row.id],
+                     "selected_correct": sel.correct.get(row.id)} for row, _ in items],
     }
     out = Path(ctx.output_dir)
     path = atomic_write_json(out / "ablation.json", jsonable(result))

@@ -1,4 +1,4 @@
-"""stage=analyze: both criteria for every head of one record -> <record>.analysis.json."""
+"""stage=analyze: both criteria for every head of one record -> <output_dir>/analysis/<id>.analysis.json."""
 
 from __future__ import annotations
 
@@ -7,20 +7,22 @@ from pathlib import Path
 from lab.records import AttentionRecord
 from lab.stages.common import thresholded_analysis
 from lab.stages.context import StageContext, require
+from utils.data import file_stem
 from utils.io import atomic_write_json
 
 
 def analyze_stage(cfg, ctx: StageContext) -> dict:
-    """Per-record analysis: both criteria for every head, saved next to the record."""
+    """Per-record analysis: both criteria for every head, saved under the output folder (the record's
+    own folder may be read-only or someone else's)."""
     require(cfg, "attention_file", stage="analyze")
     rec = AttentionRecord.load(cfg.attention_file)
-    return analyze_record(rec, cfg)
+    return analyze_record(rec, cfg, ctx.output_dir)
 
 
-def analyze_record(rec: AttentionRecord, cfg) -> dict:
+def analyze_record(rec: AttentionRecord, cfg, output_dir: Path) -> dict:
     """The record's own elbow (criterion 1 within one sample), then both criteria per head."""
     elbow, res = thresholded_analysis(rec, cfg)
-    out = Path(str(rec.path).removesuffix(".safetensors") + ".analysis.json")
+    out = Path(output_dir) / "analysis" / f"{file_stem(rec.meta.sample_id)}.analysis.json"
     payload = {"record": str(rec.path), "sample_id": rec.meta.sample_id, "method": cfg.get("method_name"),
                "elbow": elbow.to_dict(),
                **res.to_dict(), "lowest_entropy_heads": [list(lh) for lh in res.ranked_heads(cfg.top_k * 3)]}

@@ -12,6 +12,7 @@ from lab.stages.select import select_stage
 from lab.stages.visualize import visualize_record
 from utils.data import Row, load_rows, select_rows
 from utils.errors import UserError
+from utils.runlock import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -21,16 +22,14 @@ def collect_batch(cfg, ctx: StageContext, require: tuple[str, ...] = ()) -> tupl
     rows = select_rows(load_rows(cfg.data_file, require), cfg.start_index, cfg.end_index, cfg.shard)
     strategy = strategy_from_cfg(cfg)
 
-    def sample_figure(rec, row) -> None:  # per-sample figures as records arrive (visualize_batch=true)
-        try:
-            visualize_record(rec, cfg, ctx.output_dir / "figures" / "samples")
-        except UserError as e:
-            log.warning("no figure for %s: %s", row.id, e)
+    def sample_figure(rec, row) -> dict:  # per-sample figures as records arrive (visualize_batch=true)
+        return {"figure": visualize_record(rec, cfg, ctx.output_dir / "figures" / "samples")["figure"]}
 
-    on_record = sample_figure if cfg.visualize_batch else None
+    on_record = sample_figure if cfg.visualize_batch else None  # a failing figure goes to the manifest
     summary = collect_rows(rows, output_dir=ctx.output_dir, load_vlm=ctx.load_vlm, strategy=strategy,
                            batch_size=int(cfg.batch_size), max_new_tokens=int(cfg.max_new_tokens),
-                           overwrite=bool(cfg.overwrite), shard=cfg.shard, on_record=on_record)
+                           overwrite=bool(cfg.overwrite), shard=cfg.shard, on_record=on_record,
+                           exclusive_since=ctx.exclusive_since)
     print(summary.text())
     return rows, summary
 
@@ -48,6 +47,7 @@ def batch_stage(cfg, ctx: StageContext) -> dict:
         D.init(info)
         ctx.output_dir = D.shared_output_dir(info, ctx.output_dir)
         cfg.shard = info.shard
+        ctx.lock = RunLock(ctx.output_dir, (info.rank, info.world_size)).acquire()
     try:
         rows, summary = collect_batch(cfg, ctx)
         result = {"collect": summary.to_dict()}
@@ -59,9 +59,14 @@ def batch_stage(cfg, ctx: StageContext) -> dict:
         elif cfg.shard:
             print("shard done; run stage=select attention_dir=... over the union of the shards' records")
             return result
+        if not any((ctx.output_dir / "attention").glob("*.safetensors")):
+            raise UserError(f"no record could be collected: all {len(summary.failed)} row(s) failed "
+                            f"(reasons in {summary.manifest})")
         result["select"] = select_stage(cfg, ctx)
         result["index"] = str(write_run_index(ctx.output_dir, result, cfg=cfg))
         print(f"index: {result['index']}")
         return result
     finally:
+        if info.active and ctx.lock is not None:
+            ctx.lock.release()
         D.finish(info)

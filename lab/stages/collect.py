@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from lab.records import record_path, safe_id
+from lab.records import record_path
 from lab.stages.context import StageContext, require, strategy_from_cfg
 from lab.stations import collect
 from utils.cli import resolve_query
@@ -24,7 +24,7 @@ def collect_stage(cfg, ctx: StageContext) -> dict:
     require(cfg, "image_file", stage=cfg.stage)
     image = load_image(cfg.image_file)  # fail on a bad path before loading the model
     strategy = strategy_from_cfg(cfg)
-    save_id = safe_id(cfg.save_id or Path(cfg.image_file).stem)
+    save_id = str(cfg.save_id or Path(cfg.image_file).stem)  # the file name is utils.data.file_stem(save_id)
     vlm = ctx.load_vlm()
     (rec,) = collect(vlm, [(image, query, save_id, str(cfg.image_file))], strategy,
                      max_new_tokens=int(cfg.max_new_tokens))

@@ -13,32 +13,10 @@ from lab.criteria.elbow import Elbow, elbow_threshold
 from lab.records import AttentionRecord
 from utils.config import excluded_layers, smoothing_sigma
 from utils.errors import UserError
+from utils.files import read_text_regular
+from utils.io import load_image
 
 log = logging.getLogger(__name__)
-
-
-CHOICES = {
-    "selection.elbow.method": ("kneedle", "chord", "chord_raw"),
-    "selection.elbow.scope": ("mean", "per_sample"),
-    "selection.component_weight": ("mass", "area", "relu_mass"),
-    "selection.bottom_row_rule": ("share", "any_cell"),
-    "selection.ranking": ("frequency", "per_sample"),
-    "selection.tie_break": ("s_img", "index"),
-    "grounding.region": ("largest", "all"),
-    "grounding.geometry": ("layout", "stretch"),
-}
-
-
-def check_choices(cfg) -> None:
-    """The analysis/selection/grounding options that take a fixed set of values (one line per mistake)."""
-    from omegaconf import OmegaConf
-
-    for key, allowed in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value is not None and value not in allowed:
-            raise UserError(f"{key}={value!r} is not valid: use {' | '.join(allowed)}")
-    if OmegaConf.select(cfg, "selection.connectivity") not in (None, 4, 8):
-        raise UserError(f"selection.connectivity={cfg.selection.connectivity} is not valid: use 4 or 8")
 
 
 def analysis_row(rec: AttentionRecord, query_row: int | None = None) -> int:
@@ -103,10 +81,10 @@ def heads_from_file(path: str, top_k: int | None = None) -> list[tuple[int, int]
     if not p.exists():
         raise UserError(f"heads_file not found: {p} (a heads.json written by stage=select or stage=batch)")
     try:
-        d = json.loads(p.read_text())
+        d = json.loads(read_text_regular(p, "heads_file"))
         heads = [(int(h["layer"]), int(h["head"])) for h in (d["heads"] if "heads" in d else d["ranked"])]
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{p}: not a heads.json file ({e})") from None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise UserError(f"{p}: not a heads.json file ({type(e).__name__}: {str(e)[:100]})") from None
     return heads[:top_k] if top_k else heads
 
 
@@ -142,12 +120,20 @@ def head_maps(rec: AttentionRecord, heads: list[tuple[int, int]], cfg) -> np.nda
 
 
 def image_or_blank(rec: AttentionRecord):
-    """The record's image, or a grey canvas of its size when the file is gone."""
+    """The record's image (utils.io.load_image: upright, 8-bit RGB), or a grey canvas of its size
+    when the file is gone, unreadable or no longer the size the record was made from."""
     from PIL import Image
 
     p = rec.meta.image_path
-    if p and Path(p).exists():
-        with Image.open(p) as im:
-            return im.convert("RGB")
-    log.warning("image %s of %s not found; drawing on a blank canvas", p, rec.path)
-    return Image.new("RGB", tuple(rec.meta.image_size), (128, 128, 128))
+    size = tuple(rec.meta.image_size)
+    why = "no image path in the record"
+    if p:
+        try:
+            img = load_image(p)
+            if img.size == size:
+                return img
+            why = f"it is {img.size[0]}x{img.size[1]} now, the record was made from {size[0]}x{size[1]}"
+        except UserError as e:
+            why = str(e)
+    log.warning("image %s of %s: %s; drawing on a blank canvas", p, rec.path, why)
+    return Image.new("RGB", size, (128, 128, 128))

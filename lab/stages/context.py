@@ -17,6 +17,12 @@ class StageContext:
     loader: Callable[[], Any]
     output_dir: Path
     _vlm: Any = field(default=None, repr=False)
+    lock: Any = field(default=None, repr=False)  # utils.runlock.RunLock held by this stage, if any
+
+    @property
+    def exclusive_since(self) -> float | None:
+        """When this run took the output folder's lock exclusively (None: shared with shards, or no lock)."""
+        return self.lock.since if self.lock is not None and self.lock.exclusive else None
 
     def load_vlm(self) -> Any:
         """The model, loaded on first use (stages that only read records never load it)."""

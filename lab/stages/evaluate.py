@@ -6,7 +6,7 @@ import numpy as np
 
 from lab import grounding as G
 from lab import plots
-from lab.records import AttentionRecord, record_path
+from lab.records import AttentionRecord, check_compatible, record_path
 from lab.report import write_run_index
 from lab.stages.batch import collect_batch
 from lab.stages.common import analysis_row, excluded_axes, grounding_options, head_maps, heads_from_file, sigma_for
@@ -26,6 +26,7 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     recs = [(row, AttentionRecord.load(record_path(ctx.output_dir, row.id))) for row in rows if row.id in done]
     if not recs:
         raise UserError("no sample could be collected; see the manifest for the reasons")
+    check_compatible([rec for _, rec in recs])
     own: dict = {}
     if cfg.heads_file:
         heads = heads_from_file(cfg.heads_file, cfg.top_k)

@@ -14,7 +14,7 @@ def pipeline_stage(cfg, ctx: StageContext) -> dict:
     """collect + analyze + visualize for one image_file + query."""
     col = collect_stage(cfg, ctx)
     rec = AttentionRecord.load(col["record"])
-    ana = analyze_record(rec, cfg)
+    ana = analyze_record(rec, cfg, ctx.output_dir)
     heads = heads_from_file(cfg.heads_file, cfg.top_k) if cfg.heads_file else None
     vis = visualize_record(rec, cfg, ctx.output_dir / "figures", heads)
     print(f"figure: {vis['figure']}")

@@ -25,26 +25,30 @@ def select_stage(cfg, ctx: StageContext) -> dict:
     per_sample_c1 = sel_cfg.elbow.scope == "per_sample"
     s_img, ent, groups, first = [], [], [], None
     ratio, conc, masks, bottom, ids = [], [], [], [], []
-    for f in tqdm(files, desc="analyze", unit="record", disable=len(files) < 20):
-        rec = AttentionRecord.load(f)
-        if first is None:
-            first = rec
-        else:
-            check_compatible([first, rec])
-        if per_sample_c1:  # criterion 1 on each sample's own S_img curve (the release)
-            _, res = thresholded_analysis(rec, cfg)
-            masks.append(res.eligible)
-        else:
-            res = sample_analysis(rec, cfg)
-            if res.bottom_row_artifact is not None:
-                bottom.append(res.bottom_row_artifact)
-        ids.append(rec.meta.sample_id)
-        s_img.append(res.s_img)
-        ent.append(res.entropy)
-        row = rec.image_attention[analysis_row(rec, cfg.grounding.query_row)]
-        ratio.append(res.s_img)
-        conc.append(attention_concentration(row))
-        groups.append(rec.meta.extra.get("group"))
+    bar = tqdm(files, desc="analyze", unit="record", disable=len(files) < 20)
+    try:  # closed before an error line is printed (a bad record ends the run naming its file)
+        for f in bar:
+            rec = AttentionRecord.load(f)
+            if first is None:
+                first = rec
+            else:
+                check_compatible([first, rec])
+            if per_sample_c1:  # criterion 1 on each sample's own S_img curve (the release)
+                _, res = thresholded_analysis(rec, cfg)
+                masks.append(res.eligible)
+            else:
+                res = sample_analysis(rec, cfg)
+                if res.bottom_row_artifact is not None:
+                    bottom.append(res.bottom_row_artifact)
+            ids.append(rec.meta.sample_id)
+            s_img.append(res.s_img)
+            ent.append(res.entropy)
+            row = rec.image_attention[analysis_row(rec, cfg.grounding.query_row)]
+            ratio.append(res.s_img)
+            conc.append(attention_concentration(row))
+            groups.append(rec.meta.extra.get("group"))
+    finally:
+        bar.close()
     assert first is not None
     S, E = np.stack(s_img), np.stack(ent)  # (N, L, H) each
     excluded = excluded_axes(first, sel_cfg.exclude_layers)

@@ -5,10 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from lab import grounding, plots
-from lab.records import AttentionRecord, safe_id
+from lab.records import AttentionRecord
 from lab.stages.common import grounding_options, head_maps, heads_from_file, image_or_blank, own_heads, sigma_for
 from lab.stages.context import StageContext, require
+from utils.data import file_stem
 from utils.errors import UserError
+
+
+def short_text(text: str, n: int = 100) -> str:
+    """A figure title's part: one line, at most n characters (records may carry long texts)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def visualize_record(rec: AttentionRecord, cfg, out_dir: Path, heads: list[tuple[int, int]] | None = None) -> dict:
@@ -22,11 +29,11 @@ def visualize_record(rec: AttentionRecord, cfg, out_dir: Path, heads: list[tuple
     sigma = sigma_for(cfg, rec)
     g = grounding.predict_box(maps, layout, sigma=sigma, **grounding_options(cfg))
     gt = rec.meta.extra.get("bbox")
-    sid = safe_id(rec.meta.sample_id)
+    sid = file_stem(rec.meta.sample_id)
     path = plots.overlay_heads(
         image_or_blank(rec), layout, {h: m for h, m in zip(heads, maps)}, out_dir / f"{sid}_heads.png",
         combined=g.combined, pred_box=g.box_xywh, gt_box=gt, show_components=cfg.show_components,
-        title=f"{rec.meta.query}  ->  {rec.meta.generated_text}", grid=cfg.selection.grid, sigma=sigma,
+        title=f"{short_text(rec.meta.query)}  ->  {short_text(rec.meta.generated_text)}", grid=cfg.selection.grid, sigma=sigma,
         show=cfg.show_plot)
     res = {"figure": str(path), "heads": heads, "box": [float(x) for x in g.box_xywh]}
     if gt is not None:
