@@ -38,7 +38,8 @@ def test_8bit_maps_within_half_a_step_of_the_truth(a):
     back = dequantize_maps(quantize_maps(a))
     scale = a.max(axis=-1, keepdims=True)
     assert back.shape == a.shape
-    assert np.all(np.abs(back - a) <= scale / 510 * (1 + 1e-6) + 1e-12)
+    # half a quantisation step, plus the float32 rounding of the stored scale (found by hypothesis: 1.5 of 1.8)
+    assert np.all(np.abs(back - a) <= scale / 510 + scale * 2.0 ** -23 + 1e-12)
     assert np.all(back[scale[:, 0] == 0] == 0)
 
 

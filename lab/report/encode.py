@@ -17,7 +17,8 @@ def b64(data: bytes) -> str:
 
 def quantize_maps(maps: np.ndarray) -> dict[str, Any]:
     """`[..., V]` non-negative maps -> {"q": base64 uint8 `[..., V]`, "scale": base64 float32 `[...]`,
-    "shape": [...]}: value ~= q / 255 * scale, scale = each map's max (error <= scale / 510).
+    "shape": [...]}: value ~= q / 255 * scale, scale = each map's max (error <= scale / 510, plus the
+    float32 rounding of the scale).
     Non-finite values become 0; negative values are clipped to 0 (attention weights are >= 0)."""
     a = np.nan_to_num(np.asarray(maps, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     a = np.clip(a, 0.0, None)
