@@ -7,7 +7,7 @@ One query: the answer is streamed, the attention record is saved to
 `<output_dir>/attention/<id>.safetensors` and an overlay of the heads (from `heads_file=`, else
 the record's own top heads by spatial entropy) to `<output_dir>/figures/<id>_heads.png`.
 Chat (`cli_mode=true`) reads stdin lines: plain text is a user turn (history kept), and
-`/image PATH`, `/save`, `/heads L:H,L:H`, `/reset`, `/help`, `exit` are commands (lab/chat.py).
+`/image PATH`, `/save`, `/heads L:H,L:H`, `/reset`, `/help`, `exit` are commands (lab/sessions/chat.py).
 Records carry every generated token's attention and, when the model supports it (`vision=`), the
 vision tower's token->patch matrices: `visualize_attention.py mode=tokens` draws them per token.
 Configuration: config/cli_config.yaml (typed by utils/config.py, ChatConfig).
@@ -26,11 +26,11 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="config", config_name="cli_config")
 def main(cfg: DictConfig) -> None:
-    from lab.chat import run_cli
+    from lab.sessions.chat import run_cli
     from lab.stages import StageContext
     from llava.loader import model_loader
 
-    run_entry(lambda: run_cli(cfg, StageContext(model_loader(cfg.model), output_dir(cfg))), cfg)
+    run_entry(lambda s: run_cli(s, StageContext(model_loader(s.model), output_dir(s))), cfg)
 
 
 if __name__ == "__main__":

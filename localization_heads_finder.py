@@ -22,7 +22,7 @@ def main(cfg: DictConfig) -> None:
     from lab.stages import StageContext, run_stage
     from llava.loader import model_loader
 
-    run_entry(lambda: run_stage(cfg, StageContext(model_loader(cfg.model), output_dir(cfg))), cfg)
+    run_entry(lambda s: run_stage(s, StageContext(model_loader(s.model), output_dir(s))), cfg)
 
 
 if __name__ == "__main__":

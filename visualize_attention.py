@@ -1,7 +1,7 @@
 """Views of saved records: `mode=single attention_file=... [layer=.. head=..]` or `mode=batch`.
 
 Configuration: config/visualization_config.yaml (typed by utils/config.py); `--help` lists options.
-Views read records only (lab/views.py); the model is loaded by no view.
+Views read records only (lab/sessions/views.py); the model is loaded by no view.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="config", config_name="visualization_config")
 def main(cfg: DictConfig) -> None:
     from lab.stages import StageContext
-    from lab.views import run_view
+    from lab.sessions.views import run_view
     from llava.loader import model_loader
 
-    run_entry(lambda: run_view(cfg, StageContext(model_loader(cfg.model), output_dir(cfg))), cfg)
+    run_entry(lambda s: run_view(s, StageContext(model_loader(s.model), output_dir(s))), cfg)
 
 
 if __name__ == "__main__":

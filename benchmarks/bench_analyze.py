@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lab.analysis import analyze_sample  # noqa: E402
-from lab.selection import select_heads  # noqa: E402
+from lab.analysis.per_sample import analyze_sample  # noqa: E402
+from lab.analysis.across_samples import select_heads  # noqa: E402
 
 TARGET_S = 60.0
 

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench_capture import build  # noqa: E402
-from lab.stations import Strategy, collect  # noqa: E402
+from lab.capture.station import Strategy, collect  # noqa: E402
 
 
 def main() -> None:

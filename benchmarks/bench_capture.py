@@ -19,7 +19,7 @@ from common import PeakMemory, machine, mib, timed
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from lab.stations import AttentionStation, RunInputs, Strategy  # noqa: E402
+from lab.capture.station import AttentionStation, RunInputs, Strategy  # noqa: E402
 from llava import attention  # noqa: E402
 from llava.builders import TinyLlavaSpec, build_config, build_processor  # noqa: E402
 from llava.model import VLM  # noqa: E402

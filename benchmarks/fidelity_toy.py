@@ -22,13 +22,14 @@ sys.path.insert(0, str(ROOT))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from lab.analysis import analyze_sample  # noqa: E402
+from lab.analysis.per_sample import analyze_sample  # noqa: E402
 from lab.criteria import elbow_threshold  # noqa: E402
-from lab.criteria.variants import bottom_row_any_cell, relu_entropy_batch  # noqa: E402
+from lab.criteria.entropy import entropy_components  # noqa: E402
+from lab.criteria.variants import bottom_row_any_cell  # noqa: E402
 from lab.criteria.entropy import bottom_row_share  # noqa: E402
-from lab.records import AttentionRecord  # noqa: E402
+from lab.records.record import AttentionRecord  # noqa: E402
 from lab.stages import StageContext, run_stage  # noqa: E402
-from lab.stations import Strategy, collect  # noqa: E402
+from lab.capture.station import Strategy, collect  # noqa: E402
 from llava.model import load_vlm  # noqa: E402
 from utils.config import register_configs  # noqa: E402
 from utils.data import load_rows  # noqa: E402
@@ -107,8 +108,8 @@ def main() -> None:
     from lab.criteria import spatial_entropy_batch
 
     e_def, _ = spatial_entropy_batch(flat)
-    e_v1, _ = relu_entropy_batch(flat, mean_factor=1.0, threshold=0.001, component_weight="relu_mass")
-    e_v2, _ = relu_entropy_batch(flat, mean_factor=2.0, threshold=0.001, component_weight="relu_mass")
+    e_v1, _ = entropy_components(flat, mean_factor=1.0, binarize_threshold=0.001, component_weight="relu_mass")[:2]
+    e_v2, _ = entropy_components(flat, mean_factor=2.0, binarize_threshold=0.001, component_weight="relu_mass")[:2]
     R["component_weights"] = {"v1_zero_ours_positive": int(((e_v1 == 0) & (e_def > 0)).sum()),
                               "v2_zero_ours_positive": int(((e_v2 == 0) & (e_def > 0)).sum()),
                               "v2_scores_exactly_0": int(((e_v2 == 0) & (np.isfinite(e_v2))).sum())}

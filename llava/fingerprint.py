@@ -50,7 +50,7 @@ def processor_digest(processor: Any) -> str:
 
 
 def model_fingerprint(vlm: Any) -> dict[str, Any]:
-    """The model part of a record's fingerprint (see lab/fingerprints.py for the rest)."""
+    """The model part of a record's fingerprint (see lab/records/provenance.py for the rest)."""
     return {
         "model_type": vlm.model_type,
         "weights": weights_digest(vlm.model),

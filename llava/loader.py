@@ -10,20 +10,19 @@ from typing import Any, Callable
 
 
 def model_loader(cfg) -> Callable[[], Any]:
-    """A callable that loads the model of the Hydra `model` group when a stage first needs it.
+    """A callable that loads the model of the `model` settings (`utils.config.ModelConfig`) when a stage first needs it.
     Under torchrun / accelerate launch with `device=auto`, each rank takes its own GPU."""
 
     def load() -> Any:
         import torch
-        from omegaconf import OmegaConf
 
         from llava.model import load_from_config
 
-        model_cfg = cfg
+        device = cfg.device
         local_rank = os.environ.get("LOCAL_RANK")
-        if local_rank is not None and model_cfg.device == "auto" and not model_cfg.device_map and torch.cuda.is_available():
-            model_cfg = OmegaConf.merge(model_cfg, {"device": f"cuda:{local_rank}"})
-        logging.getLogger("lhf").info("loading model %s", model_cfg.name_or_path)
-        return load_from_config(model_cfg)
+        if local_rank is not None and device == "auto" and not cfg.device_map and torch.cuda.is_available():
+            device = f"cuda:{local_rank}"
+        logging.getLogger("lhf").info("loading model %s", cfg.name_or_path)
+        return load_from_config(cfg, device=device)
 
     return load

@@ -286,9 +286,6 @@ def _load_model(name_or_path: str, dtype: torch.dtype, device: torch.device, dev
     return model.eval(), processor
 
 
-_load_llava = _load_model  # old name
-
-
 def _model_type(name_or_path: str) -> str:
     from transformers import AutoConfig
 
@@ -323,8 +320,9 @@ def load_vlm(
                image_aspect=image_aspect, system_prompt=system_prompt)
 
 
-def load_from_config(cfg) -> VLM:
-    """Build a VLM from the Hydra `model` group (see config/model/*.yaml)."""
+def load_from_config(cfg, device: str | None = None) -> VLM:
+    """Build a VLM from the `model` settings (`utils.config.ModelConfig`, config/model/*.yaml);
+    `device` overrides `cfg.device` (each rank's GPU under torchrun)."""
     name = cfg.name_or_path
     if getattr(cfg, "builder", None) == "tiny_random":
         from llava.builders import TinyLlavaSpec, save_tiny_llava
@@ -333,11 +331,6 @@ def load_from_config(cfg) -> VLM:
         if not (folder / "config.json").exists():
             save_tiny_llava(folder, TinyLlavaSpec(seed=int(cfg.seed)))
         name = str(folder)
-    dm = cfg.device_map
-    if dm is not None and not isinstance(dm, str):
-        from omegaconf import OmegaConf
-
-        dm = OmegaConf.to_container(dm)
-    return load_vlm(name, device=cfg.device, dtype=cfg.dtype, device_map=dm, prompt_template=cfg.prompt_template,
+    return load_vlm(name, device=device or cfg.device, dtype=cfg.dtype, device_map=cfg.device_map, prompt_template=cfg.prompt_template,
                     image_aspect=cfg.image_aspect, system_prompt=cfg.system_prompt)
 

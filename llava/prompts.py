@@ -3,7 +3,7 @@
 The released collector (seilk/LocalizationHeads `llava/conversation.py` referseg + `collector.py`)
 builds ``system + "\\n" + "<image>" + "\\n" + expression`` with no assistant turn, so the last
 input token (the query token whose attention is analysed) is the expression's last piece. Its
-tokenizer step (`lab/stations.py` prompt_segments) then removes *every* lone whitespace token
+tokenizer step (`lab/capture/station.py` prompt_segments) then removes *every* lone whitespace token
 (LLaMA's "▁", id 29871) from the whole sequence: the one SentencePiece puts before the "\\n" that
 follows the image, and any other, e.g. before a digit (" 2" -> "▁", "2").
 

@@ -16,7 +16,7 @@ import numpy as np
 from helpers import make_cfg
 from PIL import Image
 
-from lab.records import AttentionRecord, record_path
+from lab.records.record import AttentionRecord, record_path
 from lab.stages import StageContext, run_stage
 from utils.data import file_stem
 from utils.errors import UserError

@@ -13,9 +13,9 @@ import pytest
 from helpers import make_cfg
 from PIL import Image
 
-from lab.ablation import answer_correct, normalize_answer
+from lab.runs.conditions import answer_correct, normalize_answer
 from lab.stages import StageContext, run_stage
-from lab.stations import Strategy, collect
+from lab.capture.station import Strategy, collect
 from utils.config import register_configs
 from utils.errors import UserError
 

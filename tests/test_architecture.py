@@ -39,12 +39,14 @@ def test_contracts_kept():
 
 @needs_linter
 @pytest.mark.parametrize("module, line, contract", [
-    ("lab/records.py", "import llava.model", "lab never imports the model layer"),
-    ("lab/grounding.py", "import transformers", "lab never imports the model layer"),
-    ("utils/io.py", "import lab.records", "utils imports neither"),
-    ("llava/layouts.py", "import lab.records", "Rooms"),
-    ("lab/records.py", "import lab.stages", "Inside lab"),
-    ("lab/criteria/image_sum.py", "import lab.analysis", "No import cycles"),
+    ("lab/records/record.py", "import llava.model", "lab never imports the model layer"),
+    ("lab/analysis/grounding.py", "import transformers", "lab never imports the model layer"),
+    ("utils/io.py", "import lab.records.record", "utils imports neither"),
+    ("llava/families/layout_builders.py", "import lab.records.record", "Rooms"),
+    ("lab/criteria/image_sum.py", "import lab.records.record", "Inside lab"),
+    ("lab/capture/station.py", "import omegaconf", "Settings reach lab typed"),
+    ("lab/criteria/entropy.py", "import torch", "Pure floors"),
+    ("lab/criteria/image_sum.py", "import lab.analysis.per_sample", "No import cycles"),
 ])
 def test_a_planted_violation_breaks_its_contract(tmp_path, module, line, contract):
     tree = _copy_tree(tmp_path)

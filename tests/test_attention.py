@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lab.stations import AttentionStation, RunInputs, Strategy, collect
+from lab.capture.station import AttentionStation, RunInputs, Strategy, collect
 from llava.model import load_vlm
 from utils.capture import active_sink
 

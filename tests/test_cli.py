@@ -37,7 +37,7 @@ def test_collect_on_a_saved_checkpoint_matches_eager(tiny_ckpt, tiny_eager, imag
     assert r.returncode == 0, r.stderr
     path = tmp_path / "attention" / "demo.safetensors"
     assert str(path) in r.stdout
-    from lab.records import AttentionRecord
+    from lab.records.record import AttentionRecord
 
     rec = AttentionRecord.load(path)
     batch = tiny_eager.prepare([(Image.open(image_file).convert("RGB"), "what color is the square ?")])

@@ -15,7 +15,7 @@ import pytest
 import helpers
 from PIL import Image
 
-from lab.records import AttentionRecord
+from lab.records.record import AttentionRecord
 from lab.stages import StageContext
 from utils.config import register_configs
 
@@ -132,7 +132,7 @@ def make_cfg(*overrides):
 
 
 def test_chat_in_process(tiny_vlm, images, tmp_path, capsys):
-    from lab import chat as session
+    from lab.sessions import chat as session
 
     square, other = images
     cfg = make_cfg("cli_mode=true", "max_new_tokens=3", "stream=false", "token_figures=false",
@@ -158,12 +158,12 @@ def test_chat_in_process(tiny_vlm, images, tmp_path, capsys):
 @pytest.mark.parametrize("args,needle", [
     (["image_file=IMG"], "give query=... and image_file=..."),
     (["query=hi"], "give query=... and image_file=..."),
-    (["query=hi", "image_file=IMG", "query_positions=all"], "query_positions='all' is not valid"),
+    (["query=hi", "image_file=IMG", "query_positions=all"], "query_positions='all' must be one of generated, last_input"),
     (["query=hi", "image_file=IMG", "heads_file=/nonexistent/heads.json"], "heads_file not found"),
     (["cli_mode=true", "image_file=/nonexistent/dog.png"], "image not found: /nonexistent/dog.png"),
 ])
 def test_user_errors_before_the_model_loads(args, needle, images, tmp_path):
-    from lab import chat as session
+    from lab.sessions import chat as session
     from utils.errors import UserError
 
     def loader():
@@ -175,7 +175,7 @@ def test_user_errors_before_the_model_loads(args, needle, images, tmp_path):
 
 
 def test_parse_heads():
-    from lab import chat as session
+    from lab.sessions import chat as session
     from utils.errors import UserError
 
     assert session.parse_heads("2:1, 3:0", 4, 4) == [(2, 1), (3, 0)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import os
 import re
 import subprocess
@@ -11,8 +13,8 @@ from pathlib import Path
 import pytest
 from helpers import make_cfg
 
-from lab.chat import HELP
-from lab.records import AttentionRecord
+from lab.sessions.chat import HELP
+from lab.records.record import AttentionRecord
 from utils.cli import read_query_file, resolve_query
 from utils.errors import UserError
 
@@ -97,10 +99,10 @@ def test_query_file_is_read_literally(tmp_path):
     tricky = "say \"hi\" and 'bye', 50% of $HOME ${x} \\n é 字\nsecond line"
     p.write_bytes(("\ufeff  " + tricky + "\n\n").encode("utf-8"))
     assert read_query_file(p) == tricky
-    assert resolve_query({"query": None, "query_file": str(p)}) == tricky
-    assert resolve_query({"query": "plain", "query_file": None}) == "plain"
+    assert resolve_query(SimpleNamespace(**{"query": None, "query_file": str(p)})) == tricky
+    assert resolve_query(SimpleNamespace(**{"query": "plain", "query_file": None})) == "plain"
     with pytest.raises(UserError, match="not both"):
-        resolve_query({"query": "x", "query_file": str(p)})
+        resolve_query(SimpleNamespace(**{"query": "x", "query_file": str(p)}))
     (tmp_path / "latin1.txt").write_bytes("près".encode("latin-1"))
     with pytest.raises(UserError, match=r"latin1.txt is not UTF-8 text \(byte 0xe8 at offset 2\)"):
         read_query_file(tmp_path / "latin1.txt")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lab.records import AttentionRecord
+from lab.records.record import AttentionRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 

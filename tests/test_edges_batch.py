@@ -21,7 +21,7 @@ from edges_common import (EXAMPLES, ROOT, bomb_png, check_batch_invariants, file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab.records import AttentionRecord
+from lab.records.record import AttentionRecord
 from utils.io import host_tag
 
 
@@ -246,7 +246,7 @@ def test_disk_full_while_appending_to_the_manifest_then_resume(small, tiny_vlm, 
 
 
 def test_disk_full_while_writing_a_record_then_resume(small, tiny_vlm, tmp_path, monkeypatch):
-    import lab.records as records_mod
+    import lab.records.record as records_mod
 
     data, rows = small
     out = tmp_path / "out"
@@ -300,7 +300,7 @@ def test_a_second_batch_on_the_same_output_dir_is_refused(pool, tiny_ckpt, tiny_
 
 
 def test_temp_files_of_live_writers_survive_the_clean_up(tmp_path):
-    from lab.batch import clean_stale_temp_files
+    from lab.runs.collection import clean_stale_temp_files
 
     folder = tmp_path / "attention"
     folder.mkdir()

@@ -201,7 +201,7 @@ def toy():
 def test_exif_rotated_photo_gives_the_upright_record_and_box(toy, tmp_path):
     """The issue's case: a JPEG / PNG stored sideways with EXIF orientation 6. The record's image is
     the upright one and the predicted box lands where it does on the upright image."""
-    from lab.records import AttentionRecord, record_path
+    from lab.records.record import AttentionRecord, record_path
     from lab.stages.visualize import visualize_record
 
     src = os.path.join(os.path.dirname(__file__), "..", "examples", "toy")
@@ -233,7 +233,7 @@ def test_exif_rotated_photo_gives_the_upright_record_and_box(toy, tmp_path):
 
 def test_high_bit_depth_images_reach_the_model_as_the_viewer_shows_them(toy, tmp_path):
     """16-bit PNG and float TIFF of a toy scene: the model sees the grey scene, not a white / black page."""
-    from lab.records import AttentionRecord, record_path
+    from lab.records.record import AttentionRecord, record_path
 
     src = os.path.join(os.path.dirname(__file__), "..", "examples", "toy")
     line = json.loads(open(os.path.join(src, "toy_grounding.jsonl")).readline())

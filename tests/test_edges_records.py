@@ -16,10 +16,10 @@ from helpers import make_cfg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab.records import AttentionRecord
+from lab.records.record import AttentionRecord
 from lab.stages import StageContext
-from lab.stations import Strategy, collect
-from lab.views import run_view
+from lab.capture.station import Strategy, collect
+from lab.sessions.views import run_view
 from utils.errors import UserError
 
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from lab.stations import Strategy, collect
+from lab.capture.station import Strategy, collect
 from llava.family_builders import TINY_BUILDERS
-from llava.layouts import anyres_geometry
+from llava.families.layout_builders import anyres_geometry
 from llava.model import load_vlm
 
 TOL = 1e-5

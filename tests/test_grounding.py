@@ -1,4 +1,4 @@
-"""Tests for lab.grounding: geometry on non-square images (pad and crop), metrics, baselines."""
+"""Tests for lab.analysis.grounding: geometry on non-square images (pad and crop), metrics, baselines."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lab.grounding import (
+from lab.analysis.grounding import (
     GroundingMetrics,
     combine_head_maps,
     coverage_mask,

@@ -9,7 +9,13 @@ import math
 import numpy as np
 import pytest
 
-from lab import analysis, criteria, selection, visual_heads, writers
+from lab import criteria
+from lab.analysis import per_sample as analysis
+from lab.analysis import across_samples as selection
+from lab.analysis import visual_heads
+from lab.runs import heads_files as writers
+from utils.io import atomic_write_json, jsonable
+from utils.config import SelectionConfig
 from utils.layout import square_grid_layout
 
 LN2 = math.log(2.0)
@@ -313,7 +319,7 @@ def test_analyze_sample_fields_and_bottom_row_filter():
     att[2, 0, -side:] = 0.2  # all above-mean mass on the bottom row
     att[2, 1, 5] = 0.5  # compact, not on the bottom row
     layout = square_grid_layout((64, 64), list(range(10, 10 + side * side)), side, (0, 0, 64, 64), "pad")
-    r = analysis.analyze_sample(att, layout, threshold=0.3, exclude_layers=(0,), bottom_row_filter=True)
+    r = analysis.analyze_sample(att, layout, threshold=0.3, exclude_layers=(0,), settings=SelectionConfig(bottom_row_filter=True))
     assert r.s_img.shape == (3, 2) and r.grid_shape == (4, 4)
     assert r.s_img[0, 0] == pytest.approx(0.16)
     assert np.isinf(r.entropy[0, 0]) and r.n_components[0, 0] == 0  # constant map
@@ -362,7 +368,7 @@ def test_json_and_csv_writers(tmp_path):
     ent[0, 4, 4] = np.inf
     sel = selection.select_heads(s_img, ent, k=3)
     jpath = tmp_path / "out" / "heads.json"
-    writers.write_heads_json(sel, jpath)
+    atomic_write_json(jpath, jsonable(sel.to_json_dict()))
     data = json.loads(jpath.read_text())
     assert [(d["layer"], d["head"]) for d in data["heads"]] == sel.head_list
     assert set(data) >= {"heads", "ranked", "threshold", "elbow", "settings", "n_samples"}
@@ -423,7 +429,7 @@ def test_visual_head_stats_groups():
     # list input with varying V gives the same ratios
     st2 = visual_heads.visual_head_stats([x for x in a], groups)
     np.testing.assert_allclose(st2["overall"]["ratio_mean"], st["overall"]["ratio_mean"])
-    json.dumps(writers.jsonable(st), allow_nan=False)
+    json.dumps(jsonable(st), allow_nan=False)
     with pytest.raises(ValueError):
         visual_heads.visual_head_stats(a, ["a"])
 
@@ -432,7 +438,7 @@ def test_analysis_modules_do_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, lab.criteria, lab.analysis, lab.selection, lab.visual_heads, lab.writers; sys.exit(1 if ('torch' in sys.modules or 'transformers' in sys.modules) else 0)"
+    code = "import sys, lab.criteria, lab.analysis.per_sample, lab.analysis.across_samples, lab.analysis.visual_heads, lab.runs.heads_files; sys.exit(1 if ('torch' in sys.modules or 'transformers' in sys.modules) else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

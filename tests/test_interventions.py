@@ -7,6 +7,8 @@ applies the intervention by hand. Float32 tiny random models; max abs error <= 1
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from contextlib import contextmanager
 
@@ -19,7 +21,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from transformers.models.clip.modeling_clip import eager_attention_forward as clip_eager
 from transformers.models.llama.modeling_llama import eager_attention_forward, repeat_kv
 
-from lab.stations import AttentionStation, RunInputs, Strategy, collect
+from lab.capture.station import AttentionStation, RunInputs, Strategy, collect
 from llava.model import load_vlm
 from utils.capture import active_sink
 from utils.errors import UserError
@@ -223,7 +225,7 @@ def test_maskout_zero_during_generate(tiny_vlm, tiny_eager):
 def test_interventions_match_reference(tiny_vlm, ref_vlm, strategy):
     """Logits equal the reference, and the captured rows are the intervened probabilities."""
     batch = tiny_vlm.prepare(_samples(3))
-    strategy.query_positions = "all_input"
+    strategy = dataclasses.replace(strategy, query_positions="all_input")
     plain = tiny_vlm.forward(batch).logits
     with AttentionStation().run(strategy, _inputs(batch)) as run:
         ours = tiny_vlm.forward(batch).logits
@@ -292,7 +294,7 @@ def test_steps_prefill_vs_all(tiny_vlm, ref_vlm, strategy):
     gen = dict(max_new_tokens=4, do_sample=False, eos_token_id=None, output_logits=True, return_dict_in_generate=True)
     results = {}
     for steps in ("all", "prefill"):
-        strategy.steps = steps
+        strategy = dataclasses.replace(strategy, steps=steps)
         with AttentionStation().run(strategy, _inputs(batch)):
             ours = tiny_vlm.model.generate(**batch.inputs, **gen)
         with ref_intervention(batch, strategy):

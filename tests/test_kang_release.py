@@ -1,6 +1,6 @@
 """method=kang_release against the released code's formulas, re-implemented here from the release
 (seilk/LocalizationHeads 9ffe219d "updates: overhauled": analyze.py, bbox.py; llava/conversation.py
-referseg, collector.py, lab/stations.py prompt_segments), not from this project's code.
+referseg, collector.py, lab/capture/station.py prompt_segments), not from this project's code.
 
 The records are the toy model's, collected under the release's prompt (referseg); the release's
 functions read one sample's ``attn[l, h, 0]`` (576 values reshaped P x P, row-major). Float32
@@ -18,8 +18,8 @@ import pytest
 from helpers import make_cfg
 from scipy import ndimage
 
-from lab import grounding as G
-from lab.records import AttentionRecord
+from lab.analysis import grounding as G
+from lab.records.record import AttentionRecord
 from lab.stages import StageContext, run_stage
 from llava.model import load_vlm
 from llava.prompts import REFERSEG_SYSTEM

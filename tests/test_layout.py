@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from llava.builders import TinyLlavaSpec, save_tiny_llava
-from llava.layouts import crop_box, pad_box
+from llava.families.layout_builders import crop_box, pad_box
 from llava.model import load_vlm
 from utils.layout import ImageLayout
 

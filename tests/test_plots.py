@@ -1,4 +1,4 @@
-"""Tests for lab.plots: every figure is a real PNG of the expected pixel size; index.html links
+"""Tests for lab.figures: every figure is a real PNG of the expected pixel size; index.html links
 files that exist; overlays are drawn with the layout's geometry."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lab import plots
-from lab.grounding import coverage_mask
-from lab.plots import base
+from lab import figures as plots
+from lab.analysis.grounding import coverage_mask
+from lab.figures import base
 from lab.report import write_index_html
-from lab.grounding import predict_box
+from lab.analysis.grounding import predict_box
 from utils.layout import square_grid_layout
 
 
@@ -239,7 +239,7 @@ def test_write_index_html(tmp_path):
 
 
 def test_every_colour_bar_is_labelled_and_the_combined_one_runs_0_to_1(tmp_path, monkeypatch):
-    from lab.plots import charts, overlays
+    from lab.figures import charts, overlays
     from matplotlib.figure import Figure
 
     bars, seen = [], []

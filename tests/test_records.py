@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lab.records import AttentionRecord, check_compatible, record_path, safe_id
-from lab.stations import Strategy, collect
+from lab.records.record import AttentionRecord, check_compatible, record_path, safe_id
+from lab.capture.station import Strategy, collect
 from utils.errors import UserError
 
 

@@ -215,7 +215,7 @@ def test_recipe_end_to_end(coco, tmp_path, toy_vlms, method):
         assert metrics["selected_heads"]["n"] == len(load_rows(str(files[split])))
         assert 0.0 <= metrics["selected_heads"]["miou"] <= 1.0
     rec = next((sel_dir / "attention").glob("*.safetensors"))
-    from lab.records import AttentionRecord
+    from lab.records.record import AttentionRecord
 
     assert AttentionRecord.load(rec).meta.prompt_template == ("referseg" if method == "kang_release" else "chat")
     if method == "kang_release":  # the release's own box path: every val sample with its own top-5 heads

@@ -1,6 +1,6 @@
 """model.prompt_template=referseg: Kang et al.'s released prompt and its lone-space strip.
 
-The release (llava/conversation.py referseg, collector.py, lab/stations.py prompt_segments) feeds
+The release (llava/conversation.py referseg, collector.py, lab/capture/station.py prompt_segments) feeds
 ``system "\\n" <image> "\\n" expression`` with every LLaMA "▁" token (id 29871) removed, so the query
 token is the expression's last piece. The toy tokenizer has no such token; a SentencePiece-like
 (Metaspace, digits split like LLaMA's) word tokenizer built here has one.
@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lab.stations import Strategy, collect
+from lab.capture.station import Strategy, collect
 from llava.model import VLM, load_vlm
 from llava.prompts import REFERSEG_SYSTEM, lone_space_ids, strip_tokens
 

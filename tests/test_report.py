@@ -14,13 +14,13 @@ from hypothesis.extra.numpy import arrays
 from report_data import geometry_run, make_record, page_data, peaked, white_image
 from report_data import pad_layout as synthetic_pad
 
-from lab.analysis import analyze_sample
-from lab.records import AttentionRecord, record_path
+from lab.analysis.per_sample import analyze_sample
+from lab.records.record import AttentionRecord, record_path
 from lab.report import explorer_html, show, write_explorer, write_run_index
 from lab.report.encode import dequantize_maps, float16_table, quantize_maps
 from lab.report.rundata import build_run_data
-from lab.report.samples import analysis_row
-from lab.tokens import record_token_maps, token_view
+from lab.analysis.record_numbers import analysis_row
+from lab.analysis.token_maps import record_token_maps, token_view
 from utils.errors import UserError
 
 
@@ -124,12 +124,13 @@ def test_failures_run_config_and_the_old_call_signature(tmp_path):
 @pytest.mark.parametrize("positions, query_row, expect", [([29], None, 0), ([5, 29, 31], None, 1), ([3, 4], None, 0),
                                                            ([29, 30, 31], 2, 2), ([29, 30, 31], -1, 2)])
 def test_the_analysed_row_follows_the_stages_rule(positions, query_row, expect):
-    from lab.stages.common import analysis_row as stage_rule
+    """One rule (lab.analysis.record_numbers.analysis_row) for the page and the stages."""
+    from utils.config import GroundingConfig
 
     img_lay = synthetic_pad(20, 20)
     rec = make_record("r", "none.png", img_lay, peaked(img_lay, (0, 0), rows=len(positions)))
     rec.meta.query_positions = positions
-    assert analysis_row(rec, query_row) == expect == stage_rule(rec, query_row) % len(positions)
+    assert analysis_row(rec, GroundingConfig(query_row=query_row)) == expect
 
 
 def test_the_default_run_page_agrees_with_its_files(toy_run):

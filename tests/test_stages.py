@@ -15,7 +15,7 @@ import pytest
 from helpers import make_cfg
 from PIL import Image
 
-from lab.records import AttentionRecord
+from lab.records.record import AttentionRecord
 from lab.stages import StageContext, run_stage
 from utils.config import register_configs
 from utils.errors import UserError

@@ -33,11 +33,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from lab import tokens as TK
-from lab.records import AttentionRecord
+from lab.analysis import token_maps as TK
+from lab.records.record import AttentionRecord
 from lab.stages import StageContext
-from lab.stations import Strategy, collect
-from lab.views import run_view
+from lab.capture.station import Strategy, collect
+from lab.sessions.views import run_view
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -405,17 +405,17 @@ def test_unsupported_families_are_refused_in_one_line(tiny_vlm):
 
 
 def test_chat_vision_setting(tiny_vlm):
-    from lab.chat import _vision_setting
+    from lab.sessions.chat import _vision_setting
 
     class NoVision:
         def vision_support(self):
             return "the vision-tower view supports LLaVA-1.5-style models only; qwen2_vl: ..."
 
-    assert _vision_setting(tiny_vlm, {"vision": None}) is True
-    assert _vision_setting(tiny_vlm, {"vision": False}) is False
-    assert _vision_setting(NoVision(), {"vision": None}) is False
+    assert _vision_setting(tiny_vlm, NS(vision=None)) is True
+    assert _vision_setting(tiny_vlm, NS(vision=False)) is False
+    assert _vision_setting(NoVision(), NS(vision=None)) is False
     with pytest.raises(UserError, match="vision=true: the vision-tower view supports"):
-        _vision_setting(NoVision(), {"vision": True})
+        _vision_setting(NoVision(), NS(vision=True))
 
 
 @pytest.fixture(scope="module")
@@ -430,10 +430,10 @@ def plain_records(tiny_vlm, tmp_path_factory):
     (["vision.aggregate=rollout"], "no vision-tower matrix 'rollout' in this record (it holds: none)"),
     (["tokens.steps=9:20"], "selects no step"),
     (["tokens.steps=[7]"], "steps=[7]: need a non-empty list of steps in 0..2"),
-    (["tokens.weighting=eager"], "tokens.weighting='eager' is not valid"),
-    (["tokens.reduce=[tokens]"], "tokens.reduce=['tokens']: unknown axis"),
+    (["tokens.weighting=eager"], "tokens.weighting='eager' must be one of plain, vlm_visualizer"),
+    (["tokens.reduce=[tokens]"], "tokens.reduce=['tokens'] must be a list of distinct values"),
     (["tokens.layers=[9]"], "layers [9] not captured"),
-    (["vision.aggregate=max"], "vision.aggregate='max' is not valid"),
+    (["vision.aggregate=max"], "vision.aggregate='max' must be one of none, mean"),
 ])
 def test_view_errors_name_the_key(plain_records, tmp_path, overrides, needle):
     gen, _ = plain_records

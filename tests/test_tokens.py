@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from lab import tokens as TK
-from lab.stations import Strategy, collect
+from lab.analysis import token_maps as TK
+from lab.figures import token_figures
+from lab.capture.station import Strategy, collect
 from utils.errors import UserError
 
 TOL = 1e-5
@@ -134,13 +135,13 @@ def test_token_figures(gen_records, tmp_path):
     rec = gen_records[1]
     img = _samples()[1][0]
     T = rec.shape[0]
-    p = TK.token_curve(rec, tmp_path / "curve.png")
+    p = token_figures.token_curve(rec, tmp_path / "curve.png")
     assert _png_size(p) == (600, 400)  # default figsize (6, 4) at 100 dpi for a few tokens
-    p = TK.token_curve(rec, tmp_path / "curve_sel.png", pairs=[(2, 1), (3, 0)], figsize=(5, 3), dpi=80)
+    p = token_figures.token_curve(rec, tmp_path / "curve_sel.png", pairs=[(2, 1), (3, 0)], figsize=(5, 3), dpi=80)
     assert _png_size(p) == (400, 240)
-    p = TK.token_strip(rec, img, tmp_path / "strip.png", figsize=(8, 2.5), dpi=100)
+    p = token_figures.token_strip(rec, img, tmp_path / "strip.png", figsize=(8, 2.5), dpi=100)
     assert _png_size(p) == (800, 250)
-    p = TK.token_strip(rec, img, tmp_path / "strip_default.png", layers=[2, 3], max_tokens=2)
+    p = token_figures.token_strip(rec, img, tmp_path / "strip_default.png", layers=[2, 3], max_tokens=2)
     w, h = _png_size(p)
     assert w > h > 100  # a strip: wider than tall
     assert T >= 1

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import make_cfg
 
-from lab.records import AttentionRecord
+from lab.records.record import AttentionRecord
 from lab.stages import StageContext, run_stage
 from utils.config import register_configs
 

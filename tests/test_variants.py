@@ -11,21 +11,31 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from lab import criteria, grounding, selection
-from lab.analysis import analyze_sample
+from lab import criteria
+from lab.analysis import grounding
+from lab.analysis import across_samples as selection
+from lab.analysis.per_sample import analyze_sample
 from lab.criteria.variants import (
     bottom_row_any_cell,
     chord_raw_threshold,
-    relu_entropy_batch,
 )
 from lab.stages import StageContext, run_stage
+from lab.criteria.entropy import entropy_components
+from utils.config import SelectionConfig
 from utils.errors import UserError
+
+
+def _relu(maps, *, mean_factor=1.0, threshold=0.0, component_weight="mass"):
+    """The release's entropy (entropy_components with its cell rule): (entropy[M], n_components[M])."""
+    ent, nc, _ = entropy_components(np.asarray(maps), component_weight=component_weight, mean_factor=mean_factor,
+                                    binarize_threshold=threshold)
+    return ent, nc
 
 
 @settings(max_examples=60, deadline=None)
 @given(arrays(np.float64, (5, 6, 7), elements=st.floats(0, 1, allow_nan=False, width=32)))
 def test_relu_entropy_with_default_settings_equals_the_default_entropy(maps):
-    ent, nc = relu_entropy_batch(maps)
+    ent, nc = _relu(maps)
     ref_e, ref_n = criteria.spatial_entropy_batch(maps)
     for a, b in zip(ent, ref_e):  # the default adds a round-off guard (rtol 1e-9) on near-constant maps
         if math.isfinite(b):
@@ -37,22 +47,22 @@ def test_relu_mass_weights_leave_sub_threshold_mass_out():
     a = np.zeros((4, 4))
     a[0, 0], a[2, 0] = 1.0, 0.3  # two components above 2 * mean
     a[3, 3] = 1.304 / 7  # relu(a - 2 * mean) = 0.0005: mass at or below the 0.001 threshold, in no component
-    (e,), (n,) = relu_entropy_batch(a[None], mean_factor=2.0, threshold=0.001, component_weight="relu_mass")
+    (e,), (n,) = _relu(a[None], mean_factor=2.0, threshold=0.001, component_weight="relu_mass")
     b = np.maximum(a - 2 * a.mean(), 0)
     assert 0 < b[3, 3] <= 0.001
     p = np.array([b[0, 0], b[2, 0]]) / b.sum()  # sums to less than 1
     assert n == 2 and e == pytest.approx(float(-(p * np.log(p)).sum()), abs=1e-12)
-    (e_mass,), _ = relu_entropy_batch(a[None], mean_factor=2.0, threshold=0.001, component_weight="mass")
+    (e_mass,), _ = _relu(a[None], mean_factor=2.0, threshold=0.001, component_weight="mass")
     q = p / p.sum()
     assert e_mass == pytest.approx(float(-(q * np.log(q)).sum()), abs=1e-12) and e_mass != pytest.approx(e)
     # all relu mass at or below the threshold: no component, entropy 0 (the best score)
     weak = np.full((4, 4), 0.01)
     weak[1, 1] = 0.0105
-    (e0,), (n0,) = relu_entropy_batch(weak[None], mean_factor=1.0, threshold=0.001, component_weight="relu_mass")
+    (e0,), (n0,) = _relu(weak[None], mean_factor=1.0, threshold=0.001, component_weight="relu_mass")
     assert n0 == 0 and e0 == 0.0
-    (e_mass,), _ = relu_entropy_batch(weak[None], mean_factor=1.0, threshold=0.001, component_weight="mass")
+    (e_mass,), _ = _relu(weak[None], mean_factor=1.0, threshold=0.001, component_weight="mass")
     assert e_mass == math.inf  # the default weighting calls the same map empty
-    (ec,), _ = relu_entropy_batch(np.full((1, 3, 3), 0.2), component_weight="relu_mass")
+    (ec,), _ = _relu(np.full((1, 3, 3), 0.2), component_weight="relu_mass")
     assert ec == math.inf  # constant map: no relu mass at all
 
 
@@ -86,10 +96,11 @@ def test_analysis_options_fallback_and_tie_break():
     att[2, 0, 5] = 0.5  # one compact blob -> entropy 0
     att[2, 1, 6] = 0.5  # another, equal entropy, equal S_img
     att[1, 0, 0] = 0.9  # highest S_img, but layer 1 excluded
-    res = analyze_sample(att, (P, P), threshold=0.4, exclude_layers=[0, 1], component_weight="relu_mass",
-                         mean_factor=2.0, binarize_threshold=0.001, tie_break="index")
+    res = analyze_sample(att, (P, P), threshold=0.4, exclude_layers=[0, 1],
+                         settings=SelectionConfig(component_weight="relu_mass", mean_factor=2.0, binarize_threshold=0.001,
+                                                  tie_break="index"))
     assert res.ranked_heads() == [(2, 0), (2, 1)]
-    res_hi = analyze_sample(att, (P, P), threshold=10.0, exclude_layers=[0, 1], min_keep=1)
+    res_hi = analyze_sample(att, (P, P), threshold=10.0, exclude_layers=[0, 1], settings=SelectionConfig(min_keep=1))
     assert res_hi.eligible.sum() == 1 and res_hi.eligible[1, 0]  # the fallback ignores layers and the threshold
 
 

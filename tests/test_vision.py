@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lab.stations import Strategy, collect
+from lab.capture.station import Strategy, collect
 from llava import vision as VI
 
 TOL = 1e-5

@@ -23,7 +23,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from transformers.models.clip.modeling_clip import eager_attention_forward as clip_eager
 from transformers.models.llama.modeling_llama import repeat_kv
 
-from lab.stations import AttentionStation, RunInputs, Strategy, collect
+from lab.capture.station import AttentionStation, RunInputs, Strategy, collect
 from llava.model import load_vlm
 from utils.errors import UserError
 

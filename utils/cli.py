@@ -17,25 +17,24 @@ MAX_QUERY_BYTES = 1 << 20
 
 def output_dir(cfg) -> Path:
     """`output_dir=` if given, else Hydra's run directory (outputs/<entry>/<date_time>)."""
-    if cfg.get("output_dir"):
+    if cfg.output_dir:
         return Path(cfg.output_dir).expanduser().resolve()
     from hydra.core.hydra_config import HydraConfig
 
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def run_entry(job: Callable[[], Any], cfg: Any = None) -> Any:
-    """Check `cfg` (utils.settings.check_config: unknown keys, value ranges) and run `job()`.
+def run_entry(job: Callable[[Any], Any], cfg: Any) -> Any:
+    """Read the composed config once (utils.settings.settings_from_config: unknown keys, value ranges,
+    then the frozen settings object) and run `job(settings)`.
 
     A UserError prints `error: ...` (no traceback) and exits with status 2; so does an OSError that
     reaches this far (disk full, read-only folder, ...): one line naming the file."""
     logging.raiseExceptions = False  # a log file on a full disk must not print a traceback per message
     try:
-        if cfg is not None:
-            from utils.settings import check_config
+        from utils.settings import settings_from_config
 
-            check_config(cfg)
-        return job()
+        return job(settings_from_config(cfg))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(UserError.exit_code)
@@ -70,7 +69,7 @@ def read_query_file(path: str | Path) -> str:
 
 def resolve_query(cfg) -> str | None:
     """`query=` or the text of `query_file=` (one of them; both is an error naming the two keys)."""
-    query, qfile = cfg.get("query"), cfg.get("query_file")
+    query, qfile = getattr(cfg, "query", None), getattr(cfg, "query_file", None)
     if qfile:
         if query:
             raise UserError(f"give query= or query_file=, not both (query_file={qfile})")

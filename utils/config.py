@@ -1,18 +1,31 @@
-"""Structured Hydra configs: dataclass schemas registered in the ConfigStore.
+"""The settings, declared once: frozen dataclasses, one per group, typed with the choices of
+utils/choices.py and carrying their value checks (`setting(..., check=...)`).
 
-The YAML files in `config/` name these schemas first in their defaults list, so every key has a
-type and a misspelled key or a wrong type is an error naming the key (never a silent default).
+* Hydra composes the config against mutable twins of these classes (`utils.hydra_schema`,
+  registered by `register_configs`), so every key has a type and a misspelled key or a wrong type
+  is an error naming the key (never a silent default).
+* utils/settings.py checks the composed config against these declarations and builds the frozen
+  settings object (`settings_from_config`) once, at the edge; stages, views, the chat and the
+  explorer get those objects whole (no function in lab/ reads a DictConfig).
+
 Paths inside the repository are written `${repo:examples/...}` so they work from any cwd.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
 from omegaconf import MISSING, OmegaConf
+
+from utils import checks as C
+from utils.choices import (AnswerMatch, BottomRowRule, ChatQueryMode, ComponentWeight, Connectivity, Dtype, ElbowMethod,
+                           ElbowScope, Geometry, ImageAspect, MaskoutMode, ModifyMode, PromptTemplate, QueryMode,
+                           Ranking, ReduceAxis, Region, Steps, TieBreak, TokenWeighting, ViewMode, VisionAggregate,
+                           VisionView)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +55,21 @@ if not OmegaConf.has_resolver("run_subdir"):
     OmegaConf.register_new_resolver("run_subdir", _run_subdir)
 
 
-@dataclass
+def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, check: Any = None) -> Any:
+    """A settings field whose value check (utils/checks.py) travels with its declaration.
+
+    Args:
+        default: the default value (or `factory` for a mutable one).
+        check: `f(value) -> None | why`; fields annotated with a `Literal` choice need none (the
+            compose-time check derives it from the declaration).
+    """
+    meta = {"check": check} if check is not None else {}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """config/model/*.yaml: which checkpoint and how to feed it."""
 
@@ -51,94 +78,95 @@ class ModelConfig:
     builder: Optional[str] = None  # "tiny_random": build a tiny random LLaVA into cache_dir first
     cache_dir: str = "${repo:.cache/models}"
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    device: str = setting("auto", check=C.device)  # auto | cpu | cuda | cuda:N
+    dtype: Dtype = "auto"
     device_map: Optional[str] = None  # passed to from_pretrained, e.g. "auto" to spread over GPUs
-    prompt_template: str = "chat"  # chat | plain ("<image>\n{query}") | referseg (Kang et al.'s released prompt)
-    image_aspect: str = "auto"  # auto (the processor's own) | crop | pad
+    prompt_template: PromptTemplate = "chat"  # chat | plain ("<image>\n{query}") | referseg (Kang et al.'s released prompt)
+    image_aspect: ImageAspect = "auto"  # auto (the processor's own) | crop | pad
     system_prompt: Optional[str] = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class StrategyConfig:
-    """What to capture and how to intervene (see lab.stations.Strategy)."""
+    """What to capture and how to intervene (see lab.capture.station.Strategy)."""
 
-    query_positions: str = "last_input"  # last_input | generated | all_input | first_generated
-    positions: Optional[List[int]] = None  # explicit prompt positions (overrides query_positions)
-    layers: Optional[List[int]] = None
-    heads: Optional[List[int]] = None
-    maskout: List[List[int]] = field(default_factory=list)
-    maskout_mode: str = "zero"  # zero | uniform | visual_head (Bi et al.'s logits-to-0, leaks to future/padding keys)
-    modify: List[List[int]] = field(default_factory=list)
-    modify_factor: float = 1.0
-    modify_mode: str = "image_reweight"  # image_reweight | logits_scale | visual_head (Bi et al.; empty modify = all heads)
-    steps: str = "all"  # all | prefill
+    query_positions: QueryMode = "last_input"
+    positions: Optional[List[int]] = setting(None, check=C.positions)  # explicit prompt positions (overrides query_positions)
+    layers: Optional[List[int]] = setting(None, check=C.int_list(0, nonempty=True))
+    heads: Optional[List[int]] = setting(None, check=C.int_list(0, nonempty=True))
+    maskout: List[List[int]] = setting(factory=list, check=C.pairs)
+    maskout_mode: MaskoutMode = "zero"  # visual_head: Bi et al.'s logits-to-0, leaks to future/padding keys
+    modify: List[List[int]] = setting(factory=list, check=C.pairs)
+    modify_factor: float = setting(1.0, check=C.number(0.0))
+    modify_mode: ModifyMode = "image_reweight"  # visual_head: Bi et al.; empty modify = all heads
+    steps: Steps = "all"
     vision: bool = False  # also store the vision tower's token->patch matrices (LLaVA-1.5-style models)
-    vision_aggregates: List[str] = field(default_factory=lambda: ["mean", "rollout", "vlm_visualizer"])
-    highlight_box: Optional[List[float]] = None  # modify_mode=visual_head: only image cells overlapping [x, y, w, h] (pixels)
+    vision_aggregates: List[VisionAggregate] = field(default_factory=lambda: ["mean", "rollout", "vlm_visualizer"])
+    highlight_box: Optional[List[float]] = setting(None, check=C.optional(C.box))  # modify_mode=visual_head: only image cells overlapping [x, y, w, h] (pixels)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ElbowConfig:
-    method: str = "kneedle"  # kneedle | chord (both axes scaled to [0, 1]) | chord_raw (Kang et al.'s release: unscaled axes)
-    scope: str = "mean"  # mean (one curve: heads' S_img averaged over samples) | per_sample (each sample's own curve)
+    method: ElbowMethod = "kneedle"  # chord: both axes scaled to [0, 1]; chord_raw: Kang et al.'s release, unscaled axes
+    scope: ElbowScope = "mean"  # mean (one curve: heads' S_img averaged over samples) | per_sample (each sample's own curve)
     include_excluded: bool = False  # put the heads of excluded layers on the curve too (the release does)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SelectionConfig:
-    """The paper's selection (Kang et al., CVPR 2025); every constant is an option."""
+    """The paper's selection (Kang et al., CVPR 2025); every constant is an option. Also the
+    per-sample criteria's settings (`lab.analysis.per_sample.analyze_sample`)."""
 
-    k: int = 10  # heads taken per sample (lowest spatial entropy among those above the elbow)
-    exclude_layers: Optional[List[int]] = None  # None = auto: the first round(L/16) layers ([0, 1] for 32-40 layers)
+    k: int = setting(10, check=C.int_at_least(1))  # heads taken per sample (lowest spatial entropy among those above the elbow)
+    exclude_layers: Optional[List[int]] = setting(None, check=C.int_list(0))  # None = auto: the first round(L/16) layers ([0, 1] for 32-40 layers)
     elbow: ElbowConfig = field(default_factory=ElbowConfig)
-    component_weight: str = "mass"  # mass | area | relu_mass (component mass / all relu mass; the release)
-    connectivity: int = 8
+    component_weight: ComponentWeight = "mass"  # relu_mass: component mass / all relu mass (the release)
+    connectivity: Connectivity = 8
     bottom_row_filter: bool = False
-    bottom_row_fraction: float = 0.5
+    bottom_row_fraction: float = setting(0.5, check=C.number(0.0, 1.0, lo_open=True))
     grid: Optional[str] = None  # which layout grid to analyse (anyres models); None = the default
     # Variants (docs/fidelity.md); the defaults reproduce the formulas above, method=kang_release sets the release's
-    mean_factor: float = 1.0  # B = relu(A - mean_factor * mean(A)) (the release v2: 2.0)
-    binarize_threshold: float = 0.0  # component cells: B > binarize_threshold (the release: 0.001)
-    bottom_row_rule: str = "share"  # share (> bottom_row_fraction of B's mass) | any_cell (a last-row cell's A > bottom_row_cell)
-    bottom_row_cell: float = 0.05
-    ranking: str = "frequency"  # frequency (k per sample, counted) | per_sample (each sample's own top_k, the release)
-    tie_break: str = "s_img"  # equal entropies: higher S_img first | index (layer, head order, the release's stable sort)
-    min_keep: int = 0  # per sample: if fewer heads pass, keep this many by S_img (the release: 1)
+    mean_factor: float = setting(1.0, check=C.number(0.0))  # B = relu(A - mean_factor * mean(A)) (the release v2: 2.0)
+    binarize_threshold: float = setting(0.0, check=C.number(0.0))  # component cells: B > binarize_threshold (the release: 0.001)
+    bottom_row_rule: BottomRowRule = "share"  # share (> bottom_row_fraction of B's mass) | any_cell (a last-row cell's A > bottom_row_cell)
+    bottom_row_cell: float = setting(0.05, check=C.number(0.0, 1.0))
+    ranking: Ranking = "frequency"  # frequency (k per sample, counted) | per_sample (each sample's own top_k, the release)
+    tie_break: TieBreak = "s_img"  # equal entropies: higher S_img first | index (layer, head order, the release's stable sort)
+    min_keep: int = setting(0, check=C.int_at_least(0))  # per sample: if fewer heads pass, keep this many by S_img (the release: 1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GroundingConfig:
-    """Selected heads' maps -> box (lab/grounding.py) and the evaluate baselines."""
+    """Selected heads' maps -> box (lab/analysis/grounding.py) and the evaluate baselines."""
 
-    sigma: Optional[float] = None  # Gaussian smoothing per head in grid cells; None = 1.0 per 24 cells (the paper on 24x24)
+    sigma: Optional[float] = setting(None, check=C.optional(C.number(0.0)))  # Gaussian smoothing per head in grid cells; None = 1.0 per 24 cells (the paper on 24x24)
     hull: bool = False  # fill the convex hull of the largest region before taking its box
-    random_draws: int = 5  # random-head baseline: number of seeded draws of top_k heads
+    random_draws: int = setting(5, check=C.int_at_least(0))  # random-head baseline: number of seeded draws of top_k heads
     query_row: Optional[int] = None  # which captured query row to analyse; None = the last input token
-    region: str = "largest"  # largest (8-connected region of above-mean cells) | all (box of every above-mean cell, the release)
-    geometry: str = "layout"  # layout (cells placed through the ImageLayout) | stretch (grid stretched over the original image, the release)
+    region: Region = "largest"  # largest (8-connected region of above-mean cells) | all (box of every above-mean cell, the release)
+    geometry: Geometry = "layout"  # layout (cells placed through the ImageLayout) | stretch (grid stretched over the original image, the release)
 
 
-@dataclass
+@dataclass(frozen=True)
 class AblationConfig:
-    """stage=ablate: answer accuracy with the selected heads masked out vs random heads (lab/ablation.py)."""
+    """stage=ablate: answer accuracy with the selected heads masked out vs random heads (lab/runs/conditions.py)."""
 
-    match: str = "exact"  # exact (first word(s) of the answer) | contains (the answer anywhere in it)
-    random_draws: int = 5  # seeded draws of as many random heads as selected
-    maskout_mode: str = "zero"  # zero | uniform | visual_head (see strategy.maskout_mode)
-    steps: str = "all"  # all | prefill (see strategy.steps)
+    match: AnswerMatch = "exact"  # exact (first word(s) of the answer) | contains (the answer anywhere in it)
+    random_draws: int = setting(5, check=C.int_at_least(0))  # seeded draws of as many random heads as selected
+    maskout_mode: MaskoutMode = "zero"  # see strategy.maskout_mode
+    steps: Steps = "all"  # see strategy.steps
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReportConfig:
     """index.html of a run folder: the offline explorer (lab/report/). Caps keep big runs light."""
 
-    max_samples: int = 1000  # samples listed in the page (first N records by name; 0 = run summary only)
-    map_budget_mb: float = 8.0  # 8-bit per-head maps: samples carry every head's map until this is spent, then the selected heads' only
-    image_side: int = 256  # longest side (px) of the image thumbnails embedded in the page
+    max_samples: int = setting(1000, check=C.int_at_least(0))  # samples listed in the page (first N records by name; 0 = run summary only)
+    map_budget_mb: float = setting(8.0, check=C.number(0.0))  # 8-bit per-head maps: samples carry every head's map until this is spent, then the selected heads' only
+    image_side: int = setting(256, check=C.int_at_least(16))  # longest side (px) of the image thumbnails embedded in the page
 
 
-@dataclass
+@dataclass(frozen=True)
 class FinderConfig:
     """localization_heads_finder.py"""
 
@@ -159,45 +187,45 @@ class FinderConfig:
     heads_file: Optional[str] = None
     output_dir: Optional[str] = None
     data_file: str = "${repo:examples/toy/toy_grounding.jsonl}"
-    top_k: int = 3
-    batch_size: int = 8
-    max_new_tokens: int = 8
+    top_k: int = setting(3, check=C.int_at_least(1))
+    batch_size: int = setting(8, check=C.int_at_least(1))
+    max_new_tokens: int = setting(8, check=C.int_at_least(0))
     visualize_batch: bool = False
     show_plot: bool = False
     show_components: bool = True
     overwrite: bool = False
-    start_index: int = 0
-    end_index: Optional[int] = None
-    shard: Optional[str] = None  # "i/n": this process takes rows i, i+n, i+2n, ...
+    start_index: int = setting(0, check=C.int_at_least(0))
+    end_index: Optional[int] = setting(None, check=C.optional(C.int_at_least(0)))
+    shard: Optional[str] = setting(None, check=C.shard)  # "i/n": this process takes rows i, i+n, i+2n, ...
     seed: int = 0
-    max_image_pixels: int = 100_000_000  # larger images are refused (per row in a batch); utils/images.py
+    max_image_pixels: int = setting(100_000_000, check=C.int_at_least(1))  # larger images are refused (per row in a batch); utils/images.py
 
 
-@dataclass
+@dataclass(frozen=True)
 class TokensConfig:
     """visualize_attention.py mode=tokens: which generated tokens, layers, heads, and how to reduce."""
 
     steps: Any = "all"  # all | [t, ...] | "a:b" (end excluded); step t = the query that produced token t
-    layers: Optional[List[int]] = None  # model layer indices (None = all captured)
-    heads: Optional[List[int]] = None  # model head indices (None = all captured)
-    reduce: List[str] = field(default_factory=lambda: ["heads", "layers"])  # axes to average: heads, layers, steps
-    weighting: str = "plain"  # plain | vlm_visualizer (per layer: zero the first-token column, renormalise)
-    max_tokens: int = 24  # panels drawn (all maps are saved)
-    ncols: int = 8  # panels per figure row
+    layers: Optional[List[int]] = setting(None, check=C.int_list(0, nonempty=True))  # model layer indices (None = all captured)
+    heads: Optional[List[int]] = setting(None, check=C.int_list(0, nonempty=True))  # model head indices (None = all captured)
+    reduce: List[ReduceAxis] = field(default_factory=lambda: ["heads", "layers"])  # axes to average: heads, layers, steps
+    weighting: TokenWeighting = "plain"  # vlm_visualizer: per layer, zero the first-token column, renormalise
+    max_tokens: int = setting(24, check=C.int_at_least(1))  # panels drawn (all maps are saved)
+    ncols: int = setting(8, check=C.int_at_least(1))  # panels per figure row
 
 
-@dataclass
+@dataclass(frozen=True)
 class VisionViewConfig:
     """visualize_attention.py mode=tokens: combine with the vision tower's token->patch matrix."""
 
-    aggregate: str = "none"  # none | mean | rollout | vlm_visualizer (needs a record with vision matrices)
+    aggregate: VisionView = "none"  # needs a record with vision matrices unless none
 
 
-@dataclass
+@dataclass(frozen=True)
 class VisualizeConfig:
     """visualize_attention.py: views of saved records (no model needed)."""
 
-    mode: str = "single"  # single | batch | tokens
+    mode: ViewMode = "single"
     tokens: TokensConfig = field(default_factory=TokensConfig)
     vision: VisionViewConfig = field(default_factory=VisionViewConfig)
     model: ModelConfig = field(default_factory=ModelConfig)  # unused by the views; kept so model= works alike
@@ -208,16 +236,16 @@ class VisualizeConfig:
     attention_dir: Optional[str] = None  # mode=batch: a folder of records (default: <data_file dir>/...)
     data_file: Optional[str] = None  # mode=batch: JSONL whose ids name records in attention_dir
     heads_file: Optional[str] = None
-    layer: Optional[int] = None
-    head: Optional[int] = None
-    top_k: int = 3
+    layer: Optional[int] = setting(None, check=C.optional(C.int_at_least(0)))
+    head: Optional[int] = setting(None, check=C.optional(C.int_at_least(0)))
+    top_k: int = setting(3, check=C.int_at_least(1))
     show_components: bool = False
     show_plot: bool = False
     output_dir: Optional[str] = None
-    max_image_pixels: int = 100_000_000  # larger images are refused (utils/images.py)
+    max_image_pixels: int = setting(100_000_000, check=C.int_at_least(1))  # larger images are refused (utils/images.py)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChatConfig:
     """cli_llava.py: one `query=` on `image_file=`, or an interactive chat (`cli_mode=true`)."""
 
@@ -229,9 +257,9 @@ class ChatConfig:
     query_file: Optional[str] = None  # UTF-8 text file holding the query (instead of query=)
     image_file: Optional[str] = None
     heads_file: Optional[str] = None  # heads to overlay (heads.json); None = the record's own top heads
-    top_k: int = 3
-    max_new_tokens: int = 64
-    query_positions: str = "generated"  # generated | last_input (what the saved record captures)
+    top_k: int = setting(3, check=C.int_at_least(1))
+    max_new_tokens: int = setting(64, check=C.int_at_least(0))
+    query_positions: ChatQueryMode = "generated"  # what the saved record captures
     save_id: Optional[str] = None
     output_dir: Optional[str] = None
     stream: bool = True  # print the answer token by token
@@ -239,36 +267,31 @@ class ChatConfig:
     vision: Optional[bool] = None  # store the vision tower's token->patch matrices; None = when the model supports it
     show_plot: bool = False
     show_components: bool = False
-    max_image_pixels: int = 100_000_000  # larger images are refused (utils/images.py)
+    max_image_pixels: int = setting(100_000_000, check=C.int_at_least(1))  # larger images are refused (utils/images.py)
 
 
-def excluded_layers(setting, num_layers: int) -> list[int]:
+def excluded_layers(layers, num_layers: int) -> list[int]:
     """Layers left out of selection. The paper drops the first 2 of LLaVA-1.5's 32 (their attention is
     spread evenly over the image); `None` scales that to the model's depth: round(L / 16) layers
     (2 for 24-40 layers, 1 for 8-23, 0 for the 4-layer toy model)."""
-    if setting is None:
+    if layers is None:
         return list(range(int(num_layers / 16 + 0.5)))
-    return [int(x) for x in setting]
+    return [int(x) for x in layers]
 
 
-def smoothing_sigma(setting, grid_side: int) -> float:
+def smoothing_sigma(sigma, grid_side: int) -> float:
     """The paper smooths with sigma 1.0 on LLaVA-1.5's 24x24 grid; `None` keeps that scale relative to the
     image for other grids (0.25 cells on a 6x6 grid, 2.25 on a 54x54 one)."""
-    return float(setting) if setting is not None else grid_side / 24.0
+    return float(sigma) if sigma is not None else grid_side / 24.0
 
 
 def register_configs() -> None:
     """Register the schemas (idempotent); entry points call this before `hydra.main` runs."""
     from hydra.core.config_store import ConfigStore
 
+    from utils.hydra_schema import hydra_schema
+
     cs = ConfigStore.instance()
-    cs.store(name="finder_schema", node=FinderConfig)
-    cs.store(name="chat_schema", node=ChatConfig)
-    cs.store(name="visualize_schema", node=VisualizeConfig)
-
-
-def to_plain(node: Any) -> Any:
-    """OmegaConf node -> plain Python containers (resolved)."""
-    if OmegaConf.is_config(node):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
+    cs.store(name="finder_schema", node=hydra_schema(FinderConfig))
+    cs.store(name="chat_schema", node=hydra_schema(ChatConfig))
+    cs.store(name="visualize_schema", node=hydra_schema(VisualizeConfig))

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
+
+import numpy as np
 
 from utils.errors import UserError
 from utils.files import file_digest, open_regular  # noqa: F401 - part of this module's interface
@@ -166,3 +169,22 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None):
     from utils.images import load_image as _load
 
     return _load(path, max_pixels)
+
+
+def jsonable(obj: Any) -> Any:
+    """Recursively turn numpy arrays/scalars, tuples and dataclass-free containers into strict
+    JSON values; non-finite floats become ``None``."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    return obj

@@ -13,17 +13,18 @@ image-token columns. Rows do not sum to 1 (the rest of the mass sits on text tok
   ``p_i = mass(C_i) / mass(B)`` and ``H = -sum_i p_i ln p_i``. One compact blob gives 0; the
   more scattered the above-mean attention, the larger ``H``. ``inf`` when nothing survives.
 
-Per-sample use is `lab.analysis`, selection across samples `lab.selection`.
+Per-sample use is `lab.analysis.per_sample`, selection across samples `lab.analysis.across_samples`.
+The choices (component weights, connectivity, elbow methods) are declared in utils/choices.py.
 """
 
-from lab.criteria.elbow import Elbow, ElbowMethod, elbow_threshold
-from lab.criteria.entropy import (DEFAULT_RTOL, ComponentWeight, Connectivity, SpatialEntropyDetails,
+from lab.criteria.elbow import Elbow, elbow_threshold
+from lab.criteria.entropy import (DEFAULT_RTOL, SpatialEntropyDetails, entropy_components,
                                   bottom_row_share, spatial_entropy, spatial_entropy_batch,
                                   spatial_entropy_details)
 from lab.criteria.image_sum import excluded_list, image_attention_sum, layer_mask
 
 __all__ = [
-    "DEFAULT_RTOL", "ComponentWeight", "Connectivity", "Elbow", "ElbowMethod", "SpatialEntropyDetails",
+    "DEFAULT_RTOL", "Elbow", "SpatialEntropyDetails", "entropy_components",
     "bottom_row_share", "elbow_threshold", "excluded_list", "image_attention_sum", "layer_mask",
     "spatial_entropy", "spatial_entropy_batch", "spatial_entropy_details",
 ]

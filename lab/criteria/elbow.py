@@ -10,9 +10,9 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from lab.criteria.variants import chord_raw_threshold
-from lab.writers import jsonable
+from utils.choices import ElbowMethod, is_choice, options
+from utils.io import jsonable
 
-ElbowMethod = Literal["kneedle", "chord", "chord_raw"]
 
 
 @dataclass(frozen=True)
@@ -131,8 +131,8 @@ def elbow_threshold(
       method, ``fallback="keep_all"`` keeps everything;
     * chord on a straight line (largest scaled distance ``< min_chord_distance``): keep all.
     """
-    if method not in ("kneedle", "chord", "chord_raw"):
-        raise ValueError(f"elbow method must be 'kneedle', 'chord' or 'chord_raw', got {method!r}")
+    if not is_choice(method, ElbowMethod):
+        raise ValueError(f"elbow method must be one of {', '.join(options(ElbowMethod))}, got {method!r}")
     if fallback not in ("chord", "keep_all"):
         raise ValueError(f"fallback must be 'chord' or 'keep_all', got {fallback!r}")
     v = np.asarray(values, dtype=np.float64).ravel()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from scipy import ndimage
 
-ComponentWeight = Literal["mass", "area"]
-Connectivity = Literal[4, 8]
+from utils.choices import ComponentWeight, Connectivity, options
 
 #: Default relative tolerance for "above the mean": a cell survives when
 #: ``A > mean(A) + rtol * max|A|``. Guards against float round-off turning a constant map into
@@ -25,9 +23,10 @@ def _structure_2d(connectivity: int) -> np.ndarray:
     raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
 
 
-def check_component_weight(component_weight: str) -> None:
-    if component_weight not in ("mass", "area"):
-        raise ValueError(f"component_weight must be 'mass' or 'area', got {component_weight!r}")
+def check_weight(component_weight: str, allowed: tuple[str, ...] = options(ComponentWeight)) -> None:
+    """The one validator of a component weighting (`allowed`: what the caller implements)."""
+    if component_weight not in allowed:
+        raise ValueError(f"component_weight must be one of {', '.join(allowed)}, got {component_weight!r}")
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def spatial_entropy_details(
     ``size_i / total size`` with ``"area"``. ``H = -sum_i p_i ln p_i``; one component gives 0,
     ``m`` equal components give ``ln m``.
     """
-    check_component_weight(component_weight)
+    check_weight(component_weight, ("mass", "area"))
     a = np.asarray(attn_map_2d, dtype=np.float64)
     if a.ndim != 2:
         raise ValueError(f"spatial_entropy needs a 2D map, got shape {a.shape}")
@@ -108,64 +107,91 @@ def spatial_entropy(
     return spatial_entropy_details(attn_map_2d, component_weight, connectivity, rtol=rtol).entropy
 
 
-def entropy_core(
+def entropy_components(
     maps: np.ndarray,
-    component_weight: str,
-    connectivity: int,
-    rtol: float,
-    want_bottom: bool,
-    chunk_maps: int,
+    *,
+    component_weight: str = "mass",
+    connectivity: int = 8,
+    mean_factor: float = 1.0,
+    binarize_threshold: float | None = None,
+    rtol: float = DEFAULT_RTOL,
+    chunk_maps: int = 4096,
+    want_bottom: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Vectorised spatial entropy of ``maps[M, R, C]`` -> (entropy[M], n_components[M],
-    bottom_row_share[M] or None).
+    """Spatial entropy of every map of ``maps[M, R, C]`` -> (entropy[M], n_components[M],
+    bottom_row_share[M] or None): the one chunked implementation of criterion 2 and its variants.
+
+    Args:
+        component_weight: "mass" (component mass / mass of all components), "area" (cells / cells
+            of all components) or "relu_mass" (component mass / the mass of *all* of ``B``,
+            sub-threshold cells included: a map whose ``B`` has mass but no component scores 0).
+        mean_factor: ``B = relu(A - mean_factor * mean(A))``.
+        binarize_threshold: component cells are ``B > binarize_threshold``; None (the paper's rule,
+            not allowed with relu_mass) keeps ``A > mean(A) + rtol * max|A|`` (see `DEFAULT_RTOL`).
+        want_bottom: also the share of ``B``'s mass on the last row (with the paper's rule only).
 
     The maps of a chunk are stacked into one 3D array and labelled in one ``ndimage.label`` call
     whose 3x3x3 structuring element is empty in the two outer planes, so nothing connects across
-    the stacking axis. Then only the surviving (above-mean) cells are touched: their labels, map
-    index and ``B`` values give, with ``np.bincount``, each component's mass/area, the map that
-    owns it (scatter: all cells of a component lie in one map), and per-map totals, entropies
-    and bottom-row shares. ``ndimage.label`` dominates the cost.
+    the stacking axis. Then only the surviving cells are touched: their labels, map index and ``B``
+    values give, with ``np.bincount``, each component's weight, the map that owns it (all cells of
+    a component lie in one map), and per-map totals, entropies and bottom-row shares. ``inf`` for a
+    map with no component (relu_mass: no ``B`` mass), ``nan`` for a map with non-finite values.
     """
+    check_weight(component_weight)
+    relu_total = component_weight == "relu_mass"
+    if binarize_threshold is None and relu_total:
+        binarize_threshold = 0.0
+    if want_bottom and binarize_threshold is not None:
+        raise ValueError("want_bottom needs the paper's cell rule (binarize_threshold=None)")
     M, R, C = maps.shape
     RC = R * C
     ent = np.empty(M, dtype=np.float64)
     ncomp = np.zeros(M, dtype=np.int64)
     bottom = np.empty(M, dtype=np.float64) if want_bottom else None
     structure = np.zeros((3, 3, 3), dtype=bool)
-    structure[1] = _structure_2d(connectivity)
-    use_mass = component_weight == "mass"
-    for s in range(0, M, chunk_maps):
-        a = np.asarray(maps[s : s + chunk_maps], dtype=np.float64).reshape(-1, RC)
+    structure[1] = _structure_2d(int(connectivity))
+    step = max(1, int(chunk_maps))
+    for s in range(0, M, step):
+        a = np.asarray(maps[s: s + step], dtype=np.float64).reshape(-1, RC)  # (m, R*C)
         m = a.shape[0]
         finite = np.isfinite(a).all(axis=1)
         if not finite.all():
             a = np.where(finite[:, None], a, 0.0)
-        mean = a.mean(axis=1)
-        scale = np.maximum(a.max(axis=1), -a.min(axis=1))
-        keep = a > (mean + rtol * scale)[:, None]  # same rule as spatial_entropy_details
+        mean = float(mean_factor) * a.mean(axis=1) if mean_factor != 1.0 else a.mean(axis=1)  # (m,)
+        if binarize_threshold is None:
+            scale = np.maximum(a.max(axis=1), -a.min(axis=1))
+            keep = a > (mean + rtol * scale)[:, None]  # same rule as spatial_entropy_details
+        else:
+            keep = a - mean[:, None] > float(binarize_threshold)  # B > t, with B = relu(A - f * mean(A))
         labels = np.empty((m, R, C), dtype=np.int32)
         n = int(ndimage.label(keep.reshape(m, R, C), structure=structure, output=labels))
         idx = np.flatnonzero(keep)  # surviving cells only (typically a fraction of all)
         row = idx // RC
         lab_s = labels.ravel()[idx].astype(np.intp) - 1  # 0-based component ids
-        b_s = a.ravel()[idx] - mean[row]  # B = A - mean(A) > 0 on survivors
+        b_s = a.ravel()[idx] - mean[row]  # B on survivors (> 0)
         owner = np.empty(n, dtype=np.intp)
         owner[lab_s] = row
-        if use_mass:
-            w = np.bincount(lab_s, weights=b_s, minlength=n).astype(np.float64)
-        else:
+        if component_weight == "area":
             w = np.bincount(lab_s, minlength=n).astype(np.float64)
+        else:
+            w = np.bincount(lab_s, weights=b_s, minlength=n).astype(np.float64)
         total = np.bincount(owner, weights=w, minlength=m).astype(np.float64)
-        p = w / total[owner] if n else w
+        if relu_total:  # + the relu mass of cells in no component (one component holding all of it gives p = 1)
+            b_all = np.maximum(a - mean[:, None], 0.0)  # (m, R*C)
+            total = total + np.where(keep, 0.0, b_all).sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
+            p = w / total[owner] if n else w
             contrib = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0)
         e = np.bincount(owner, weights=contrib, minlength=m).astype(np.float64)  # (int when empty)
         nc = np.bincount(owner, minlength=m)
         e[e <= 0.0] = 0.0  # -0.0 / round-off for single-component maps
-        e[nc == 0] = np.inf
+        if relu_total:
+            e[b_all.sum(axis=1) <= 0.0] = np.inf  # a constant map: nothing above the (scaled) mean
+        else:
+            e[nc == 0] = np.inf
         e[~finite] = np.nan
-        ent[s : s + m] = e
-        ncomp[s : s + m] = nc
+        ent[s: s + m] = e
+        ncomp[s: s + m] = nc
         if bottom is not None:
             tot_b = np.bincount(row, weights=b_s, minlength=m).astype(np.float64)
             in_bottom = (idx - row * RC) >= (R - 1) * C
@@ -173,7 +199,7 @@ def entropy_core(
             with np.errstate(divide="ignore", invalid="ignore"):
                 share = np.where(tot_b > 0, bot_b / np.where(tot_b > 0, tot_b, 1.0), np.nan)
             share[~finite] = np.nan
-            bottom[s : s + m] = share
+            bottom[s: s + m] = share
     return ent, ncomp, bottom
 
 
@@ -194,7 +220,6 @@ def spatial_entropy_batch(
     on the 2-core dev machine, 1024 speckled 24x24 maps (~43 components each) take ~15-25 ms
     against ~130 ms for a Python loop over `spatial_entropy`.
     """
-    check_component_weight(component_weight)
     a = np.asarray(maps)
     if a.ndim < 2:
         raise ValueError(f"maps must be [..., rows, cols], got shape {a.shape}")
@@ -202,7 +227,8 @@ def spatial_entropy_batch(
     M = int(np.prod(lead, dtype=np.int64)) if lead else 1
     if M == 0 or R * C == 0:
         return np.full(lead, np.inf), np.zeros(lead, dtype=np.int64)
-    ent, nc, _ = entropy_core(a.reshape(M, R, C), component_weight, int(connectivity), rtol, False, max(1, int(chunk_maps)))
+    ent, nc, _ = entropy_components(a.reshape(M, R, C), component_weight=component_weight, connectivity=int(connectivity),
+                                    rtol=rtol, chunk_maps=chunk_maps)
     return ent.reshape(lead), nc.reshape(lead)
 
 

@@ -7,13 +7,14 @@ nothing loaded from anywhere) drawn from the folder's files and records.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from lab.records import AttentionRecord
+from lab.records.record import AttentionRecord
 from lab.report.page import render_page
 from lab.report.rundata import RUN_CONFIG, build_run_data, load_run_config
 from utils.io import atomic_write_json, atomic_write_text
@@ -22,19 +23,11 @@ log = logging.getLogger(__name__)
 
 
 def plain_config(cfg: Any) -> dict[str, Any] | None:
-    """A composed (OmegaConf) config or a mapping -> a plain dict (interpolations resolved where they can be)."""
+    """A settings object (utils/config.py) or a mapping -> a plain dict (what run_config.json keeps)."""
     if cfg is None:
         return None
-    try:
-        from omegaconf import OmegaConf
-
-        if OmegaConf.is_config(cfg):
-            try:
-                return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-            except Exception:  # noqa: BLE001 - a value such as a query with '${' cannot be resolved; show it as written
-                return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover - omegaconf comes with hydra
-        pass
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return dataclasses.asdict(cfg)
     return dict(cfg)
 
 

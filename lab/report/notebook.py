@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from lab.records import AttentionRecord
+from lab.records.record import AttentionRecord
 from lab.report.explorer import explorer_html
 from utils.errors import UserError
 

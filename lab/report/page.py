@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lab.writers import jsonable
+from utils.io import jsonable
 
 ASSETS = Path(__file__).resolve().parent
 # Only inline script/style and data: images; anything else the page asked for would be refused.

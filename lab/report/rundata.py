@@ -16,11 +16,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lab.records import AttentionRecord, check_compatible
+from lab.records.record import AttentionRecord, check_compatible
 from lab.report.encode import float32_table
-from lab.report.samples import LEVELS, analyze, excluded_axes, map_bytes, sample_data
-from lab.report.settings import ReportSettings
-from lab.selection import select_heads
+from lab.analysis.across_samples import select_from_analyses
+from lab.analysis.record_numbers import HeadSet, selection_analysis
+from lab.report.samples import LEVELS, map_bytes, sample_data
+from lab.report.settings import PageSettings, page_settings
 from utils.errors import UserError
 from utils.io import read_jsonl_lenient
 
@@ -81,17 +82,15 @@ def load_run_config(run_dir: Path) -> dict[str, Any]:
     return d if isinstance(d, dict) else {}
 
 
-def _latest_config(configs: dict[str, Any]) -> dict[str, Any] | None:
-    return list(configs.values())[-1] if configs else None
-
-
 def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
                    records: Sequence[AttentionRecord] | None = None, title: str | None = None,
                    link_files: bool = True) -> dict[str, Any]:
     """The explorer's data: a run folder (its records under `attention/` or `attention_dir=`), or
-    `records` given directly (then `run_dir` may be None). `cfg`: the stage's plain composed config."""
+    `records` given directly (then `run_dir` may be None). `cfg`: the plain settings of whoever writes
+    the page now; the analysis settings are those the stages wrote into run_config.json
+    (`lab.report.settings.page_settings`)."""
     configs = load_run_config(run_dir) if run_dir else {}
-    st = ReportSettings.from_config(cfg if cfg is not None else _latest_config(configs))
+    st = page_settings(configs, cfg)
     rd = Path(run_dir) if run_dir else None
     heads_path = Path(st.heads_file) if st.heads_file else (rd / "heads.json" if rd else None)
     notes: list[str] = []
@@ -106,11 +105,11 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
     else:
         files = list(records)
     n_total = len(files)
-    listed = files[: max(0, st.max_samples)]
+    listed = files[: max(0, st.report.max_samples)]
     if len(listed) < n_total:
-        notes.append(f"{len(listed)} of {n_total} samples listed (report.max_samples={st.max_samples})")
+        notes.append(f"{len(listed)} of {n_total} samples listed (report.max_samples={st.report.max_samples})")
 
-    sel_heads = _heads_for_maps(metrics, heads_json, st.top_k)
+    head_set = _head_set(metrics, heads_json, st.top_k)
     first: AttentionRecord | None = None
     skipped: list[dict[str, Any]] = []
 
@@ -128,44 +127,45 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
             return None
 
     cached: dict[str, Any] = {}
-    if sel_heads is None and listed:  # no heads.json: select over the listed samples, as stage=select would
+    if head_set is None and listed:  # no heads.json: select over the listed samples, as stage=select would
         recs = [r for r in map(load, listed) if r is not None]
-        sel_heads, analyses = _select_listed(recs, st)
+        head_set, analyses = _select_listed(recs, st)
         cached = {r.meta.sample_id: a for r, a in zip(recs, analyses)}
-        if sel_heads:
+        if head_set.heads:
             notes.append("no heads.json: heads selected by the report over the listed samples")
         skipped.clear()
         first = None
-    budget = int(max(0.0, st.map_budget_mb) * 1e6)
+    budget = int(max(0.0, st.report.map_budget_mb) * 1e6)
+    n_sel = len(head_set.heads) if head_set else 0
     levels = {lv: 0 for lv in LEVELS}
     ab_rows = {str(s["id"]): s for s in (ablation or {}).get("samples", [])}
-    samples, S, E, excl, layouts = [], [], [], [], {}
+    samples, analyses_listed, excl, layouts = [], [], [], {}
     for item in listed:
         rec = load(item)
         if rec is None:
             continue
-        level = next((lv for lv in LEVELS[:2] if map_bytes(rec, lv, len(sel_heads or ())) <= budget), "selected")
-        budget -= map_bytes(rec, level, len(sel_heads or ()))
+        level = next((lv for lv in LEVELS[:2] if map_bytes(rec, lv, n_sel) <= budget), "selected")
+        budget -= map_bytes(rec, level, n_sel)
         levels[level] += 1
-        sd = sample_data(rec, st, sel_heads or [], level, ab_rows.get(rec.meta.sample_id), cached.get(rec.meta.sample_id))
+        sd = sample_data(rec, st, head_set, level, ab_rows.get(rec.meta.sample_id), cached.get(rec.meta.sample_id))
         key = json.dumps(sd.entry["grids"])  # one copy of each distinct layout in the page
         sd.entry["layout"] = layouts.setdefault(key, len(layouts))
         del sd.entry["grids"]
         samples.append(sd.entry)
-        S.append(sd.analysis.s_img)
-        E.append(sd.analysis.entropy)
+        analyses_listed.append(sd.analysis)
         if not excl:
-            excl = excluded_axes(rec, st.exclude_layers)
+            excl = rec.excluded_axes(st.selection.exclude_layers)
     if levels["row"] or levels["selected"]:
         notes.append(f"per-head maps: every head for {levels['full'] + levels['row']} sample(s), the selected heads only "
-                     f"for {levels['selected']} (report.map_budget_mb={st.map_budget_mb:g})")
-    grids = _grids(first, S, E, excl, heads_json, table, st, samples, notes)
+                     f"for {levels['selected']} (report.map_budget_mb={st.report.map_budget_mb:g})")
+    grids = _grids(first, analyses_listed, excl, heads_json, table, st, samples, notes)
     return {
         "title": title or (f"localization heads: {rd.name}" if rd else "localization heads"),
         "summary": _summary(first, n_total, len(samples), st),
         "failures": (failures(rd) if rd else []) + skipped,
         "configs": configs or ({"this stage": cfg} if cfg else {}),
-        "heads": _heads_block(heads_json, sel_heads, heads_path),
+        "heads": _heads_block(heads_json, head_set.heads if head_set else None, heads_path),
+        "settings_source": st.source,
         "grid_mean": grids,
         "metrics": metrics,
         "ablation": {k: v for k, v in ablation.items() if k != "samples"} if ablation else None,
@@ -176,39 +176,38 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
     }
 
 
-def _heads_for_maps(metrics: Any, heads_json: Any, top_k: int) -> list[tuple[int, int]] | None:
-    """The heads whose combined map and box the page shows: evaluate's heads, else heads.json's top_k."""
+def _head_set(metrics: Any, heads_json: Any, top_k: int) -> HeadSet | None:
+    """The heads each sample's combined map and box are drawn with, as stage=evaluate grounded them:
+    evaluate's heads (each sample's own from heads.json when it grounded per sample), else
+    heads.json's top_k (and its per-sample heads under selection.ranking=per_sample)."""
+    own = (heads_json or {}).get("per_sample")
+    per_sample = {str(k): [tuple(map(int, h)) for h in v] for k, v in own.items()} if isinstance(own, dict) else None
     if metrics and metrics.get("heads"):
-        return [(int(l), int(h)) for l, h in metrics["heads"]]
+        use_own = bool((metrics.get("settings") or {}).get("per_sample_heads")) and per_sample is not None
+        return HeadSet([(int(l), int(h)) for l, h in metrics["heads"]], per_sample if use_own else None)
     if heads_json:
         lst = heads_json.get("heads") or heads_json.get("ranked") or []
-        return [(int(d["layer"]), int(d["head"])) for d in lst][: top_k or None]
+        return HeadSet([(int(d["layer"]), int(d["head"])) for d in lst][: top_k or None], per_sample)
     return None
 
 
-def _select_listed(recs: list[AttentionRecord], st: ReportSettings) -> tuple[list[tuple[int, int]], list]:
+def _select_listed(recs: list[AttentionRecord], st: PageSettings) -> tuple[HeadSet, list]:
     """Heads selected over `recs` as stage=select would, and each record's analysis (reused later)."""
     if not recs:
-        return [], []
-    analyses = [analyze(rec, st) for rec in recs]
-    sel = select_heads(np.stack([a.s_img for a in analyses]), np.stack([a.entropy for a in analyses]),
-                       exclude_layers=excluded_axes(recs[0], st.exclude_layers), elbow_method=st.elbow_method,  # type: ignore[arg-type]
-                       k=st.k, top_k=st.top_k)
-    m = recs[0].meta
-    return [(m.layers[li], m.heads[hi]) for li, hi in sel.head_list], analyses
+        return HeadSet(), []
+    sel, gr = st.selection, st.grounding
+    analyses = [selection_analysis(rec, sel, gr) for rec in recs]
+    res = select_from_analyses(analyses, recs[0].excluded_axes(sel.exclude_layers), sel, st.top_k)
+    return HeadSet(recs[0].model_heads(res.head_list)), analyses
 
 
-def _grids(first, S, E, excl, heads_json, table, st: ReportSettings, samples, notes) -> dict[str, Any] | None:
+def _grids(first, analyses, excl, heads_json, table, st: PageSettings, samples, notes) -> dict[str, Any] | None:
     """Layer x head means (heads.csv when there is one) and each sample's chosen heads (recomputed
-    with heads.json's threshold, so the page can show one sample's choice)."""
+    with the run's selection settings and heads.json's threshold, so the page can show one sample's choice)."""
     if first is None:
         return None
     thr = heads_json.get("threshold") if heads_json else None
-    if heads_json and isinstance(heads_json.get("settings", {}).get("exclude_layers"), list):
-        excl = [int(x) for x in heads_json["settings"]["exclude_layers"]]
-    k = int((heads_json or {}).get("settings", {}).get("k", st.k))
-    sel = select_heads(np.stack(S), np.stack(E), exclude_layers=excl, elbow_method=st.elbow_method,  # type: ignore[arg-type]
-                       k=k, top_k=st.top_k, threshold=thr)
+    sel = select_from_analyses(analyses, excl, st.selection, st.top_k, threshold=thr)
     H = sel.n_heads
     for s, ch in zip(samples, sel.per_sample_choices):
         s["chosen"] = [int(c) for c in ch if c >= 0]
@@ -218,8 +217,8 @@ def _grids(first, S, E, excl, heads_json, table, st: ReportSettings, samples, no
                  "eligible": sel.eligible, "selected": sel.selected}
         src = f"computed over the {len(samples)} listed samples"
     elif len(samples) == int((heads_json or {}).get("n_samples", -1)) and not np.array_equal(table["frequency"], sel.frequency):
-        notes.append("per-sample choices recomputed with this stage's settings do not add up to heads.csv's frequencies; "
-                     "the run's selection used other settings (see the settings panel)")
+        notes.append("per-sample choices recomputed with the run's settings do not add up to heads.csv's frequencies; "
+                     "heads.csv was written with other settings than the latest stage's (see the settings panel)")
     keep = [i for i in range(sel.n_layers) if i not in set(excl)]
     curve = np.sort(np.asarray(table["s_img"])[keep].ravel())[::-1] if keep else np.zeros(0)
     elbow = (heads_json or {}).get("elbow") or sel.elbow.to_dict()
@@ -236,11 +235,11 @@ def _grids(first, S, E, excl, heads_json, table, st: ReportSettings, samples, no
     }
 
 
-def _summary(first: AttentionRecord | None, n_total: int, n_listed: int, st: ReportSettings) -> dict[str, Any]:
+def _summary(first: AttentionRecord | None, n_total: int, n_listed: int, st: PageSettings) -> dict[str, Any]:
     if first is None:
         return {"records": n_total, "listed": n_listed}
     m, lay = first.meta, first.layout
-    g = lay.grid(st.grid)
+    g = lay.grid(st.selection.grid)
     return {"model_id": m.model_id, "model_type": m.model_type, "num_layers": m.num_layers, "num_heads": m.num_heads,
             "layers": list(m.layers), "heads": list(m.heads), "grid": f"{g.name} {g.rows}x{g.cols}",
             "aspect": lay.aspect, "query_mode": m.query_mode, "prompt_template": m.prompt_template,

@@ -2,53 +2,28 @@
 
 For each listed record: prompt, answers, boxes, the image thumbnail, the layout's grids (boxes in
 original pixels + token order, so the page draws every map with the record's own geometry), the
-per-head S_img and spatial entropy of the analysed query row (`lab.analysis.analyze_sample`, the
-same criteria the select stage uses), the selected heads' combined map and predicted box
-(`lab.grounding.predict_box`, as stage=evaluate computes them), 8-bit per-head maps within a byte
-budget, and per-token maps (`lab.tokens`) when the record captured several query rows.
+per-head S_img and spatial entropy of the analysed query row, the selected heads' combined map,
+predicted box, IoU and hit (all from `lab.analysis.record_numbers` with the run's settings: the
+functions stage=analyze, stage=select and stage=evaluate call), 8-bit per-head maps within a byte
+budget, and per-token maps (`lab.analysis.token_maps`) when the record captured several query rows.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from lab import grounding as G
-from lab import tokens as TK
-from lab.analysis import SampleAnalysis, analyze_sample
-from lab.records import AttentionRecord
+from lab.analysis import token_maps as TK
+from lab.analysis.per_sample import SampleAnalysis
+from lab.analysis.record_numbers import (HeadSet, analysis_row, ground, score, selection_analysis,
+                                         smoothing_sigma_for)
+from lab.records.record import AttentionRecord
 from lab.report.encode import float16_table, quantize_maps, thumbnail_data_url
-from lab.report.settings import ReportSettings
-from utils.config import excluded_layers, smoothing_sigma
+from lab.report.settings import PageSettings
 
 LEVELS = ("full", "row", "selected")  # every row x every head | analysed row x every head | analysed row x selected heads
-
-
-def analysis_row(rec: AttentionRecord, query_row: int | None) -> int:
-    """The captured row the stages analyse (`lab.stages.common.analysis_row`'s rule, as an index >= 0):
-    `grounding.query_row` if set, else the last input token's row (the answer's query), else row 0."""
-    q = rec.image_attention.shape[0]
-    if query_row is not None and -q <= int(query_row) < q:
-        return int(query_row) % q
-    last = len(rec.input_ids) - 1
-    return rec.meta.query_positions.index(last) if last in rec.meta.query_positions else 0
-
-
-def excluded_axes(rec: AttentionRecord, layers: Sequence[int] | None) -> list[int]:
-    """Excluded model layers -> indices on the record's L axis."""
-    wanted = set(excluded_layers(layers, rec.meta.num_layers))
-    return [i for i, layer in enumerate(rec.meta.layers) if layer in wanted]
-
-
-def heads_to_axes(rec: AttentionRecord, heads: Sequence[tuple[int, int]]) -> list[tuple[int, int]] | None:
-    """Model (layer, head) -> record axes; None when one of them was not captured."""
-    li = {layer: i for i, layer in enumerate(rec.meta.layers)}
-    hi = {head: i for i, head in enumerate(rec.meta.heads)}
-    if any(l not in li or h not in hi for l, h in heads):
-        return None
-    return [(li[l], hi[h]) for l, h in heads]
 
 
 @dataclass
@@ -62,25 +37,23 @@ def map_bytes(rec: AttentionRecord, level: str, n_selected: int) -> int:
     return {"full": Q * L * H * V, "row": L * H * V, "selected": max(1, n_selected) * V}[level]
 
 
-def analyze(rec: AttentionRecord, st: ReportSettings) -> SampleAnalysis:
-    """Both criteria for every head of the analysed row, with the stages' selection settings."""
-    return analyze_sample(rec.image_attention[analysis_row(rec, st.query_row)], rec.layout,
-                          exclude_layers=excluded_axes(rec, st.exclude_layers), component_weight=st.component_weight,
-                          connectivity=st.connectivity, bottom_row_filter=st.bottom_row_filter,
-                          bottom_row_fraction=st.bottom_row_fraction, grid=st.grid)
-
-
-def sample_data(rec: AttentionRecord, st: ReportSettings, heads: Sequence[tuple[int, int]], level: str,
+def sample_data(rec: AttentionRecord, st: PageSettings, heads: HeadSet | None, level: str,
                 ablation: dict | None = None, ana: SampleAnalysis | None = None) -> SampleData:
-    """Everything the page shows about one record; `heads` (model indices) give the combined map and
-    the predicted box; `level` says which per-head maps are stored (see `LEVELS`); `ana`: the
-    record's `analyze` result when already computed."""
+    """Everything the page shows about one record.
+
+    Args:
+        heads: the heads (model indices) of the combined map and the predicted box, for this
+            sample as stage=evaluate grounds it (`HeadSet.for_sample`); None: no heads known.
+        level: which per-head maps are stored (see `LEVELS`).
+        ana: the record's `selection_analysis` when already computed.
+    """
     m, lay = rec.meta, rec.layout
     att = rec.image_attention  # (Q, L, H, V)
-    row = analysis_row(rec, st.query_row)
-    grid = lay.grid(st.grid)
-    ana = ana if ana is not None else analyze(rec, st)
-    image, found = thumbnail_data_url(m.image_path, tuple(m.image_size), st.image_side)
+    sel, gr = st.selection, st.grounding
+    row = analysis_row(rec, gr)
+    grid = lay.grid(sel.grid)
+    ana = ana if ana is not None else selection_analysis(rec, sel, gr)
+    image, found = thumbnail_data_url(m.image_path, tuple(m.image_size), st.report.image_side)
     extra = m.extra or {}
     gt = extra.get("bbox")
     entry: dict[str, Any] = {
@@ -93,22 +66,24 @@ def sample_data(rec: AttentionRecord, st: ReportSettings, heads: Sequence[tuple[
         "query_mode": m.query_mode, "row": row, "row_labels": _row_labels(rec),
         "s_img": float16_table(ana.s_img), "entropy": float16_table(ana.entropy),
     }
-    axes = heads_to_axes(rec, heads) if heads else None
+    mine = heads.for_sample(m.sample_id) if heads is not None else []
+    axes = rec.axes_of(mine) if mine and rec.has_heads(mine) else None
     if axes:
-        maps = lay.to_grid(att[row], st.grid)  # (L, H, rows, cols)
-        hm = np.stack([maps[li, hi] for li, hi in axes])  # (K, rows, cols)
-        sigma = smoothing_sigma(st.sigma, max(grid.rows, grid.cols))
-        g = G.predict_box(hm, lay, sigma=sigma, hull=st.hull, grid=st.grid)
+        g = ground(rec, mine, sel, gr)
         top = float(np.max(g.combined)) if g.combined.size else 0.0
         combined = g.combined / top if top > 0 else g.combined  # display: [0, 1]
-        entry["combined"] = {**quantize_maps(combined.reshape(1, -1)), "grid": grid.name, "sigma": sigma}
+        entry["heads"] = [list(h) for h in mine]
+        entry["combined"] = {**quantize_maps(combined.reshape(1, -1)), "grid": grid.name,
+                             "sigma": smoothing_sigma_for(rec, sel, gr)}
         entry["pred_box"] = [float(v) for v in g.box_xywh]
         entry["peak"] = [float(v) for v in g.peak_xy]
         if gt is not None:
-            entry["iou"] = G.iou(g.box_xywh, gt)
-            entry["hit"] = bool(G.point_in_box(g.peak_xy, gt))
-    elif heads:
+            sc = score(g, gt)
+            entry["iou"], entry["hit"] = sc.iou, sc.hit
+    elif mine:
         entry["note"] = "the selected heads were not all captured in this record: no combined map or box"
+    elif heads is not None and heads.per_sample is not None:
+        entry["note"] = "no head passed both criteria in this sample (selection.ranking=per_sample): no combined map or box"
     entry.update(_maps(rec, level, axes or [], row))
     if att.shape[0] > 1:
         entry["tokens"] = _token_maps(rec, axes)
@@ -140,14 +115,14 @@ def _maps(rec: AttentionRecord, level: str, axes: list[tuple[int, int]], row: in
 
 
 def _token_maps(rec: AttentionRecord, axes: list[tuple[int, int]] | None) -> dict[str, Any]:
-    """Per captured row: the mean map of the selected heads and of all heads (`lab.tokens`)."""
+    """Per captured row: the mean map of the selected heads and of all heads (`lab.analysis.token_maps`)."""
     m = rec.meta
     out: dict[str, Any] = {"labels": _row_labels(rec)}
     if m.query_mode == "generated":
         out["all"] = quantize_maps(TK.record_token_maps(rec))
         out.update(_weighted_maps(rec))
         if axes:
-            pairs = [(m.layers[li], m.heads[hi]) for li, hi in axes]
+            pairs = rec.model_heads(axes)
             out["selected"] = quantize_maps(TK.record_token_maps(rec, pairs=pairs))
             out["share"] = [float(v) for v in TK.record_image_share(rec, pairs=pairs)]
         else:

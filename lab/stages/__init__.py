@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from lab import distributed as D
+from lab.runs import distributed as D
 from lab.stages.ablate import ablate_stage
 from lab.stages.analyze import analyze_stage
 from lab.stages.batch import batch_stage
@@ -22,7 +22,7 @@ from lab.stages.visualize import visualize_stage
 from utils.data import parse_shard
 from utils.errors import UserError
 from utils.runlock import run_lock
-from utils.settings import check_config
+from utils.settings import settings_from_config
 
 STAGES: dict[str, Callable[[Any, StageContext], dict]] = {
     "collect": collect_stage,
@@ -42,16 +42,22 @@ LOCKED = {"collect", "pipeline", "batch", "evaluate", "ablate", "select"}
 
 
 def run_stage(cfg, ctx: StageContext) -> dict:
-    """Dispatch `cfg.stage`; an unknown stage is answered with the list of valid ones."""
+    """Dispatch `cfg.stage`; an unknown stage is answered with the list of valid ones.
+
+    Args:
+        cfg: the run's settings (`utils.config.FinderConfig`), or a composed config from Python, which
+            is checked and built into them here (`utils.settings.settings_from_config`).
+        ctx: the model loader and the output folder.
+    """
+    cfg = settings_from_config(cfg)
     if cfg.stage not in STAGES:
         raise UserError(f"unknown stage={cfg.stage!r}; valid stages: {', '.join(STAGES)}")
-    check_config(cfg)  # also when called from Python (the entry points check before this too)
     if cfg.stage not in LOCKED:
         return STAGES[cfg.stage](cfg, ctx)
     info = D.launched_info()
     if info.active and cfg.stage == "batch":  # each rank locks its shard once the shared folder is known
         return STAGES[cfg.stage](cfg, ctx)
-    shard = parse_shard(cfg.shard) if cfg.get("shard") else ((info.rank, info.world_size) if info.active else None)
+    shard = parse_shard(cfg.shard) if cfg.shard else ((info.rank, info.world_size) if info.active else None)
     with run_lock(ctx.output_dir, shard) as lock:
         ctx.lock = lock
         return STAGES[cfg.stage](cfg, ctx)

@@ -1,6 +1,6 @@
 """stage=ablate: does masking the selected heads hurt the answers more than masking random heads?
 
-See `lab.ablation` for the conditions and the answer match; this module wires them to the config.
+See `lab.runs.conditions` for the conditions and the answer match; this module wires them to the config.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from lab import grounding as G
-from lab import plots
-from lab.ablation import format_table, run_condition
+from lab.analysis import grounding as G
+from lab import figures as plots
+from lab.runs.conditions import format_table, run_condition
 from lab.report import write_run_index
 from lab.stages.batch import collect_batch
-from lab.stages.common import heads_from_file
+from lab.runs.heads_files import heads_from_file
 from lab.stages.context import StageContext
 from lab.stages.select import select_stage
-from lab.writers import jsonable
+from utils.io import jsonable
 from utils.config import excluded_layers
 from utils.data import load_rows, select_rows
 from utils.errors import UserError

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab.records import AttentionRecord
-from lab.stages.common import thresholded_analysis
+from lab.records.record import AttentionRecord
+from lab.analysis.record_numbers import thresholded_analysis
 from lab.stages.context import StageContext, require
 from utils.data import file_stem
 from utils.io import atomic_write_json
@@ -21,9 +21,9 @@ def analyze_stage(cfg, ctx: StageContext) -> dict:
 
 def analyze_record(rec: AttentionRecord, cfg, output_dir: Path) -> dict:
     """The record's own elbow (criterion 1 within one sample), then both criteria per head."""
-    elbow, res = thresholded_analysis(rec, cfg)
+    elbow, res = thresholded_analysis(rec, cfg.selection, cfg.grounding)
     out = Path(output_dir) / "analysis" / f"{file_stem(rec.meta.sample_id)}.analysis.json"
-    payload = {"record": str(rec.path), "sample_id": rec.meta.sample_id, "method": cfg.get("method_name"),
+    payload = {"record": str(rec.path), "sample_id": rec.meta.sample_id, "method": cfg.method_name,
                "elbow": elbow.to_dict(),
                **res.to_dict(), "lowest_entropy_heads": [list(lh) for lh in res.ranked_heads(cfg.top_k * 3)]}
     atomic_write_json(out, payload)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from lab import distributed as D
-from lab.batch import BatchSummary, collect_rows
+from lab.runs import distributed as D
+from lab.runs.collection import BatchSummary, collect_rows
 from lab.report import write_run_index
-from lab.stages.context import StageContext, strategy_from_cfg
+from lab.capture.station import strategy_from_settings
+from lab.stages.context import StageContext
 from lab.stages.select import select_stage
 from lab.stages.visualize import visualize_record
 from utils.data import Row, load_rows, select_rows
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 def collect_batch(cfg, ctx: StageContext, require: tuple[str, ...] = ()) -> tuple[list[Row], BatchSummary]:
     """The JSONL's rows (validated whole, `require`d keys present) -> records in <output_dir>/attention."""
     rows = select_rows(load_rows(cfg.data_file, require), cfg.start_index, cfg.end_index, cfg.shard)
-    strategy = strategy_from_cfg(cfg)
+    strategy = strategy_from_settings(cfg.strategy)
 
     def sample_figure(rec, row) -> dict:  # per-sample figures as records arrive (visualize_batch=true)
         return {"figure": visualize_record(rec, cfg, ctx.output_dir / "figures" / "samples")["figure"]}

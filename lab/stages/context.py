@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lab.stations import Strategy
 from utils.errors import UserError
 
 
@@ -31,27 +30,8 @@ class StageContext:
         return self._vlm
 
 
-def strategy_from_cfg(cfg) -> Strategy:
-    s = cfg.strategy
-    qp: Any = list(s.positions) if s.positions is not None else s.query_positions
-    return Strategy(
-        query_positions=qp,
-        layers=None if s.layers is None else list(s.layers),
-        heads=None if s.heads is None else list(s.heads),
-        maskout=[list(p) for p in s.maskout],
-        maskout_mode=s.maskout_mode,
-        modify=[list(p) for p in s.modify],
-        modify_factor=float(s.modify_factor),
-        modify_mode=s.modify_mode,
-        steps=s.steps,
-        vision=bool(s.vision),
-        vision_aggregates=[str(a) for a in s.vision_aggregates],
-        highlight_box=None if s.highlight_box is None else [float(x) for x in s.highlight_box],
-    )
-
-
 def require(cfg, *keys: str, stage: str) -> None:
     """A stage's required keys, all reported in one line."""
-    missing = [k for k in keys if cfg.get(k) in (None, "")]
+    missing = [k for k in keys if getattr(cfg, k) in (None, "")]
     if missing:
         raise UserError(f"stage={stage} needs {', '.join(k + '=...' for k in missing)}")

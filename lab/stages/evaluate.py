@@ -2,79 +2,77 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
-from lab import grounding as G
-from lab import plots
-from lab.records import AttentionRecord, check_compatible, record_path
+from lab.analysis import grounding as G
+from lab import figures as plots
+from lab.records.record import AttentionRecord, check_compatible, record_path
 from lab.report import write_run_index
 from lab.stages.batch import collect_batch
-from lab.stages.common import analysis_row, excluded_axes, grounding_options, head_maps, heads_from_file, sigma_for
+from lab.analysis.record_numbers import HeadSet, ground, ground_all_heads, score, smoothing_sigma_for
+from lab.runs.heads_files import heads_from_file
 from lab.stages.context import StageContext
 from lab.stages.select import select_stage
-from lab.writers import jsonable
+from utils.io import jsonable
 from utils.errors import UserError
-from utils.io import atomic_write_json
+from utils.io import atomic_write_json, atomic_write_text
 
 NAMES = ["selected_heads", "all_heads_mean", "random_heads"]
+SAMPLES_FILE = "evaluate_samples.jsonl"  # one line per sample: the selected heads' box, peak, IoU, hit
 
 
 def evaluate_stage(cfg, ctx: StageContext) -> dict:
-    """Acc@0.5, mIoU and pointing of the selected heads vs the all-heads mean vs random heads."""
+    """Acc@0.5, mIoU and pointing of the selected heads vs the all-heads mean vs random heads;
+    metrics.json, and evaluate_samples.jsonl with each sample's box, IoU and hit (selected heads)."""
     rows, summary = collect_batch(cfg, ctx, require=("bbox",))
     done = set(summary.ok) | set(summary.skipped)
     recs = [(row, AttentionRecord.load(record_path(ctx.output_dir, row.id))) for row in rows if row.id in done]
     if not recs:
         raise UserError("no sample could be collected; see the manifest for the reasons")
     check_compatible([rec for _, rec in recs])
-    own: dict = {}
-    if cfg.heads_file:
-        heads = heads_from_file(cfg.heads_file, cfg.top_k)
-        source = str(cfg.heads_file)
-    else:  # ranking=per_sample (the release): each sample is grounded with its own top_k heads; `heads` is their tally
-        sel = select_stage(cfg, ctx)
-        heads = [tuple(h) for h in sel["heads"]]
-        own = sel.get("per_sample") or {}
-        source = ("per sample: each record's own top_k heads (selection.ranking=per_sample)" if own
-                  else "selected on the fly from this run")
-    per_sample = bool(own)
+    head_set, source = _head_set(cfg, ctx)
+    heads, per_sample = head_set.heads, head_set.per_sample is not None
+    sel, gr = cfg.selection, cfg.grounding
     first = recs[0][1]
     L, Hn = len(first.meta.layers), len(first.meta.heads)
-    draws = G.random_head_sets(L, Hn, len(heads), int(cfg.grounding.random_draws), int(cfg.seed),
-                               exclude_layers=excluded_axes(first, cfg.selection.exclude_layers))
-    draws = [[(first.meta.layers[li], first.meta.heads[hi]) for li, hi in d] for d in draws]
+    draws = G.random_head_sets(L, Hn, len(heads), int(gr.random_draws), int(cfg.seed),
+                               exclude_layers=first.excluded_axes(sel.exclude_layers))
+    draws = [first.model_heads(d) for d in draws]
     sel_m, all_m = G.GroundingMetrics(), G.GroundingMetrics()
     rnd_m = [G.GroundingMetrics() for _ in draws]
-    sigma = sigma_for(cfg, first)
-    kw = dict(sigma=sigma, **grounding_options(cfg))
     no_heads: list[str] = []
+    lines: list[dict] = []
     for row, rec in recs:
-        layout = rec.layout
-        mine = [tuple(h) for h in own.get(rec.meta.sample_id, [])] if per_sample else heads
+        mine = head_set.for_sample(rec.meta.sample_id)
         if mine:
-            sel_m.add_grounding(G.predict_box(head_maps(rec, mine, cfg), layout, **kw), row.bbox)
+            g = ground(rec, mine, sel, gr)
+            sc = score(g, row.bbox)
+            sel_m.add(g.box_xywh, row.bbox, sc.hit)
+            lines.append({"id": row.id, "heads": [list(h) for h in mine], "box": list(g.box_xywh),
+                          "peak": list(g.peak_xy), "iou": sc.iou, "hit": sc.hit})
         else:  # per_sample: no head passed both criteria in this sample -> counted as a miss, listed
             no_heads.append(row.id)
             sel_m.add((0.0, 0.0, 0.0, 0.0), row.bbox, False)
-        all_maps = layout.to_grid(rec.image_attention[analysis_row(rec, cfg.grounding.query_row)], cfg.selection.grid)
-        # (L, H, rows, cols) -> (L*H, rows, cols), scaled to the mean over heads
-        g_all = G.predict_box(all_maps.reshape(-1, *all_maps.shape[-2:]) / (L * Hn), layout, **kw)
-        all_m.add_grounding(g_all, row.bbox)
+            lines.append({"id": row.id, "heads": [], "box": None, "peak": None, "iou": 0.0, "hit": False})
+        all_m.add_grounding(ground_all_heads(rec, sel, gr), row.bbox)
         for m, d in zip(rnd_m, draws):
-            m.add_grounding(G.predict_box(head_maps(rec, d, cfg), layout, **kw), row.bbox)
+            m.add_grounding(ground(rec, d, sel, gr), row.bbox)
     random_summary = _random_summary([m.summary() for m in rnd_m])
     metrics = {"selected_heads": sel_m.summary(), "all_heads_mean": all_m.summary(), "random_heads": random_summary,
                "heads": [list(h) for h in heads], "heads_source": source, "failed": len(summary.failed),
-               "settings": {"sigma": sigma, "hull": cfg.grounding.hull, "top_k": len(heads), "seed": cfg.seed}}
-    if cfg.get("method_name", "paper") != "paper" or per_sample or cfg.grounding.region != "largest" \
-            or cfg.grounding.geometry != "layout":
-        metrics["settings"].update({"method": cfg.get("method_name"), "region": cfg.grounding.region,
-                                    "geometry": cfg.grounding.geometry, "per_sample_heads": per_sample})
+               "settings": {"sigma": smoothing_sigma_for(first, sel, gr), "hull": gr.hull, "top_k": len(heads),
+                            "seed": cfg.seed}}
+    if cfg.method_name != "paper" or per_sample or gr.region != "largest" or gr.geometry != "layout":
+        metrics["settings"].update({"method": cfg.method_name, "region": gr.region,
+                                    "geometry": gr.geometry, "per_sample_heads": per_sample})
     if no_heads:
         metrics["samples_without_heads"] = no_heads
         print(f"warning: {len(no_heads)} sample(s) had no head passing both criteria; counted as misses "
               f"(metrics.json samples_without_heads)")
     path = atomic_write_json(ctx.output_dir / "metrics.json", jsonable(metrics))
+    atomic_write_text(ctx.output_dir / SAMPLES_FILE, "".join(json.dumps(jsonable(d)) + "\n" for d in lines))
     print(f"\n{'':16s} {'Acc@0.5':>8s} {'mIoU':>7s} {'pointing':>9s} {'n':>5s}")
     for name in NAMES:
         m = metrics[name]
@@ -84,6 +82,20 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     print(f"metrics: {path}")
     index = write_run_index(ctx.output_dir, {"metrics": str(path)}, cfg=cfg)
     return {"metrics_file": str(path), "index": str(index), **{n: metrics[n] for n in NAMES}}
+
+
+def _head_set(cfg, ctx: StageContext) -> tuple[HeadSet, str]:
+    """heads_file=, else selected on the fly (ranking=per_sample, the release: each sample is grounded
+    with its own top_k heads; `heads` is their tally)."""
+    if cfg.heads_file:
+        return HeadSet(heads_from_file(cfg.heads_file, cfg.top_k)), str(cfg.heads_file)
+    res = select_stage(cfg, ctx)
+    own = res.get("per_sample")
+    heads = [tuple(h) for h in res["heads"]]
+    if own:
+        return (HeadSet(heads, {k: [tuple(h) for h in v] for k, v in own.items()}),
+                "per sample: each record's own top_k heads (selection.ranking=per_sample)")
+    return HeadSet(heads), "selected on the fly from this run"
 
 
 def _random_summary(rnd: list[dict]) -> dict:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from lab.records import AttentionRecord
+from lab.records.record import AttentionRecord
 from lab.stages.analyze import analyze_record
 from lab.stages.collect import collect_stage
-from lab.stages.common import heads_from_file
+from lab.runs.heads_files import heads_from_file
 from lab.stages.context import StageContext
 from lab.stages.visualize import visualize_record
 

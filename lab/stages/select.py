@@ -7,13 +7,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lab import plots
-from lab.records import AttentionRecord, check_compatible
-from lab.selection import select_heads
-from lab.stages.common import analysis_row, excluded_axes, record_files, sample_analysis, thresholded_analysis
+from lab import figures as plots
+from lab.records.record import AttentionRecord, check_compatible
+from lab.analysis.across_samples import select_from_analyses
+from lab.analysis.record_numbers import analysis_row, selection_analysis
+from lab.stages.common import record_files
 from lab.stages.context import StageContext
-from lab.visual_heads import aggregate_visual_head_stats, attention_concentration
-from lab.writers import jsonable, write_head_table_csv
+from lab.analysis.visual_heads import aggregate_visual_head_stats, attention_concentration
+from lab.runs.heads_files import write_head_table_csv
+from utils.io import jsonable
 from utils.io import atomic_write_json
 
 
@@ -21,10 +23,8 @@ def select_stage(cfg, ctx: StageContext) -> dict:
     """Across the records of a folder: elbow on mean S_img, k lowest-entropy heads per sample, frequency."""
     folder = Path(cfg.attention_dir) if cfg.attention_dir else ctx.output_dir / "attention"
     files = record_files(folder)
-    sel_cfg = cfg.selection
-    per_sample_c1 = sel_cfg.elbow.scope == "per_sample"
-    s_img, ent, groups, first = [], [], [], None
-    ratio, conc, masks, bottom, ids = [], [], [], [], []
+    sel, gr = cfg.selection, cfg.grounding
+    analyses, conc, groups, ids, first = [], [], [], [], None
     bar = tqdm(files, desc="analyze", unit="record", disable=len(files) < 20)
     try:  # closed before an error line is printed (a bad record ends the run naming its file)
         for f in bar:
@@ -33,63 +33,51 @@ def select_stage(cfg, ctx: StageContext) -> dict:
                 first = rec
             else:
                 check_compatible([first, rec])
-            if per_sample_c1:  # criterion 1 on each sample's own S_img curve (the release)
-                _, res = thresholded_analysis(rec, cfg)
-                masks.append(res.eligible)
-            else:
-                res = sample_analysis(rec, cfg)
-                if res.bottom_row_artifact is not None:
-                    bottom.append(res.bottom_row_artifact)
+            analyses.append(selection_analysis(rec, sel, gr))
+            conc.append(attention_concentration(rec.image_attention[analysis_row(rec, gr)]))
             ids.append(rec.meta.sample_id)
-            s_img.append(res.s_img)
-            ent.append(res.entropy)
-            row = rec.image_attention[analysis_row(rec, cfg.grounding.query_row)]
-            ratio.append(res.s_img)
-            conc.append(attention_concentration(row))
             groups.append(rec.meta.extra.get("group"))
     finally:
         bar.close()
     assert first is not None
-    S, E = np.stack(s_img), np.stack(ent)  # (N, L, H) each
-    excluded = excluded_axes(first, sel_cfg.exclude_layers)
-    k = cfg.top_k if sel_cfg.ranking == "per_sample" else sel_cfg.k  # per_sample: each sample's own top_k
-    selection = select_heads(S, E, exclude_layers=excluded, elbow_method=sel_cfg.elbow.method, k=k,
-                             top_k=cfg.top_k, bottom_row_mask=np.stack(bottom) if bottom else None,
-                             elbow_include_excluded=bool(sel_cfg.elbow.include_excluded),
-                             sample_mask=np.stack(masks) if per_sample_c1 else None, tie_break=sel_cfg.tie_break)
-
-    def model_idx(li: int, hi: int) -> tuple[int, int]:
-        """Record axes -> model indices (identical unless a layer/head subset was captured)."""
-        return first.meta.layers[li], first.meta.heads[hi]
-
+    excluded = first.excluded_axes(sel.exclude_layers)
+    selection = select_from_analyses(analyses, excluded, sel, cfg.top_k)
+    payload = _heads_payload(selection, first, cfg, folder, len(files), ids)
     out = ctx.output_dir
-    payload = selection.to_json_dict()
-    seen: set[int] = set()
-    for item in payload.get("ranked", []) + payload.get("heads", []):
-        if id(item) not in seen:
-            seen.add(id(item))
-            item["layer"], item["head"] = model_idx(item["layer"], item["head"])
-    payload["records"] = {"folder": str(folder), "count": len(files), "model_id": first.meta.model_id}
-    if cfg.get("method_name", "paper") != "paper":
-        payload["method"] = cfg.method_name
-    if sel_cfg.ranking == "per_sample":
-        H = S.shape[2]
-        payload["per_sample"] = {sid: [list(model_idx(int(i) // H, int(i) % H)) for i in row if i >= 0]
-                                 for sid, row in zip(ids, selection.per_sample_choices)}
-        payload["heads_note"] = ("selection.ranking=per_sample: each sample's own top_k heads are in per_sample; "
-                                 "heads/ranked count how often a head is among them (a tally the release does not make)")
     heads_json = atomic_write_json(out / "heads.json", jsonable(payload))
     write_head_table_csv(out / "heads.csv", selection.mean_s_img, selection.mean_entropy, selection.frequency,
                          selection.eligible, selection.selected)
-    visual = aggregate_visual_head_stats(np.stack(ratio), np.stack(conc), groups)
+    S = np.stack([a.s_img for a in analyses])  # (N, L, H)
+    visual = aggregate_visual_head_stats(S, np.stack(conc), groups)
     atomic_write_json(out / "visual_heads.json", jsonable(visual))
     paths = _figures(selection, out / "figures", excluded, S.shape[1])
-    ranked = [model_idx(int(li), int(hi)) for li, hi in selection.head_list]
+    ranked = first.model_heads(selection.head_list)
     print(selection.summary())
     print(f"localization heads: {', '.join(f'L{l}H{h}' for l, h in ranked)}")
     print(f"heads: {heads_json}")
     return {"heads_file": str(heads_json), "heads": ranked, "records": len(files),
             "figures": {k: str(v) for k, v in paths.items()}, "per_sample": payload.get("per_sample")}
+
+
+def _heads_payload(selection, first: AttentionRecord, cfg, folder: Path, n_files: int, ids: list[str]) -> dict:
+    """heads.json: the selection with record axes turned into model indices, where the records came
+    from, the method, and (ranking=per_sample) each sample's own heads."""
+    payload = selection.to_json_dict()
+    seen: set[int] = set()
+    for item in payload.get("ranked", []) + payload.get("heads", []):
+        if id(item) not in seen:
+            seen.add(id(item))
+            item["layer"], item["head"] = first.model_head(item["layer"], item["head"])
+    payload["records"] = {"folder": str(folder), "count": n_files, "model_id": first.meta.model_id}
+    if cfg.method_name != "paper":
+        payload["method"] = cfg.method_name
+    if cfg.selection.ranking == "per_sample":
+        H = selection.n_heads
+        payload["per_sample"] = {sid: [list(first.model_head(int(i) // H, int(i) % H)) for i in row if i >= 0]
+                                 for sid, row in zip(ids, selection.per_sample_choices)}
+        payload["heads_note"] = ("selection.ranking=per_sample: each sample's own top_k heads are in per_sample; "
+                                 "heads/ranked count how often a head is among them (a tally the release does not make)")
+    return payload
 
 
 def _figures(selection, figs: Path, excluded: list[int], n_layers: int) -> dict[str, Path]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab import grounding, plots
-from lab.records import AttentionRecord
-from lab.stages.common import grounding_options, head_maps, heads_from_file, image_or_blank, own_heads, sigma_for
+from lab import figures as plots
+from lab.records.record import AttentionRecord
+from lab.analysis.record_numbers import ground, head_maps, own_heads, score, smoothing_sigma_for
+from lab.stages.common import image_or_blank
+from lab.runs.heads_files import heads_from_file
 from lab.stages.context import StageContext, require
 from utils.data import file_stem
 from utils.errors import UserError
@@ -21,13 +23,13 @@ def short_text(text: str, n: int = 100) -> str:
 def visualize_record(rec: AttentionRecord, cfg, out_dir: Path, heads: list[tuple[int, int]] | None = None) -> dict:
     """Overlay of the top-k heads (given, else the record's own lowest-entropy heads above its elbow)."""
     if heads is None:
-        heads = own_heads(rec, cfg, cfg.top_k)
+        heads = own_heads(rec, cfg.selection, cfg.grounding, cfg.top_k)
     if not heads:
         raise UserError(f"{rec.path}: no head passes both criteria; try selection.exclude_layers=[] or another sample")
-    maps = head_maps(rec, heads, cfg)
+    maps = head_maps(rec, heads, cfg.selection, cfg.grounding)  # (K, rows, cols)
     layout = rec.layout
-    sigma = sigma_for(cfg, rec)
-    g = grounding.predict_box(maps, layout, sigma=sigma, **grounding_options(cfg))
+    sigma = smoothing_sigma_for(rec, cfg.selection, cfg.grounding)
+    g = ground(rec, heads, cfg.selection, cfg.grounding)
     gt = rec.meta.extra.get("bbox")
     sid = file_stem(rec.meta.sample_id)
     path = plots.overlay_heads(
@@ -37,7 +39,7 @@ def visualize_record(rec: AttentionRecord, cfg, out_dir: Path, heads: list[tuple
         show=cfg.show_plot)
     res = {"figure": str(path), "heads": heads, "box": [float(x) for x in g.box_xywh]}
     if gt is not None:
-        res["iou"] = grounding.iou(g.box_xywh, gt)
+        res["iou"] = score(g, gt).iou
     return res
 
 

@@ -22,7 +22,7 @@ from typing import Sequence
 from PIL import Image
 
 from llava import compat
-from llava.layouts import anyres_layout, llava15_layout, resize_grid_layout
+from llava.families.layout_builders import anyres_layout, llava15_layout, resize_grid_layout
 from utils.errors import UserError
 from utils.layout import ImageLayout
 

@@ -2,7 +2,7 @@
 
 * Every record is written atomically, so a run killed at any moment (even SIGKILL) leaves only
   complete records; rerunning reuses them (unless `overwrite=true`) and does the rest.
-* A record is reused only when its fingerprint (lab/fingerprints.py) matches this run. Records of
+* A record is reused only when its fingerprint (lab/records/provenance.py) matches this run. Records of
   another model, strategy or `max_new_tokens` stop the run before any work, naming the file and
   the difference (`overwrite=true` replaces them, or use another output_dir). A row whose image or
   query changed, a record without a fingerprint (older tool), an unreadable record or one holding
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lab.fingerprints import SAMPLE_KEYS, difference, image_id, model_part, run_fingerprint, sample_fingerprint
-from lab.records import AttentionRecord, record_path
-from lab.stations import Strategy, collect
+from lab.records.provenance import SAMPLE_KEYS, difference, image_id, model_part, run_fingerprint, sample_fingerprint
+from lab.records.record import AttentionRecord, record_path
+from lab.capture.station import Strategy, collect
 from utils.data import Row, file_stem, parse_shard
 from utils.errors import UserError
 from utils.io import append_jsonl, host_tag, load_image, pid_alive, read_jsonl_lenient, temp_owner

@@ -10,12 +10,12 @@ Tensors
   generated_ids    int64   (T,): optional, the generated answer
   first_attention  float32 (Q, L, H): optional, the same rows' attention on the sample's first prompt
                    token (BOS), so a per-layer "zero the first column and renormalise" weighting
-                   (VLM-Visualizer's) can be computed from the record (lab/tokens.py)
+                   (VLM-Visualizer's) can be computed from the record (lab/analysis/token_maps.py)
   vision_<name>    float32 (V, P): optional (`strategy.vision=true`), the vision tower's token->patch
                    matrix for aggregate <name> (mean | rollout | vlm_visualizer): row = image token,
                    columns = input patches in row-major order on the patch grid of `meta.vision`
-Metadata: see `RecordMeta`; `fingerprint` says what made the record (lab/fingerprints.py).
-Loading checks everything before use (lab/record_checks.py): a regular file, metadata types and
+Metadata: see `RecordMeta`; `fingerprint` says what made the record (lab/records/provenance.py).
+Loading checks everything before use (lab/records/checks.py): a regular file, metadata types and
 sizes against the tensors, attention values finite, non-negative, rows summing to <= 1.
 """
 
@@ -25,13 +25,15 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from lab.fingerprints import check_compatible_fingerprints
-from lab.record_checks import (FORMAT, FORMAT_VERSION, check_meta, check_tensor_shapes, check_values, read_header,
+from lab.records.provenance import check_compatible_fingerprints
+from lab.records.checks import (FORMAT, FORMAT_VERSION, check_meta, check_tensor_shapes, check_values, read_header,
                                same_regular_file)
+from utils.choices import VisionAggregate, options
+from utils.config import excluded_layers
 from utils.data import file_stem
 from utils.errors import UserError
 from utils.io import atomic_write_bytes
@@ -39,7 +41,7 @@ from utils.layout import ImageLayout
 
 META_KEY = "attention_record"
 VISION_PREFIX = "vision_"
-VISION_AGGREGATES = ("mean", "rollout", "vlm_visualizer")  # the vision_<name> tensors a record may hold
+VISION_AGGREGATES = options(VisionAggregate)  # the vision_<name> tensors a record may hold
 
 
 def tool_version() -> str:
@@ -78,7 +80,7 @@ class RecordMeta:
     vision: dict[str, Any] = field(default_factory=dict)  # patch grid + settings of the vision_<name> tensors
     dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
-    fingerprint: dict[str, Any] = field(default_factory=dict)  # what made it (lab/fingerprints.py); {} = unknown
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # what made it (lab/records/provenance.py); {} = unknown
     tool_version: str = field(default_factory=tool_version)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -106,6 +108,36 @@ class AttentionRecord:
         """(L, H, rows, cols) attention maps of query row q on the image grid."""
         return self.layout.to_grid(self.image_attention[q], grid)
 
+    # ---- record axes <-> model indices (records may hold a subset of layers / heads) ---------
+    def model_head(self, li: int, hi: int) -> tuple[int, int]:
+        """Indices on the record's (L, H) axes -> the model's (layer, head)."""
+        return int(self.meta.layers[li]), int(self.meta.heads[hi])
+
+    def model_heads(self, axes: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        return [self.model_head(li, hi) for li, hi in axes]
+
+    def has_heads(self, heads: Sequence[tuple[int, int]]) -> bool:
+        """Whether every model (layer, head) of `heads` was captured in this record."""
+        layers, hs = set(self.meta.layers), set(self.meta.heads)
+        return all(layer in layers and head in hs for layer, head in heads)
+
+    def axes_of(self, heads: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Model (layer, head) pairs -> indices on the record's (L, H) axes; a head that was not
+        captured is a UserError naming it and what the record holds."""
+        li = {layer: i for i, layer in enumerate(self.meta.layers)}
+        hi = {head: i for i, head in enumerate(self.meta.heads)}
+        for layer, head in heads:
+            if layer not in li or head not in hi:
+                raise UserError(f"{self.path}: head L{layer}H{head} was not captured in this record "
+                                f"(layers {_span(self.meta.layers)}, heads {_span(self.meta.heads)})")
+        return [(li[layer], hi[head]) for layer, head in heads]
+
+    def excluded_axes(self, exclude_layers: Sequence[int] | None) -> list[int]:
+        """Excluded model layers (`selection.exclude_layers`; None = scaled to the model's depth) ->
+        indices on the record's L axis."""
+        wanted = set(excluded_layers(exclude_layers, self.meta.num_layers))
+        return [i for i, layer in enumerate(self.meta.layers) if layer in wanted]
+
     def shapes(self) -> dict[str, list[int]]:
         out = {"image_attention": list(self.image_attention.shape), "input_ids": list(self.input_ids.shape)}
         if self.generated_ids is not None:
@@ -113,7 +145,7 @@ class AttentionRecord:
         return out
 
     def validate(self, where: str = "record") -> None:
-        """Shapes, metadata and values agree with each other (lab/record_checks.py); UserError naming `where`."""
+        """Shapes, metadata and values agree with each other (lab/records/checks.py); UserError naming `where`."""
         dtypes = {"image_attention": "F32" if self.image_attention.dtype == np.float32 else str(self.image_attention.dtype),
                   "input_ids": "I64" if self.input_ids.dtype == np.int64 else str(self.input_ids.dtype)}
         if self.generated_ids is not None:
@@ -306,3 +338,11 @@ def check_compatible(records: list[AttentionRecord]) -> None:
                     f"{r.path}: {key}={getattr(r.meta, key)!r} differs from {ref.path} ({getattr(ref.meta, key)!r}); "
                     "analyse records of one model and one capture setting together (use separate folders)"
                 )
+
+
+def _span(values: Sequence[int]) -> str:
+    """`[0..31]` for a contiguous range, else the list (long ones shortened at both ends)."""
+    v = [int(x) for x in values]
+    if v and v == list(range(v[0], v[-1] + 1)) and len(v) > 2:
+        return f"{v[0]}..{v[-1]}"
+    return str(v) if len(v) <= 8 else f"[{', '.join(map(str, v[:4]))}, ..., {', '.join(map(str, v[-2:]))}]"

@@ -23,7 +23,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from lab.stations import Strategy, collect
+from lab.capture.station import Strategy, collect
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -17,14 +17,17 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from lab import tokens as TK
-from lab.records import record_path
-from lab.stages.common import heads_from_file, sample_analysis
+from lab.analysis import token_maps as TK
+from lab.figures import token_figures
+from lab.records.record import record_path
+from lab.analysis.record_numbers import analyze_record
+from lab.runs.heads_files import heads_from_file
 from lab.stages.context import StageContext
 from lab.stages.visualize import visualize_record
-from lab.stations import Strategy, collect
+from lab.capture.station import Strategy, collect
 from utils.cli import resolve_query
 from utils.errors import UserError
+from utils.settings import settings_from_config
 from utils.io import load_image
 
 log = logging.getLogger("cli_llava")
@@ -136,9 +139,9 @@ class ChatSession:
             sid = Path(paths["record"]).name.removesuffix(".safetensors")
             pairs = [tuple(h) for h in vis["heads"]]
             names = ", ".join(f"L{l}H{h}" for l, h in pairs)
-            paths["tokens"] = str(TK.token_strip(rec, self.image, figs / f"{sid}_tokens.png", pairs=pairs,
+            paths["tokens"] = str(token_figures.token_strip(rec, self.image, figs / f"{sid}_tokens.png", pairs=pairs,
                                                  title=f"{rec.meta.generated_text}   (per token; heads {names})"))
-            paths["image_share"] = str(TK.token_curve(rec, figs / f"{sid}_image_share.png"))
+            paths["image_share"] = str(token_figures.token_curve(rec, figs / f"{sid}_image_share.png"))
         heads_txt = ", ".join(f"L{l}H{h}" for l, h in vis["heads"])
         self.say(f"heads: {heads_txt} ({'chosen' if self.heads else 'top heads of this answer'})")
         for k, v in paths.items():
@@ -192,8 +195,8 @@ def _overlay(rec: Any, cfg: Any, out_dir: Path, heads: list[tuple[int, int]] | N
     except UserError:
         if heads is not None:
             raise
-        res = sample_analysis(rec, cfg)  # criterion 2 only
-        fallback = [(rec.meta.layers[li], rec.meta.heads[hi]) for li, hi in res.ranked_heads(int(cfg.top_k))]
+        res = analyze_record(rec, cfg.selection, cfg.grounding)  # criterion 2 only
+        fallback = rec.model_heads(res.ranked_heads(int(cfg.top_k)))
         if not fallback:
             raise
         log.info("no head passes both criteria in this answer; showing the lowest-entropy heads")
@@ -202,7 +205,7 @@ def _overlay(rec: Any, cfg: Any, out_dir: Path, heads: list[tuple[int, int]] | N
 
 def _vision_setting(vlm: Any, cfg: Any) -> bool:
     """vision=true: required (a model that cannot is an error); null: when the model supports it; false: off."""
-    want = cfg.get("vision")
+    want = cfg.vision
     if want is False:
         return False
     support = getattr(vlm, "vision_support", None)
@@ -228,9 +231,8 @@ def _heads_option(cfg, vlm=None) -> list[tuple[int, int]] | None:
 
 
 def run_cli(cfg, ctx: StageContext) -> dict:
-    """Dispatch: one query, or the chat loop."""
-    if cfg.query_positions not in ("generated", "last_input"):
-        raise UserError(f"query_positions={cfg.query_positions!r} is not valid: use generated or last_input")
+    """Dispatch: one query, or the chat loop (`utils.config.ChatConfig`, or a composed config from Python)."""
+    cfg = settings_from_config(cfg)
     if cfg.cli_mode:
         return chat(cfg, ctx)
     query = resolve_query(cfg)

@@ -11,7 +11,7 @@ from matplotlib import colormaps
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.patches import Rectangle
 
-from lab.plots.base import PathLike, _new_figure, _save, _tok, _tx
+from lab.figures.base import PathLike, _new_figure, _save, _tok, _tx
 
 
 def layer_head_heatmap(

@@ -16,7 +16,7 @@ prompt's last token, t >= 1 the generated token t-1 fed back in). This module re
 * `combine_vision`: the image-token weights pushed through the vision tower's `[V, P]`
   token->patch matrix (stored in records with `strategy.vision=true`);
 * `token_view`: all of the above for one record in one call (what `visualize_attention.py
-  mode=tokens` and the run explorer show); `token_curve` / `token_strip`: PNGs.
+  mode=tokens` and the run explorer show); the PNGs of these maps are `lab.figures.token_figures`.
 
 Indices passed as `layers` / `heads` / `pairs` to `reduce_token_maps` are indices on the array's
 L / H axes; the `record_*` helpers and `token_view` take model indices and map them through
@@ -31,13 +31,14 @@ from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 
+from utils.choices import TokenWeighting, VisionView, options
 from utils.errors import UserError
 from utils.layout import ImageLayout, square_grid_layout
 
 Axis = Literal["steps", "layers", "heads"]
 _AXES = {"steps": 0, "layers": 1, "heads": 2}
-WEIGHTINGS = ("plain", "vlm_visualizer")
-VISION_VIEWS = ("none", "mean", "rollout", "vlm_visualizer")
+WEIGHTINGS = options(TokenWeighting)
+VISION_VIEWS = options(VisionView)
 
 
 def _check(att: np.ndarray) -> np.ndarray:
@@ -398,35 +399,3 @@ def token_view(rec: Any, *, steps: Any = None, layers: Sequence[int] | None = No
     return TokenView(values=values, maps=lay.to_grid(values, grid), image_maps=image_maps, shares=shares, steps=st,
                      labels=[labels_all[t] for t in st], axes=axes, axis_values=axis_values, layout=lay,
                      patch_layout=play, settings=settings)
-
-
-# ---- figures ----------------------------------------------------------------------------------
-def token_curve(rec: Any, out_path: str | Path, layers: Sequence[int] | None = None,
-                heads: Sequence[int] | None = None, *, pairs: Sequence[tuple[int, int]] | None = None,
-                title: str | None = None, steps: Any = None, weighting: str = "plain", **kw) -> Path:
-    """PNG: share of attention on the image per generated token."""
-    from lab import plots
-
-    shares = record_image_share(rec, layers, heads, pairs=pairs, steps=steps, weighting=weighting)
-    labels = token_labels(rec)
-    labels = labels if steps is None else [labels[t] for t in record_steps(rec, steps)]
-    what = "selected heads" if pairs is not None else "mean over " + (
-        "all heads" if layers is None and heads is None else f"layers {layers or 'all'}, heads {heads or 'all'}")
-    if weighting != "plain":
-        what += f", {weighting} weighting"
-    return plots.token_attention_curve(labels, shares, out_path,
-                                       title=title or f"attention on image per generated token ({what})", **kw)
-
-
-def token_strip(rec: Any, image: Any, out_path: str | Path, layers: Sequence[int] | None = None,
-                heads: Sequence[int] | None = None, *, pairs: Sequence[tuple[int, int]] | None = None,
-                max_tokens: int = 12, title: str | None = None, steps: Any = None, weighting: str = "plain",
-                **kw) -> Path:
-    """PNG: one overlay per generated token of its (head/layer-averaged) image attention."""
-    from lab import plots
-
-    maps = record_token_maps(rec, layers, heads, pairs=pairs, steps=steps, weighting=weighting)  # (T, V)
-    labels = token_labels(rec)
-    labels = labels if steps is None else [labels[t] for t in record_steps(rec, steps)]
-    return plots.token_overlay_strip(image, rec.layout, maps, labels, out_path, max_tokens=max_tokens,
-                                     title=title or f"{rec.meta.query}  ->  {rec.meta.generated_text}", **kw)

@@ -1,5 +1,5 @@
 """visualize_attention.py's views of saved records: one record (a chosen head or the top-k), a folder,
-or one record's per-token maps (mode=tokens, lab/token_view.py)."""
+or one record's per-token maps (mode=tokens, lab/sessions/token_view.py)."""
 
 from __future__ import annotations
 
@@ -7,26 +7,29 @@ import logging
 import os
 from pathlib import Path
 
-from lab import plots
-from lab.records import AttentionRecord, record_file
+from lab import figures as plots
+from lab.records.record import AttentionRecord, record_file
 from lab.report import write_run_index
-from lab.stages.common import head_maps, heads_from_file, image_or_blank, record_files, sigma_for
+from lab.analysis.record_numbers import head_maps, smoothing_sigma_for
+from lab.stages.common import image_or_blank, record_files
+from lab.runs.heads_files import heads_from_file
 from lab.stages.context import StageContext
 from lab.stages.visualize import short_text, visualize_record
-from lab.token_view import tokens_view
+from lab.sessions.token_view import tokens_view
 from utils.data import file_stem, load_rows
 from utils.errors import UserError
+from utils.settings import settings_from_config
 
 log = logging.getLogger(__name__)
 
 
 def _single_head(rec: AttentionRecord, cfg, out_dir: Path) -> dict:
     layer, head = int(cfg.layer), int(cfg.head)
-    maps = head_maps(rec, [(layer, head)], cfg)
+    maps = head_maps(rec, [(layer, head)], cfg.selection, cfg.grounding)  # (1, rows, cols)
     path = plots.overlay_heads(
         image_or_blank(rec), rec.layout, {(layer, head): maps[0]},
         out_dir / f"{file_stem(rec.meta.sample_id)}_L{layer}H{head}.png", show_components=cfg.show_components,
-        title=f"L{layer}H{head}: {short_text(rec.meta.query)}", grid=cfg.selection.grid, sigma=sigma_for(cfg, rec),
+        title=f"L{layer}H{head}: {short_text(rec.meta.query)}", grid=cfg.selection.grid, sigma=smoothing_sigma_for(rec, cfg.selection, cfg.grounding),
         gt_box=rec.meta.extra.get("bbox"), show=cfg.show_plot)
     return {"figure": str(path), "heads": [(layer, head)]}
 
@@ -81,6 +84,8 @@ VIEWS = {"single": single_view, "batch": batch_view, "tokens": tokens_view}
 
 
 def run_view(cfg, ctx: StageContext) -> dict:
+    """Dispatch `cfg.mode` (`utils.config.VisualizeConfig`, or a composed config from Python)."""
+    cfg = settings_from_config(cfg)
     if cfg.mode not in VIEWS:
         raise UserError(f"unknown mode={cfg.mode!r}; valid modes: {', '.join(VIEWS)}")
     return VIEWS[cfg.mode](cfg, ctx)

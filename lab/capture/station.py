@@ -18,24 +18,26 @@ from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 
-from lab.records import VISION_AGGREGATES
+from lab.records.record import VISION_AGGREGATES
 from utils.capture import LayerPlan, activate
+from utils.config import StrategyConfig
+from utils.choices import MaskoutMode, ModifyMode, QueryMode, Steps, check_choice, options
 from utils.errors import UserError
 
 if TYPE_CHECKING:
-    from lab.records import AttentionRecord
+    from lab.records.record import AttentionRecord
 
-QueryMode = Literal["last_input", "generated", "all_input", "first_generated"]
-QUERY_MODES = ("last_input", "generated", "all_input", "first_generated")
+QUERY_MODES = options(QueryMode)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Strategy:
-    """What one run captures and how it intervenes (built from the Hydra `strategy` group).
+    """What one run captures and how it intervenes (`strategy_from_settings` builds it from the
+    `strategy` settings group; Python callers construct it directly).
 
     query_positions: "last_input" (default: the token that produces the answer), "generated"
     (every generated token's query: row t is the query that produced generated token t),
@@ -53,16 +55,16 @@ class Strategy:
     `[V, P]`) through the model's `vision_capture` (LLaVA-1.5-style models; others are refused).
     """
 
-    query_positions: str | list[int] = "last_input"
+    query_positions: QueryMode | list[int] = "last_input"
     layers: list[int] | None = None
     heads: list[int] | None = None
     capture: bool = True
     maskout: list[list[int]] = field(default_factory=list)
-    maskout_mode: Literal["zero", "uniform", "visual_head"] = "zero"
+    maskout_mode: MaskoutMode = "zero"
     modify: list[list[int]] = field(default_factory=list)
     modify_factor: float = 1.0
-    modify_mode: Literal["image_reweight", "logits_scale", "visual_head"] = "image_reweight"
-    steps: Literal["all", "prefill"] = "all"
+    modify_mode: ModifyMode = "image_reweight"
+    steps: Steps = "all"
     vision: bool = False
     vision_aggregates: list[str] = field(default_factory=lambda: list(VISION_AGGREGATES))
     highlight_box: list[float] | None = None
@@ -73,46 +75,37 @@ class Strategy:
             raise UserError(
                 f"strategy.query_positions={qp!r} is not valid: use {', '.join(QUERY_MODES)} or a list of positions"
             )
-        if not isinstance(qp, str):
-            self.query_positions = [int(p) for p in qp]
-        if self.maskout_mode not in ("zero", "uniform", "visual_head"):
-            raise UserError(f"strategy.maskout_mode={self.maskout_mode!r}: use zero, uniform or visual_head")
-        if self.modify_mode not in ("image_reweight", "logits_scale", "visual_head"):
-            raise UserError(f"strategy.modify_mode={self.modify_mode!r}: use image_reweight, logits_scale or visual_head")
+        check_choice("strategy.maskout_mode", self.maskout_mode, MaskoutMode)
+        check_choice("strategy.modify_mode", self.modify_mode, ModifyMode)
+        check_choice("strategy.steps", self.steps, Steps)
         if self.highlight_box is not None:
             box = [float(x) for x in self.highlight_box]
             if len(box) != 4 or box[2] <= 0 or box[3] <= 0:
                 raise UserError(f"strategy.highlight_box={list(self.highlight_box)} must be [x, y, w, h] with w, h > 0")
             if self.modify_mode != "visual_head":
                 raise UserError("strategy.highlight_box applies to strategy.modify_mode=visual_head only")
-            self.highlight_box = box
-        if self.steps not in ("all", "prefill"):
-            raise UserError(f"strategy.steps={self.steps!r}: use all or prefill")
+            self._set("highlight_box", box)
         if self.modify_factor < 0:
             raise UserError(f"strategy.modify_factor={self.modify_factor} must be >= 0")
         for name in ("maskout", "modify"):
             pairs = getattr(self, name)
-            clean = []
-            for p in pairs:
-                if len(p) != 2:
-                    raise UserError(f"strategy.{name} entries are [layer, head] pairs; got {list(p)!r}")
-                clean.append([int(p[0]), int(p[1])])
-            setattr(self, name, clean)
-        self.layers = None if self.layers is None else [int(x) for x in self.layers]
-        self.vision_aggregates = [str(a) for a in self.vision_aggregates]
+            if any(len(p) != 2 for p in pairs):
+                bad = next(list(p) for p in pairs if len(p) != 2)
+                raise UserError(f"strategy.{name} entries are [layer, head] pairs; got {bad!r}")
+            self._set(name, [[int(p[0]), int(p[1])] for p in pairs])
+        if not isinstance(qp, str):
+            self._set("query_positions", [int(p) for p in qp])
+        self._set("layers", None if self.layers is None else [int(x) for x in self.layers])
+        self._set("heads", None if self.heads is None else [int(x) for x in self.heads])
+        self._set("vision_aggregates", [str(a) for a in self.vision_aggregates])
         bad = [a for a in self.vision_aggregates if a not in VISION_AGGREGATES]
         if bad or (self.vision and not self.vision_aggregates):
             raise UserError(f"strategy.vision_aggregates={self.vision_aggregates}: use a non-empty list of "
                             f"{', '.join(VISION_AGGREGATES)}")
-        self.heads = None if self.heads is None else [int(x) for x in self.heads]
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> "Strategy":
-        """Build from an OmegaConf node or dict with the same field names."""
-        from omegaconf import OmegaConf
-
-        d = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
-        return cls(**d)  # type: ignore[arg-type]
+    def _set(self, name: str, value: Any) -> None:
+        """Normalise a field while the frozen object is being built (lists of ints, floats)."""
+        object.__setattr__(self, name, value)
 
     def check_against(self, num_layers: int, num_heads: int) -> None:
         """Out-of-range indices are a user error naming the key, not an IndexError deep in a layer."""
@@ -147,6 +140,14 @@ class Strategy:
         if self.modify_mode == "visual_head":
             d.update({"modify_all_heads": self.modify_all_heads, "highlight_box": self.highlight_box})
         return d
+
+
+def strategy_from_settings(s: StrategyConfig) -> Strategy:
+    """The Strategy of a run from its `strategy` settings group (`positions` overrides `query_positions`)."""
+    return Strategy(query_positions=list(s.positions) if s.positions is not None else s.query_positions,
+                    layers=s.layers, heads=s.heads, maskout=s.maskout, maskout_mode=s.maskout_mode, modify=s.modify,
+                    modify_factor=float(s.modify_factor), modify_mode=s.modify_mode, steps=s.steps, vision=bool(s.vision),
+                    vision_aggregates=list(s.vision_aggregates), highlight_box=s.highlight_box)
 
 
 @dataclass
@@ -331,7 +332,7 @@ class StationRun:
 
     def first_attention(self, b: int, num_steps: int | None = None) -> torch.Tensor:
         """(Q, L, H) float32 on CPU: sample b's attention on its own first prompt token (BOS for
-        LLaMA tokenizers), for weightings that zero that column and renormalise (lab/tokens.py)."""
+        LLaMA tokenizers), for weightings that zero that column and renormalise (lab/analysis/token_maps.py)."""
         out = self._gathered()[b, ..., -1]  # (Q, L, Hc)
         return (out[:num_steps] if num_steps is not None else out).contiguous()
 
@@ -379,8 +380,8 @@ def collect(vlm: Any, samples: Sequence[Any], strategy: Strategy, *, max_new_tok
     """
     import numpy as np
 
-    from lab.fingerprints import image_id, model_part, run_fingerprint, sample_fingerprint
-    from lab.records import AttentionRecord, RecordMeta
+    from lab.records.provenance import image_id, model_part, run_fingerprint, sample_fingerprint
+    from lab.records.record import AttentionRecord, RecordMeta
 
     strategy.check_against(vlm.num_layers, vlm.num_heads)
     run_fp = run_fingerprint(model_part(vlm), strategy, max_new_tokens)

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import BoundaryNorm, ListedColormap
 
-from lab.grounding import (
+from lab.analysis.grounding import (
     Grounding,
     cell_validity,
     combine_head_maps,
@@ -19,7 +19,7 @@ from lab.grounding import (
     label_regions,
     predict_box,
 )
-from lab.plots.base import (
+from lab.figures.base import (
     PathLike,
     _as_grid,
     _box_patch,

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from lab.criteria.elbow import Elbow, ElbowMethod, elbow_threshold
+from lab.analysis.per_sample import SampleAnalysis
+from lab.criteria.elbow import Elbow, elbow_threshold
 from lab.criteria.image_sum import excluded_list, layer_mask
-from lab.writers import jsonable
+from utils.choices import ElbowMethod
+from utils.config import SelectionConfig
+from utils.io import jsonable
 
 
 @dataclass
@@ -236,3 +239,26 @@ def select_heads(
         selected=selected,
         per_sample_choices=choices.astype(np.int64),
     )
+
+
+def select_from_analyses(analyses: Sequence[SampleAnalysis], exclude_axes: Iterable[int], sel: SelectionConfig,
+                         top_k: int, threshold: float | None = None) -> Selection:
+    """The selection of a run from its samples' analyses (`record_numbers.selection_analysis`), with
+    the run's settings: what stage=select writes and the explorer shows.
+
+    Args:
+        exclude_axes: excluded layers as indices on the records' L axis.
+        sel: `selection.*`: with ``elbow.scope=per_sample`` each analysis' ``eligible`` is its own
+            criterion 1; with ``ranking=per_sample`` each sample's own ``top_k`` heads are counted
+            (``k = top_k``); the bottom-row flags of the analyses are applied when present.
+        threshold: a criterion-1 threshold to use instead of the elbow (e.g. heads.json's).
+    """
+    per_sample_c1 = sel.elbow.scope == "per_sample"
+    bottom = [a.bottom_row_artifact for a in analyses if a.bottom_row_artifact is not None]
+    return select_heads(
+        np.stack([a.s_img for a in analyses]), np.stack([a.entropy for a in analyses]),  # (N, L, H) each
+        exclude_layers=list(exclude_axes), elbow_method=sel.elbow.method,
+        k=top_k if sel.ranking == "per_sample" else sel.k, top_k=top_k,
+        bottom_row_mask=np.stack(bottom) if bottom and not per_sample_c1 else None, threshold=threshold,
+        elbow_include_excluded=bool(sel.elbow.include_excluded),
+        sample_mask=np.stack([a.eligible for a in analyses]) if per_sample_c1 else None, tie_break=sel.tie_break)

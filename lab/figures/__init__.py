@@ -5,12 +5,12 @@ Every function saves one PNG at `out_path` (parent folders created, written atom
 returns that path as a `pathlib.Path`. Pixels the grid does not cover are dimmed (`base`).
 """
 
-from lab.plots.charts import (
+from lab.figures.charts import (
     bar_chart,
     elbow_curve,
     layer_head_heatmap,
     token_attention_curve,
 )
-from lab.plots.overlays import overlay_heads, token_overlay_strip
+from lab.figures.overlays import overlay_heads, token_overlay_strip
 
 __all__ = ["bar_chart", "elbow_curve", "layer_head_heatmap", "overlay_heads", "token_attention_curve", "token_overlay_strip"]

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lab import plots
-from lab import tokens as TK
-from lab.records import AttentionRecord, safe_id
+from lab import figures as plots
+from lab.analysis import token_maps as TK
+from lab.records.record import AttentionRecord, safe_id
 from lab.stages.common import image_or_blank
 from lab.stages.context import StageContext
-from utils.config import to_plain
 from utils.errors import UserError
 from utils.io import atomic_write_bytes
 
@@ -35,39 +34,11 @@ FORMAT = "token_maps"
 FORMAT_VERSION = 1
 
 
-def _int_list(value, key: str) -> list[int] | None:
-    value = to_plain(value)
-    if value is None:
-        return None
-    if isinstance(value, (int, str)) and not isinstance(value, bool):
-        value = [value]
-    try:
-        out = [int(v) for v in value]
-    except (TypeError, ValueError):
-        raise UserError(f"{key}={value!r}: expected a list of integers, e.g. {key}=[0,2]") from None
-    if not out:
-        raise UserError(f"{key}=[] is empty; leave it unset for all")
-    return out
-
-
 def _options(cfg) -> dict:
+    """token_view()'s keywords from the view settings (checked when the config was composed)."""
     t, v = cfg.tokens, cfg.vision
-    reduce = to_plain(t.reduce)
-    reduce = [reduce] if isinstance(reduce, str) else list(reduce or [])
-    if reduce in (["none"], ["None"]):
-        reduce = []
-    bad = [r for r in reduce if r not in ("heads", "layers", "steps")]
-    if bad:
-        raise UserError(f"tokens.reduce={reduce}: unknown axis {bad}; use a list of heads, layers, steps (or [] / none)")
-    if t.weighting not in TK.WEIGHTINGS:
-        raise UserError(f"tokens.weighting={t.weighting!r} is not valid: use {' or '.join(TK.WEIGHTINGS)}")
-    if v.aggregate not in TK.VISION_VIEWS:
-        raise UserError(f"vision.aggregate={v.aggregate!r} is not valid: use {', '.join(TK.VISION_VIEWS)}")
-    if int(t.max_tokens) < 1 or int(t.ncols) < 1:
-        raise UserError(f"tokens.max_tokens={t.max_tokens} and tokens.ncols={t.ncols} must be >= 1")
-    return {"steps": to_plain(t.steps), "layers": _int_list(t.layers, "tokens.layers"),
-            "heads": _int_list(t.heads, "tokens.heads"), "reduce": reduce, "weighting": str(t.weighting),
-            "vision": str(v.aggregate), "grid": cfg.selection.grid}
+    return {"steps": t.steps, "layers": t.layers, "heads": t.heads, "reduce": list(t.reduce), "weighting": t.weighting,
+            "vision": v.aggregate, "grid": cfg.selection.grid}
 
 
 def _grid_dict(layout, grid: str | None) -> dict:

@@ -7,11 +7,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from lab.criteria.entropy import (DEFAULT_RTOL, ComponentWeight, Connectivity, bottom_row_share, check_component_weight,
-                                  entropy_core)
+from lab.criteria.entropy import DEFAULT_RTOL, bottom_row_share, entropy_components
 from lab.criteria.image_sum import excluded_list, image_attention_sum, layer_mask
-from lab.criteria.variants import bottom_row_any_cell, check_weight, relu_entropy_batch
-from lab.writers import jsonable
+from lab.criteria.variants import bottom_row_any_cell
+from utils.config import SelectionConfig
+from utils.io import jsonable
 from utils.layout import ImageLayout
 
 
@@ -126,106 +126,86 @@ def analyze_sample(
     threshold: float | None = None,
     exclude_layers: Iterable[int] = (0, 1),
     *,
-    component_weight: ComponentWeight = "mass",
-    connectivity: Connectivity = 8,
-    bottom_row_filter: bool = False,
-    bottom_row_fraction: float = 0.5,
-    grid: str | None = None,
+    settings: SelectionConfig = SelectionConfig(),
     rtol: float = DEFAULT_RTOL,
     chunk_maps: int = 4096,
-    mean_factor: float = 1.0,
-    binarize_threshold: float = 0.0,
-    bottom_row_rule: str = "share",
-    bottom_row_cell: float = 0.05,
-    tie_break: str = "s_img",
-    min_keep: int = 0,
 ) -> SampleAnalysis:
     """Both criteria for every head of one sample's ``image_attention[L, H, V]``.
 
-    ``layout_or_grid_shape``: the sample's `ImageLayout` (``grid`` picks one of its grids) or a
-    ``(rows, cols)`` shape with ``rows * cols == V`` (row-major tokens).
-    ``threshold``: criterion-1 threshold (usually ``Selection.threshold`` from a previous
-    selection); None = criterion 1 not applied here (it is an across-sample statistic, see
-    `select_heads`). ``exclude_layers``: layers left out (default: the first two, whose attention
-    is spread almost uniformly over the image in LLaVA; Kang et al.).
-    ``bottom_row_filter``: when True, a head fails in this sample if more than
-    ``bottom_row_fraction`` of its above-mean mass lies in the grid's bottom row (LLaVA attention
-    often piles up there whatever the image shows); ``bottom_row_share`` is always computed.
-    ``bottom_row_rule="any_cell"`` flags a head instead when a last-row cell's attention exceeds
-    ``bottom_row_cell`` (the release's rule; `lab.criteria.variants`).
-
-    Variants (docs/fidelity.md): ``mean_factor`` / ``binarize_threshold`` / ``component_weight=
-    "relu_mass"`` compute the entropy with `lab.criteria.variants.relu_entropy_batch`
-    (``B = relu(A - mean_factor * mean(A))``, cells ``B > binarize_threshold``); ``min_keep``: when
-    fewer heads are eligible, the ``min_keep`` heads of highest S_img that are not flagged
-    bottom-row artifacts (flags count only above the threshold) become the eligible ones, whatever
-    their layer or entropy (the release's fallback).
+    Args:
+        layout_or_grid_shape: the sample's `ImageLayout` (``settings.grid`` picks one of its grids)
+            or a ``(rows, cols)`` shape with ``rows * cols == V`` (row-major tokens).
+        threshold: criterion-1 threshold (usually ``Selection.threshold`` from a previous
+            selection, or the sample's own elbow); None = criterion 1 not applied here (it is an
+            across-sample statistic, see `select_heads`), and no `min_keep` fallback.
+        exclude_layers: indices on the L axis left out (the paper: the first two of LLaVA's 32,
+            whose attention is spread almost uniformly over the image).
+        settings: the criteria's settings (`selection.*`): ``component_weight``, ``connectivity``,
+            the bottom-row rule (``bottom_row_filter``: a head fails in this sample if more than
+            ``bottom_row_fraction`` of its above-mean mass lies in the grid's last row, or with
+            ``bottom_row_rule="any_cell"`` when a last-row cell's attention exceeds
+            ``bottom_row_cell``; ``bottom_row_share`` is always computed), the variants
+            ``mean_factor`` / ``binarize_threshold`` / ``component_weight="relu_mass"``
+            (docs/fidelity.md; `lab.criteria.entropy.entropy_components`), ``min_keep`` (when
+            fewer heads are eligible, the ``min_keep`` heads of highest S_img that are not flagged
+            bottom-row artifacts become the eligible ones: the release's fallback) and
+            ``tie_break`` (how `ranked_heads` orders equal entropies).
     """
     a = np.asarray(image_attention)
     if a.ndim != 3:
         raise ValueError(f"image_attention must be [L, H, V], got shape {a.shape}")
     L, H, _ = a.shape
-    maps = _to_maps(a, layout_or_grid_shape, grid)
+    st = settings
+    maps = _to_maps(a, layout_or_grid_shape, st.grid)  # (L, H, rows, cols)
     R, C = maps.shape[-2:]
     s_img = image_attention_sum(a)
-    check_weight(component_weight)
-    if bottom_row_rule not in ("share", "any_cell"):
-        raise ValueError(f"bottom_row_rule must be 'share' or 'any_cell', got {bottom_row_rule!r}")
-    if tie_break not in ("s_img", "index"):
-        raise ValueError(f"tie_break must be 's_img' or 'index', got {tie_break!r}")
     flat = maps.reshape(L * H, R, C)
-    variant = component_weight == "relu_mass" or mean_factor != 1.0 or binarize_threshold != 0.0
-    if variant:
-        ent, nc = relu_entropy_batch(flat, mean_factor=mean_factor, threshold=binarize_threshold,
-                                     component_weight=component_weight, connectivity=int(connectivity),
-                                     chunk_maps=max(1, int(chunk_maps)))
+    variant = st.component_weight == "relu_mass" or st.mean_factor != 1.0 or st.binarize_threshold != 0.0
+    ent, nc, bottom = entropy_components(
+        flat, component_weight=st.component_weight, connectivity=int(st.connectivity), mean_factor=float(st.mean_factor),
+        binarize_threshold=float(st.binarize_threshold) if variant else None, rtol=rtol, chunk_maps=chunk_maps,
+        want_bottom=not variant)
+    if bottom is None:  # the bottom-row share always uses the paper's cell rule
         bottom = bottom_row_share(flat, rtol=rtol)
-    else:
-        check_component_weight(component_weight)
-        ent, nc, bottom = entropy_core(flat, component_weight, int(connectivity), rtol, True, max(1, int(chunk_maps)))
-    ent, nc = ent.reshape(L, H), nc.reshape(L, H)
-    bottom = bottom.reshape(L, H)  # type: ignore[union-attr]
+    ent, nc, bottom = ent.reshape(L, H), nc.reshape(L, H), bottom.reshape(L, H)
     included = np.broadcast_to(layer_mask(L, exclude_layers)[:, None], (L, H)).copy()
     passes_c1 = None if threshold is None else (s_img >= float(threshold))
     artifact = None
-    if bottom_row_filter:
-        artifact = (bottom_row_any_cell(maps, bottom_row_cell) if bottom_row_rule == "any_cell"
-                    else bottom > float(bottom_row_fraction))
+    if st.bottom_row_filter:
+        artifact = (bottom_row_any_cell(maps, st.bottom_row_cell) if st.bottom_row_rule == "any_cell"
+                    else bottom > float(st.bottom_row_fraction))
     passes_c2 = np.isfinite(ent)
     if artifact is not None:
         passes_c2 &= ~artifact
     eligible = included & passes_c2
     if passes_c1 is not None:
         eligible &= passes_c1
+    min_keep = int(st.min_keep) if threshold is not None else 0
     if min_keep > 0 and int(eligible.sum()) < min_keep:
-        eligible = _fallback(s_img, artifact, passes_c1, int(min_keep))
-    settings = {
+        eligible = _fallback(s_img, artifact, passes_c1, min_keep)
+    return SampleAnalysis(
+        s_img=s_img, entropy=ent, n_components=nc, bottom_row_share=bottom, included=included, passes_c1=passes_c1,
+        bottom_row_artifact=artifact, passes_c2=passes_c2, eligible=eligible, grid_shape=(int(R), int(C)),
+        settings=_settings_record(st, L, exclude_layers, threshold, rtol, variant, min_keep), tie_break=st.tie_break)
+
+
+def _settings_record(st: SelectionConfig, L: int, exclude_layers: Iterable[int], threshold: float | None, rtol: float,
+                     variant: bool, min_keep: int) -> dict[str, Any]:
+    """What an analysis file says about how it was computed (the variants' keys only when one is on)."""
+    out = {
         "threshold": None if threshold is None else float(threshold),
         "excluded_layers": excluded_list(L, exclude_layers),
-        "component_weight": component_weight,
-        "connectivity": int(connectivity),
-        "bottom_row_filter": bool(bottom_row_filter),
-        "bottom_row_fraction": float(bottom_row_fraction),
+        "component_weight": st.component_weight,
+        "connectivity": int(st.connectivity),
+        "bottom_row_filter": bool(st.bottom_row_filter),
+        "bottom_row_fraction": float(st.bottom_row_fraction),
         "rtol": float(rtol),
     }
-    if variant or bottom_row_rule != "share" or tie_break != "s_img" or min_keep:
-        settings.update({"mean_factor": float(mean_factor), "binarize_threshold": float(binarize_threshold),
-                         "bottom_row_rule": bottom_row_rule, "bottom_row_cell": float(bottom_row_cell),
-                         "tie_break": tie_break, "min_keep": int(min_keep)})
-    return SampleAnalysis(
-        s_img=s_img,
-        entropy=ent,
-        n_components=nc,
-        bottom_row_share=bottom,
-        included=included,
-        passes_c1=passes_c1,
-        bottom_row_artifact=artifact,
-        passes_c2=passes_c2,
-        eligible=eligible,
-        grid_shape=(int(R), int(C)),
-        settings=settings,
-        tie_break=tie_break,
-    )
+    if variant or st.bottom_row_rule != "share" or st.tie_break != "s_img" or min_keep:
+        out.update({"mean_factor": float(st.mean_factor), "binarize_threshold": float(st.binarize_threshold),
+                    "bottom_row_rule": st.bottom_row_rule, "bottom_row_cell": float(st.bottom_row_cell),
+                    "tie_break": st.tie_break, "min_keep": int(min_keep)})
+    return out
 
 
 def _fallback(s_img: np.ndarray, artifact: np.ndarray | None, passes_c1: np.ndarray | None, n: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Strict-JSON values and the head-table writers (heads.json, heads.csv); every file written atomically.
+"""The head files of a selection: heads.csv written, heads.json read back (`heads_from_file`).
 
 JSON convention: every ``to_dict`` / ``to_json_dict`` of the analysis is strict JSON (no NaN/Infinity
 tokens): non-finite floats are written as ``null``. For spatial entropy ``null`` means "no
@@ -15,31 +15,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from pathlib import Path
+
+from utils.errors import UserError
+from utils.files import read_text_regular
 from utils.io import atomic_write_text
-
-
-def jsonable(obj: Any) -> Any:
-    """Recursively turn numpy arrays/scalars, tuples and dataclass-free containers into strict
-    JSON values; non-finite floats become ``None``."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    return obj
-
-
-def write_heads_json(selection: Any, path: Any, *, indent: int | None = 2) -> None:
-    """Write ``selection.to_json_dict()`` (a `lab.selection.Selection`) atomically as strict JSON (no NaN/Infinity)."""
-    atomic_write_text(path, json.dumps(selection.to_json_dict(), indent=indent, allow_nan=False) + "\n")
 
 
 def _csv_float(x: float) -> str:
@@ -80,3 +60,16 @@ def write_head_table_csv(
                 [l, h, _csv_float(s[l, h]), _csv_float(e[l, h]), int(f[l, h]), str(bool(el[l, h])).lower(), str(bool(se[l, h])).lower()]
             )
     atomic_write_text(path, buf.getvalue())
+
+
+def heads_from_file(path: str, top_k: int | None = None) -> list[tuple[int, int]]:
+    """(layer, head) pairs of a heads.json (its `heads`, else its `ranked` list), the first `top_k`."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"heads_file not found: {p} (a heads.json written by stage=select or stage=batch)")
+    try:
+        d = json.loads(read_text_regular(p, "heads_file"))
+        heads = [(int(h["layer"]), int(h["head"])) for h in (d["heads"] if "heads" in d else d["ranked"])]
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise UserError(f"{p}: not a heads.json file ({type(e).__name__}: {str(e)[:100]})") from None
+    return heads[:top_k] if top_k else heads

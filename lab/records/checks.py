@@ -1,4 +1,4 @@
-"""Checks an attention record passes before any stage uses it (lab/records.py calls them).
+"""Checks an attention record passes before any stage uses it (lab/records/record.py calls them).
 
 Records can come from anyone, so nothing in a file is trusted:
 
