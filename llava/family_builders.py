@@ -220,3 +220,8 @@ TINY_BUILDERS = {
     "qwen2_5_vl": lambda out, seed=0: save_tiny_qwen_vl(out, seed, version="2.5"),
     "gemma3": save_tiny_gemma3,
 }
+
+# InternVL, Qwen3-VL, Idefics3 / SmolVLM (transformers' tester configs): llava/family_builders_more.py
+from llava.family_builders_more import MORE_BUILDERS  # noqa: E402  (it imports the helpers above)
+
+TINY_BUILDERS.update(MORE_BUILDERS)

@@ -114,7 +114,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "model.device": _device,
     "model.dtype": _one_of("auto", "float32", "float16", "bfloat16"),
     "model.prompt_template": _one_of("chat", "plain", "referseg"),
-    "model.image_aspect": _one_of("auto", "crop", "pad", "anyres", "resize"),
+    "model.image_aspect": _one_of("auto", "crop", "pad", "anyres", "resize", "tiles"),
     "strategy.query_positions": _one_of("last_input", "generated", "all_input", "first_generated"),
     "strategy.positions": lambda v: None if v is None or (isinstance(v, (list, tuple)) and v and all(
         isinstance(x, int) and not isinstance(x, bool) for x in v)) else "must be a non-empty list of integers",
