@@ -15,6 +15,8 @@ how it is handled here (feature detection, never version-number branches elsewhe
 * RoPE in configs: `rope_parameters` on 5.x, `rope_theta` / `rope_scaling` on 4.x: `rope_config`;
 * Gemma 3: `processor.image_token` names the soft image token before 5.15 and <start_of_image> from
   5.15 on; `boi_token` means <start_of_image> on all versions, so the family uses that;
+* SmolVLM's `apply_chat_template` reads the video processor, which no version builds without torchvision:
+  `chat_without_video`;
 * InternVL's tile grid: `get_optimal_tiled_canvas` moved to the PIL module in 5.x: `optimal_tiled_canvas`;
 * tokenizers: 4.x fast tokenizers return `token_type_ids` by default; the families drop them
   (`Family.unused_inputs`) except for Gemma 3, whose processor sets them;
@@ -157,6 +159,20 @@ def load_processor(path: str, default_class: str) -> Any:
         raise UserError(f"cannot load the processor of {path} with transformers {installed_version()} "
                         f"(AutoProcessor: {first}; from its parts: {_first_line(e)}); if torchvision is missing: "
                         f"pip install torchvision (the build matching your torch)") from None
+
+
+def chat_without_video(processor: Any) -> Any:
+    """A processor without a video processor (assembled without torchvision) whose `apply_chat_template`
+    reads video settings (SmolVLM: `video_processor.num_frames`) gets the generic `ProcessorMixin` one,
+    which formats image + text conversations the same way."""
+    from functools import partial
+
+    from transformers import ProcessorMixin
+
+    if getattr(processor, "video_processor", 1) is None and \
+            type(processor).apply_chat_template is not ProcessorMixin.apply_chat_template:
+        processor.apply_chat_template = partial(ProcessorMixin.apply_chat_template, processor)
+    return processor
 
 
 def _first_line(e: BaseException) -> str:

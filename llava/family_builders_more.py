@@ -166,7 +166,9 @@ def save_tiny_idefics3(out_dir, seed: int = 0, tiles_longest_edge: int = 4, mode
         use_cache=True, image_token_id=tok.convert_tokens_to_ids("<image>"), tie_word_embeddings=False,
         vision_config=dict(IDEFICS3_TESTER_VISION), text_config=text, scale_factor=IDEFICS3_TESTER_SCALE)
     model = _model(getattr(transformers, f"{prefix}ForConditionalGeneration"), cfg, seed)
-    return _finish(model, tok, out_dir, proc)
+    out = _finish(model, tok, out_dir, proc)
+    _add_processor_keys(out, image_seq_len=seq)
+    return out
 
 
 MORE_BUILDERS = {

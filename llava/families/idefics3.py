@@ -12,6 +12,7 @@ so V holds exactly the image features. Layout: `llava.tile_layouts.tiled_layout`
 
 from __future__ import annotations
 
+from llava import compat
 from llava.families import Family
 from llava.tile_layouts import idefics3_tile_grid, tiled_layout
 from utils.errors import UserError
@@ -36,6 +37,9 @@ class Idefics3(Family):
 
     def __init__(self, processor_class: str = "Idefics3Processor"):
         self.processor_class = processor_class
+
+    def load_processor(self, path: str):
+        return compat.chat_without_video(compat.load_processor(path, self.processor_class))
 
     def grid_side(self, config) -> int | None:
         return None
