@@ -1,0 +1,286 @@
+"""InternVL, Qwen3-VL, Idefics3 and SmolVLM on tiny checkpoints with transformers' own tester configs
+(llava/family_builders_more.py): capture == eager attention (padding, batching, generation), every
+image token placed once, maps planted on a region land on it in original pixels, the processors' tile
+grids and the models' pixel-shuffle order are what the layouts assume, refusals are one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from lab.stations import Strategy, collect
+from llava.family_builders import TINY_BUILDERS
+from llava.family_builders_more import save_tiny_qwen3_vl
+from llava.model import load_vlm
+
+TOL = 1e-5
+FAMILY_NAMES = ["internvl", "qwen3_vl", "qwen3_vl_merge2", "idefics3", "smolvlm"]
+TILED = ("internvl", "idefics3", "smolvlm")
+
+
+def _build(name, folder):
+    if name == "qwen3_vl_merge2":  # the hub models' 2x2 merge (the tester uses 1)
+        return save_tiny_qwen3_vl(folder, seed=3, spatial_merge_size=2, max_pixels=16 * 16 * 12)
+    return TINY_BUILDERS[name](folder, seed=3)
+
+
+@pytest.fixture(scope="module", params=FAMILY_NAMES)
+def family(request, tmp_path_factory):
+    name = request.param
+    folder = _build(name, tmp_path_factory.mktemp(f"tiny_{name}"))
+    vlm = load_vlm(str(folder), device="cpu", dtype="float32")
+    eager = load_vlm(str(folder), device="cpu", dtype="float32", attn_implementation="eager")
+    return name, folder, vlm, eager
+
+
+def _noise(w, h, seed):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def _samples():
+    # wide (several tiles), tall, square (one InternVL tile): prompts of different lengths -> left padding
+    images = [_noise(150, 60, 0), _noise(40, 100, 2), _noise(64, 64, 1)]
+    return list(zip(images, ["what color is the circle ?", "what", "where is the red object on the left ?"]))
+
+
+def _rows(out_att, b, rows, cols):
+    return torch.stack([a[b][:, rows][:, :, cols] for a in out_att], dim=1).permute(2, 1, 0, 3)  # (Q, L, H, V)
+
+
+def test_image_tokens_are_the_features_each_in_one_cell(family):
+    name, _, vlm, _ = family
+    batch = vlm.prepare(_samples())
+    for b, lay in enumerate(batch.layouts):
+        own = batch.input_ids[b]
+        assert torch.isin(own[list(lay.token_positions)], torch.tensor(vlm.image_token_ids)).all()
+        assert len(vlm.image_token_ids) == 1  # <img>, </img>, <fake_token_around_image>, row/col tags are not in V
+        seen = np.zeros(lay.num_tokens, dtype=int)
+        for g in lay.grids:
+            np.add.at(seen, np.asarray(g.token_index), 1)
+        assert (seen == 1).all() and not lay.separator_index, f"{name} sample {b}"
+    if name in TILED:
+        wide, tall, square = batch.layouts
+        assert [g.name for g in wide.grids] == ["tiles", "thumbnail" if name == "internvl" else "global"]
+        assert wide.extra["tiles_hw"][1] > wide.extra["tiles_hw"][0] and tall.extra["tiles_hw"][0] > tall.extra["tiles_hw"][1]
+        if name == "internvl":
+            assert [g.name for g in square.grids] == ["image"]  # one tile, no thumbnail
+
+
+def test_capture_matches_eager_last_input(family):
+    name, _, vlm, eager = family
+    recs = collect(vlm, _samples(), Strategy())
+    batch = vlm.prepare(_samples())
+    assert len(set(batch.pad_offsets)) > 1  # really padded
+    out = eager.forward(batch, output_attentions=True)
+    last = batch.attention_mask.shape[1] - 1
+    for b, rec in enumerate(recs):
+        ref = _rows(out.attentions, b, [last], batch.image_cols[b])
+        assert rec.image_attention.shape == (1, vlm.num_layers, vlm.num_heads, batch.layouts[b].num_tokens)
+        assert np.abs(rec.image_attention - ref.numpy()).max() <= TOL, name
+
+
+def test_capture_matches_eager_generated(family):
+    name, _, vlm, eager = family
+    recs = collect(vlm, _samples(), Strategy(query_positions="generated"), max_new_tokens=3)
+    batch = vlm.prepare(_samples())
+    ref = eager.model.generate(**batch.inputs, max_new_tokens=3, do_sample=False, output_attentions=True,
+                               return_dict_in_generate=True)
+    s = batch.inputs["input_ids"].shape[1]
+    steps = 0
+    for b, rec in enumerate(recs):
+        gen = rec.generated_ids if rec.generated_ids is not None else np.zeros(0)
+        assert gen.tolist() == ref.sequences[b, s:s + len(gen)].tolist()
+        for t in range(rec.image_attention.shape[0]):
+            exp = torch.stack([a[b, :, -1, batch.image_cols[b]] for a in ref.attentions[t]])  # (L, H, V)
+            assert np.abs(rec.image_attention[t] - exp.numpy()).max() <= TOL, f"{name} sample {b} step {t}"
+            steps += 1
+    assert steps >= 3
+
+
+def test_all_input_rows_match_eager(family):
+    """Every prompt row: the rows after the first layers see deepstack-updated image states (Qwen3-VL)."""
+    name, _, vlm, eager = family
+    batch = vlm.prepare(_samples()[:2])
+    recs = collect(vlm, batch.samples, Strategy(query_positions="all_input"))
+    out = eager.forward(batch, output_attentions=True)
+    for b, rec in enumerate(recs):
+        rows = list(range(batch.pad_offsets[b], batch.attention_mask.shape[1]))
+        ref = _rows(out.attentions, b, rows, batch.image_cols[b])
+        assert np.abs(rec.image_attention - ref.numpy()).max() <= TOL, name
+
+
+def test_plain_prompt_keeps_the_image_structure(family):
+    name, folder, _, eager = family
+    vlm = load_vlm(str(folder), device="cpu", dtype="float32", prompt_template="plain")
+    recs = collect(vlm, _samples()[:2], Strategy())
+    batch = vlm.prepare(_samples()[:2])
+    out = eager.forward(batch, output_attentions=True)
+    for b, rec in enumerate(recs):
+        assert rec.image_attention.shape[-1] == batch.layouts[b].num_tokens
+        ref = _rows(out.attentions, b, [batch.attention_mask.shape[1] - 1], batch.image_cols[b])
+        assert np.abs(rec.image_attention - ref.numpy()).max() <= TOL, name
+
+
+def test_deepstack_is_active_in_the_tester_config(family):
+    """The deepstack path runs (so the exactness above covers it): Qwen3-VL feeds vision-layer features
+    into the first text layers; dropping them changes the text model's output."""
+    name, _, vlm, _ = family
+    if not name.startswith("qwen3_vl"):
+        pytest.skip("Qwen3-VL only")
+    lm = vlm.model.model.language_model
+    assert list(vlm.model.config.vision_config.deepstack_visual_indexes) == [0, 1]
+    batch = vlm.prepare(_samples()[:1])
+    with torch.no_grad():
+        full = vlm.model(**batch.inputs).logits
+        orig = lm._deepstack_process
+        lm._deepstack_process = lambda hidden_states, *a, **k: hidden_states
+        try:
+            plain = vlm.model(**batch.inputs).logits
+        finally:
+            lm._deepstack_process = orig
+    assert (full - plain).abs().max() > 1e-4
+
+
+# ---- geometry ---------------------------------------------------------------------------
+
+def _square_image(size, square):
+    img = Image.new("RGB", size, (0, 0, 0))
+    ImageDraw.Draw(img).rectangle([square[0], square[1], square[2] - 1, square[3] - 1], fill=(255, 255, 255))
+    return img
+
+
+CASES = [((300, 130), (180, 40, 240, 100)), ((110, 260), (20, 150, 80, 210))]
+
+
+@pytest.mark.parametrize("size,square", CASES)
+def test_map_planted_on_the_square_lands_on_it(family, size, square):
+    """1 on the cells whose centre lies in the square, per grid (tiles mosaic and global image): drawn on the
+    original image, the map's box is the square's within one cell."""
+    _, _, vlm, _ = family
+    batch = vlm.prepare([(_square_image(size, square), "where is the white square ?")])
+    lay = batch.layouts[0]
+    for g in lay.grids:
+        m = np.zeros((g.rows, g.cols))
+        for r in range(g.rows):
+            for c in range(g.cols):
+                x, y = lay.cell_center(r, c, g.name)
+                m[r, c] = square[0] <= x < square[2] and square[1] <= y < square[3]
+        assert m.sum() > 0, g.name
+        ys, xs = np.nonzero(lay.to_image(m, grid=g.name, order=0) > 0.5)
+        cw, ch = g.cell_size
+        for got, want, tol in zip((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), square, (cw, ch, cw, ch)):
+            assert abs(got - want) <= tol + 1, (g.name, got, want, tol)
+
+
+def _tile_cells(tile: np.ndarray, side: int) -> np.ndarray:
+    """(T, T) pixels of one tile -> (side, side) mean per token's pixel block."""
+    t = tile.shape[0] // side
+    return tile.reshape(side, t, side, t).mean(axis=(1, 3))
+
+
+def _grid_pixels(vlm, batch, lay, grid):
+    """Per-cell mean brightness of the processed pixels that feed each cell of `grid`."""
+    pv = batch.inputs["pixel_values"]
+    g = lay.grid(grid)
+    if vlm.model_type.startswith("qwen3_vl"):
+        t, h, w = batch.inputs["image_grid_thw"][0].tolist()
+        vc = vlm.model.config.vision_config
+        ps, tp, m = int(vc.patch_size), int(vc.temporal_patch_size), int(vc.spatial_merge_size)
+        x = pv.reshape(h // m, w // m, m, m, 3, tp, ps, ps).float().numpy()  # processor's patch order
+        return x.mean(axis=(2, 3, 4, 5, 6, 7))
+    tiles = (pv[0] if vlm.model_type != "internvl" else pv).mean(1).numpy()  # (n_images, T, T)
+    rows, cols = lay.extra["tiles_hw"]
+    side = g.cols // cols if grid == "tiles" else g.cols
+    if grid == "tiles":  # assemble the mosaic of token cells tile by tile
+        cells = [[_tile_cells(tiles[r * cols + c], side) for c in range(cols)] for r in range(rows)]
+        return np.block(cells)
+    return _tile_cells(tiles[rows * cols if grid != "image" else 0], side)
+
+
+@pytest.mark.parametrize("size,square", CASES)
+def test_bright_square_in_real_pixels_maps_back(family, size, square):
+    """The cells whose processed pixels are bright are, through the layout, the square in original pixels."""
+    _, _, vlm, _ = family
+    batch = vlm.prepare([(_square_image(size, square), "where is the white square ?")])
+    lay = batch.layouts[0]
+    for g in lay.grids:
+        cells = _grid_pixels(vlm, batch, lay, g.name)
+        assert cells.shape == (g.rows, g.cols)
+        bright = np.argwhere(cells > cells.min() + 0.6 * (cells.max() - cells.min()))
+        boxes = np.array([lay.cell_box(r, c, g.name) for r, c in bright])
+        union = boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()
+        cw, ch = g.cell_size
+        for got, want, tol in zip(union, square, (cw, ch, cw, ch)):
+            assert abs(got - want) <= tol + 1e-6, (g.name, union, square)
+        rc = lay.pixel_to_cell((square[0] + square[2]) / 2, (square[1] + square[3]) / 2, g.name)
+        assert rc is not None and tuple(rc) in set(map(tuple, bright)), g.name
+
+
+def test_pixel_shuffle_order_is_row_major_blocks(family):
+    """The model's own pixel shuffle: output token (i, j) of a tile holds the features of patch rows
+    s*i..s*i+s-1 and columns s*j..s*j+s-1 (the layouts' assumption)."""
+    name, _, vlm, _ = family
+    if name not in TILED:
+        pytest.skip("tiling families only")
+    inner = vlm.model.model
+    if name == "internvl":
+        n, s = 16, 2
+        feats = torch.arange(n * n, dtype=torch.float32).reshape(1, n, n, 1)  # feature = patch index r*n + c
+        out = inner.pixel_shuffle(feats, scale_factor=0.5).reshape(1, -1, s * s)  # (1, tokens, s*s)
+    else:
+        n, s = 8, 2
+        feats = torch.arange(n * n, dtype=torch.float32).reshape(1, n * n, 1)
+        out = inner.connector.pixel_shuffle(feats, s)  # (1, tokens, s*s)
+    side = n // s
+    for t in range(side * side):
+        i, j = divmod(t, side)
+        want = {(s * i + a) * n + s * j + c for a in range(s) for c in range(s)}
+        assert set(out[0, t].long().tolist()) == want, (name, t)
+
+
+@pytest.mark.parametrize("processor", ["idefics3", "smolvlm"])
+def test_idefics3_tile_grid_is_the_processors(processor):
+    """`idefics3_tile_grid` == the image processor's own rows/cols (return_row_col_info) on many sizes."""
+    from llava.compat import pil_image_processor
+    from llava.tile_layouts import idefics3_tile_grid
+
+    prefix = {"idefics3": "Idefics3", "smolvlm": "SmolVLM"}[processor]
+    rng = np.random.default_rng(0)
+    for longest, tile in ((64, 16), (70, 16), (1456, 364)):
+        ip = pil_image_processor(f"{prefix}ImageProcessor")(size={"longest_edge": longest},
+                                                             max_image_size={"longest_edge": tile})
+        for _ in range(8):
+            w, h = (int(x) for x in rng.integers(8, 400, 2))
+            enc = ip(images=[[Image.new("RGB", (w, h))]], return_row_col_info=True)
+            assert idefics3_tile_grid(ip, h, w) == (enc["rows"][0][0], enc["cols"][0][0]), (longest, tile, w, h)
+
+
+def test_internvl_tile_grid_is_the_processors():
+    """The tile grid the InternVL layout computes gives the number of tiles the processor cut."""
+    from llava.compat import optimal_tiled_canvas, pil_image_processor
+
+    ip = pil_image_processor("GotOcr2ImageProcessor")(size={"height": 64, "width": 64}, crop_to_patches=True,
+                                                       min_patches=1, max_patches=12)
+    rng = np.random.default_rng(1)
+    for _ in range(12):
+        w, h = (int(x) for x in rng.integers(8, 600, 2))
+        cols, rows = optimal_tiled_canvas((h, w), (64, 64), 1, 12)
+        n = ip(images=[Image.new("RGB", (w, h))], crop_to_patches=True)["num_patches"][0]
+        assert int(n) == rows * cols + (rows * cols > 1), (w, h, rows, cols)
+
+
+def test_token_count_mismatch_is_one_line():
+    from llava.tile_layouts import tiled_layout
+    from utils.errors import UserError
+
+    with pytest.raises(UserError, match=r"^internvl: the prompt has 7 image tokens but 2x3 tiles \+ 1 thumbnail"):
+        tiled_layout((300, 100), range(7), 2, 3, 16, "thumbnail", "internvl")
+
+
+def test_vision_tower_view_is_refused_in_one_line(family):
+    name, _, vlm, _ = family
+    why = vlm.vision_support()
+    assert why is not None and "\n" not in why and vlm.model_type in why
+    assert {"internvl": "pixel", "qwen3_vl": "merge", "idefics3": "pixel", "smolvlm": "pixel"}[vlm.model_type] in why
