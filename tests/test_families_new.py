@@ -26,9 +26,21 @@ def _build(name, folder):
     return TINY_BUILDERS[name](folder, seed=3)
 
 
+def _smolvlm_importable() -> bool:
+    """4.57 imports SmolVLM's video processor (torchvision) with its processor; 5.x does not."""
+    try:
+        from transformers import SmolVLMProcessor  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="module", params=FAMILY_NAMES)
 def family(request, tmp_path_factory):
     name = request.param
+    if name == "smolvlm" and not _smolvlm_importable():
+        pytest.skip("SmolVLMProcessor needs torchvision on this transformers version "
+                    "(test_smolvlm_without_torchvision_is_refused_in_one_line)")
     folder = _build(name, tmp_path_factory.mktemp(f"tiny_{name}"))
     vlm = load_vlm(str(folder), device="cpu", dtype="float32")
     eager = load_vlm(str(folder), device="cpu", dtype="float32", attn_implementation="eager")
@@ -284,3 +296,84 @@ def test_vision_tower_view_is_refused_in_one_line(family):
     why = vlm.vision_support()
     assert why is not None and "\n" not in why and vlm.model_type in why
     assert {"internvl": "pixel", "qwen3_vl": "merge", "idefics3": "pixel", "smolvlm": "pixel"}[vlm.model_type] in why
+
+
+def test_smolvlm_without_torchvision_is_refused_in_one_line(tmp_path):
+    """Where SmolVLM's processor cannot be imported (4.57 without torchvision), loading names the package."""
+    import json
+
+    from llava.families import family_for
+    from utils.errors import UserError
+
+    if _smolvlm_importable():
+        pytest.skip("SmolVLMProcessor imports here")
+    (tmp_path / "processor_config.json").write_text(json.dumps({"processor_class": "SmolVLMProcessor"}))
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_processor_type": "SmolVLMImageProcessor"}))
+    with pytest.raises(UserError, match="torchvision") as e:
+        family_for("smolvlm").load_processor(str(tmp_path))
+    assert "\n" not in str(e.value)
+
+
+# ---- stages and views -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    import json
+
+    d = tmp_path_factory.mktemp("famdata_new")
+    (d / "imgs").mkdir()
+    rows = []
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        w, h = (150, 64) if i % 2 else (64, 120)
+        img = Image.new("RGB", (w, h), (235, 235, 235))
+        x, y = int(rng.integers(0, w - 24)), int(rng.integers(0, h - 24))
+        img.paste((200, 30, 30), (x, y, x + 24, y + 24))
+        img.save(d / "imgs" / f"s{i}.png")
+        rows.append({"id": f"s{i}", "prompt": "what color is the square ?", "image_path": f"imgs/s{i}.png",
+                     "bbox": [x, y, 24, 24], "answer": "red"})
+    (d / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+def test_stages_and_views(family, dataset, tmp_path):
+    """batch -> evaluate -> visualize (default grid and the whole-image grid) -> mode=tokens, unchanged."""
+    import json
+    from pathlib import Path
+
+    from helpers import make_cfg
+
+    from lab.records import AttentionRecord
+    from lab.stages import StageContext, run_stage
+    from lab.views import run_view
+    from llava.model import load_from_config
+    from utils.config import register_configs
+
+    register_configs()
+    name, folder, _, _ = family
+    if name == "qwen3_vl_merge2":
+        pytest.skip("same code path as qwen3_vl")
+    common = [f"data_file={dataset / 'data.jsonl'}", f"output_dir={tmp_path}", "batch_size=2", "max_new_tokens=2",
+              "selection.exclude_layers=[]", "top_k=2", f"model.name_or_path={folder}", "model.builder=null",
+              "model.name=t", "model.device=cpu"]
+    c = make_cfg(*common, "stage=batch")
+    ctx = StageContext(loader=lambda: load_from_config(c.model), output_dir=tmp_path)
+    res = run_stage(c, ctx)
+    assert res["collect"]["ok"] == 4 and res["collect"]["failed"] == 0, res
+    ev = run_stage(make_cfg(*common, "stage=evaluate"), ctx)
+    assert json.loads(Path(ev["metrics_file"]).read_text())["selected_heads"]["n"] == 4
+    att = tmp_path / "attention" / "s1.safetensors"
+    rec = AttentionRecord.load(att)
+    for grid in [None, *(g.name for g in rec.layout.grids[1:])]:
+        extra = [f"selection.grid={grid}"] if grid else []
+        vis = run_stage(make_cfg(*common, "stage=visualize", f"attention_file={att}",
+                                 f"heads_file={tmp_path / 'heads.json'}", *extra), ctx)
+        assert Path(vis["figure"]).exists(), grid
+    (gen,) = collect(family[2], [(Image.open(dataset / "imgs" / "s1.png"), "what color is the square ?", "g1")],
+                     Strategy(query_positions="generated"), max_new_tokens=3)
+    gen_file = tmp_path / "g1.safetensors"
+    gen.save(gen_file)
+    out = tmp_path / "tokens"
+    cfg = make_cfg("mode=tokens", f"attention_file={gen_file}", f"output_dir={out}", config_name="visualization_config")
+    run_view(cfg, StageContext(loader=lambda: pytest.fail("a view loaded the model"), output_dir=out))
+    assert (out / "g1_tokens.safetensors").exists()
