@@ -144,16 +144,21 @@ def idefics3_specials() -> list[str]:
     return ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>", "<|begin_of_text|>", *rows_cols]
 
 
-def save_tiny_idefics3(out_dir, seed: int = 0, tiles_longest_edge: int = 4, model_type: str = "idefics3") -> Path:
+def save_tiny_idefics3(out_dir, seed: int = 0, tiles_longest_edge: int = 4, model_type: str = "idefics3",
+                       tile_px: int | None = None) -> Path:
     """Idefics3 (tester config; `model_type="smolvlm"` gives SmolVLM with the same sizes): 16 px tiles of
     4x4 patches, pixel shuffle x2 -> 2x2 = 4 tokens per tile; images are resized to a longest edge of
-    `tiles_longest_edge` tiles, split into tiles, plus a 16 px global image; Llama text model."""
+    `tiles_longest_edge` tiles, split into tiles, plus a global image; Llama text model.
+
+    tile_px: the processor's tile size (default: the tower's 16 px); 18 gives tiles that are no whole
+    number of patches (4 x 4 px patches cover 16 of 18 px), as SmolVLM-Instruct's 384 px tiles of 14 px patches.
+    """
     import transformers
     from transformers import LlamaConfig
 
     prefix = {"idefics3": "Idefics3", "smolvlm": "SmolVLM"}[model_type]
-    tile = IDEFICS3_TESTER_VISION["image_size"]
-    seq = (tile // IDEFICS3_TESTER_VISION["patch_size"]) ** 2 // IDEFICS3_TESTER_SCALE**2
+    seq = (IDEFICS3_TESTER_VISION["image_size"] // IDEFICS3_TESTER_VISION["patch_size"]) ** 2 // IDEFICS3_TESTER_SCALE**2
+    tile = tile_px or IDEFICS3_TESTER_VISION["image_size"]
     tok = _special_tokenizer(idefics3_specials(), IDEFICS3_CHAT_TEMPLATE, {"image_token": "<image>"})
     tok.add_special_tokens({"additional_special_tokens": ["<image>", *idefics3_specials()]})
     ip = pil_image_processor(f"{prefix}ImageProcessor")(size={"longest_edge": tiles_longest_edge * tile},

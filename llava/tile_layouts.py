@@ -40,7 +40,7 @@ def mosaic_index(tile_rows: int, tile_cols: int, side: int) -> tuple[int, ...]:
 
 
 def tiled_layout(image_size: tuple[int, int], token_positions: Sequence[int], tile_rows: int, tile_cols: int,
-                 side: int, global_name: str, family: str) -> ImageLayout:
+                 side: int, global_name: str, family: str, covered: float = 1.0) -> ImageLayout:
     """The layout of `tile_rows x tile_cols` tiles (+ one global tile when there are several), see the module doc.
 
     Args:
@@ -50,6 +50,13 @@ def tiled_layout(image_size: tuple[int, int], token_positions: Sequence[int], ti
         side: tokens per tile side after pixel shuffle.
         global_name: name of the whole-image grid (`thumbnail` for InternVL, `global` for Idefics3).
         family: named in the error message.
+        covered: fraction of a tile's side that its patches cover (`patches * patch_px / tile_px`; < 1 when
+            the tile is not a whole number of patches, e.g. SmolVLM's 384 px tiles of 27 x 14 px patches:
+            the last 6 px of each tile reach no token).
+
+    The whole-image grids are exact: their box is the covered part of the image. The `tiles` mosaic
+    splits its box evenly, so with covered < 1 a cell may be off by up to the uncovered strip of one
+    tile (`extra["tile_gap"]`, in tile pixels / tile pixels: 6/384 of a tile = 1/7 of a cell for SmolVLM).
     """
     w, h = image_size
     n_tiles = tile_rows * tile_cols
@@ -59,20 +66,24 @@ def tiled_layout(image_size: tuple[int, int], token_positions: Sequence[int], ti
         raise UserError(f"{family}: the prompt has {len(token_positions)} image tokens but {tile_rows}x{tile_cols} tiles"
                         f"{' + 1 ' + global_name if extra else ''} of {side}x{side} tokens need {expected} for an image "
                         f"of {w}x{h}; do the processor's tile settings and the model config agree?")
-    whole = (0.0, 0.0, float(w), float(h))
+    if not 0.5 < covered <= 1.0:
+        raise UserError(f"{family}: the patches cover {covered:.3f} of a tile's side; the layout needs more than half")
+    whole = (0.0, 0.0, float(w) * covered, float(h) * covered)  # the global image / single tile: exact
     if not extra:
         grids = (Grid(name="image", rows=side, cols=side, token_index=tuple(range(side * side)), box=whole),)
         default = "image"
     else:
+        # first tile's left/top and last tile's right/bottom edges exact; cells between evenly spread
+        mosaic = (0.0, 0.0, w * (tile_cols - 1 + covered) / tile_cols, h * (tile_rows - 1 + covered) / tile_rows)
         tiles = Grid(name="tiles", rows=tile_rows * side, cols=tile_cols * side,
-                     token_index=mosaic_index(tile_rows, tile_cols, side), box=whole)
+                     token_index=mosaic_index(tile_rows, tile_cols, side), box=mosaic)
         start = n_tiles * side * side
         glob = Grid(name=global_name, rows=side, cols=side, token_index=tuple(range(start, start + side * side)), box=whole)
         grids = (tiles, glob)
         default = "tiles"
     return ImageLayout(image_size=(int(w), int(h)), token_positions=tuple(int(p) for p in token_positions),
                        grids=grids, aspect="tiles", default_grid=default,
-                       extra={"tiles_hw": [int(tile_rows), int(tile_cols)]})
+                       extra={"tiles_hw": [int(tile_rows), int(tile_cols)], "tile_gap": round(1.0 - covered, 6)})
 
 
 # ---- Idefics3 / SmolVLM tile grid ---------------------------------------------------------
@@ -80,7 +91,7 @@ def tiled_layout(image_size: tuple[int, int], token_positions: Sequence[int], ti
 IDEFICS3_MAX_IMAGE_SIZE = 4096  # transformers' MAX_IMAGE_SIZE cap on the longest-edge resize
 
 
-def _edge(size, key: str = "longest_edge") -> int:
+def size_edge(size, key: str = "longest_edge") -> int:
     """size[key] of a dict or SizeDict-like processor setting."""
     return int(size[key] if isinstance(size, dict) else getattr(size, key))
 
@@ -112,12 +123,12 @@ def idefics3_tile_grid(image_processor, height: int, width: int) -> tuple[int, i
     """
     import math
 
-    tile = _edge(image_processor.max_image_size)
+    tile = size_edge(image_processor.max_image_size)
     if not getattr(image_processor, "do_image_splitting", True):
         return 0, 0
     h, w = height, width
     if getattr(image_processor, "do_resize", True):
-        h, w = _longest_edge_size(h, w, _edge(image_processor.size))
+        h, w = _longest_edge_size(h, w, size_edge(image_processor.size))
     ar = w / h
     if w >= h:
         w = math.ceil(w / tile) * tile

@@ -12,17 +12,19 @@ from PIL import Image, ImageDraw
 
 from lab.stations import Strategy, collect
 from llava.family_builders import TINY_BUILDERS
-from llava.family_builders_more import save_tiny_qwen3_vl
+from llava.family_builders_more import save_tiny_idefics3, save_tiny_qwen3_vl
 from llava.model import load_vlm
 
 TOL = 1e-5
-FAMILY_NAMES = ["internvl", "qwen3_vl", "qwen3_vl_merge2", "idefics3", "smolvlm"]
-TILED = ("internvl", "idefics3", "smolvlm")
+FAMILY_NAMES = ["internvl", "qwen3_vl", "qwen3_vl_merge2", "idefics3", "idefics3_gap", "smolvlm"]
+TILED = ("internvl", "idefics3", "idefics3_gap", "smolvlm")
 
 
 def _build(name, folder):
     if name == "qwen3_vl_merge2":  # the hub models' 2x2 merge (the tester uses 1)
         return save_tiny_qwen3_vl(folder, seed=3, spatial_merge_size=2, max_pixels=16 * 16 * 12)
+    if name == "idefics3_gap":  # 18 px tiles of 4 px patches: 2 px of each tile reach no token (SmolVLM's 6 of 384)
+        return save_tiny_idefics3(folder, seed=3, tile_px=18)
     return TINY_BUILDERS[name](folder, seed=3)
 
 
@@ -75,6 +77,7 @@ def test_image_tokens_are_the_features_each_in_one_cell(family):
     if name in TILED:
         wide, tall, square = batch.layouts
         assert [g.name for g in wide.grids] == ["tiles", "thumbnail" if name == "internvl" else "global"]
+        assert wide.extra["tile_gap"] == (pytest.approx(2 / 18) if name == "idefics3_gap" else 0)
         assert wide.extra["tiles_hw"][1] > wide.extra["tiles_hw"][0] and tall.extra["tiles_hw"][0] > tall.extra["tiles_hw"][1]
         if name == "internvl":
             assert [g.name for g in square.grids] == ["image"]  # one tile, no thumbnail
@@ -186,10 +189,11 @@ def test_map_planted_on_the_square_lands_on_it(family, size, square):
             assert abs(got - want) <= tol + 1, (g.name, got, want, tol)
 
 
-def _tile_cells(tile: np.ndarray, side: int) -> np.ndarray:
-    """(T, T) pixels of one tile -> (side, side) mean per token's pixel block."""
-    t = tile.shape[0] // side
-    return tile.reshape(side, t, side, t).mean(axis=(1, 3))
+def _tile_cells(tile: np.ndarray, side: int, covered: float) -> np.ndarray:
+    """(T, T) pixels of one tile -> (side, side) mean per token's pixel block (the covered part only)."""
+    n = int(round(tile.shape[0] * covered))
+    t = n // side
+    return tile[:n, :n].reshape(side, t, side, t).mean(axis=(1, 3))
 
 
 def _grid_pixels(vlm, batch, lay, grid):
@@ -205,10 +209,11 @@ def _grid_pixels(vlm, batch, lay, grid):
     tiles = (pv[0] if vlm.model_type != "internvl" else pv).mean(1).numpy()  # (n_images, T, T)
     rows, cols = lay.extra["tiles_hw"]
     side = g.cols // cols if grid == "tiles" else g.cols
+    cov = 1.0 - lay.extra["tile_gap"]
     if grid == "tiles":  # assemble the mosaic of token cells tile by tile
-        cells = [[_tile_cells(tiles[r * cols + c], side) for c in range(cols)] for r in range(rows)]
+        cells = [[_tile_cells(tiles[r * cols + c], side, cov) for c in range(cols)] for r in range(rows)]
         return np.block(cells)
-    return _tile_cells(tiles[rows * cols if grid != "image" else 0], side)
+    return _tile_cells(tiles[rows * cols if grid != "image" else 0], side, cov)
 
 
 @pytest.mark.parametrize("size,square", CASES)
@@ -351,8 +356,8 @@ def test_stages_and_views(family, dataset, tmp_path):
 
     register_configs()
     name, folder, _, _ = family
-    if name == "qwen3_vl_merge2":
-        pytest.skip("same code path as qwen3_vl")
+    if name in ("qwen3_vl_merge2", "idefics3_gap"):
+        pytest.skip("same code path as qwen3_vl / idefics3")
     common = [f"data_file={dataset / 'data.jsonl'}", f"output_dir={tmp_path}", "batch_size=2", "max_new_tokens=2",
               "selection.exclude_layers=[]", "top_k=2", f"model.name_or_path={folder}", "model.builder=null",
               "model.name=t", "model.device=cpu"]
@@ -377,3 +382,16 @@ def test_stages_and_views(family, dataset, tmp_path):
     cfg = make_cfg("mode=tokens", f"attention_file={gen_file}", f"output_dir={out}", config_name="visualization_config")
     run_view(cfg, StageContext(loader=lambda: pytest.fail("a view loaded the model"), output_dir=out))
     assert (out / "g1_tokens.safetensors").exists()
+
+
+def test_tiles_that_are_no_whole_number_of_patches():
+    """SmolVLM-Instruct: 384 px tiles, 27 patches of 14 px = 378 px: the whole-image grid stops at 378/384 of
+    the image, the mosaic's first and last tile edges are exact."""
+    from llava.tile_layouts import tiled_layout
+
+    cov = 27 * 14 / 384
+    lay = tiled_layout((1000, 500), range((2 * 4 + 1) * 81), 2, 4, 9, "global", "idefics3", covered=cov)
+    assert lay.grid("global").box == pytest.approx((0, 0, 1000 * cov, 500 * cov))
+    x0, y0, x1, y1 = lay.grid("tiles").box
+    assert (x0, y0) == (0, 0) and x1 == pytest.approx(1000 * (3 + cov) / 4) and y1 == pytest.approx(500 * (1 + cov) / 2)
+    assert lay.extra["tile_gap"] == pytest.approx(6 / 384, abs=1e-6)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from llava import compat
 from llava.families import Family
-from llava.tile_layouts import idefics3_tile_grid, tiled_layout
+from llava.tile_layouts import idefics3_tile_grid, size_edge, tiled_layout
 from utils.errors import UserError
 
 
@@ -48,5 +48,9 @@ class Idefics3(Family):
         cfg = vlm.model.config
         side = tile_side(cfg)
         w, h = image_size
-        rows, cols = idefics3_tile_grid(vlm.processor.image_processor, h, w)
-        return tiled_layout(image_size, positions, max(rows, 1), max(cols, 1), side, "global", cfg.model_type)
+        ip = vlm.processor.image_processor
+        rows, cols = idefics3_tile_grid(ip, h, w)
+        tile_px = size_edge(ip.max_image_size)
+        covered = side * int(cfg.scale_factor) * int(cfg.vision_config.patch_size) / tile_px
+        return tiled_layout(image_size, positions, max(rows, 1), max(cols, 1), side, "global", cfg.model_type,
+                            covered=covered)

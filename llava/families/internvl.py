@@ -48,10 +48,12 @@ class InternVL(Family):
             raise UserError(f"internvl: vision_feature_select_strategy={cfg.vision_feature_select_strategy!r} is not "
                             "supported (its CLS token would make a tile's tokens no square grid)")
         side = tile_side(cfg)
+        ip = vlm.processor.image_processor
+        th, tw = int(ip.size["height"]), int(ip.size["width"])
         rows = cols = 1
         if len(positions) > side * side:  # several tiles: the processor's grid for this image
-            ip = vlm.processor.image_processor
-            th, tw = int(ip.size["height"]), int(ip.size["width"])
             w, h = image_size
             cols, rows = compat.optimal_tiled_canvas((h, w), (th, tw), int(ip.min_patches), int(ip.max_patches))
-        return tiled_layout(image_size, positions, rows, cols, side, "thumbnail", "internvl")
+        patch = _pair(cfg.vision_config.patch_size)[0]
+        covered = (_pair(cfg.vision_config.image_size)[0] // patch) * patch / th
+        return tiled_layout(image_size, positions, rows, cols, side, "thumbnail", "internvl", covered=covered)
