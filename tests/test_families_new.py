@@ -395,3 +395,47 @@ def test_tiles_that_are_no_whole_number_of_patches():
     x0, y0, x1, y1 = lay.grid("tiles").box
     assert (x0, y0) == (0, 0) and x1 == pytest.approx(1000 * (3 + cov) / 4) and y1 == pytest.approx(500 * (1 + cov) / 2)
     assert lay.extra["tile_gap"] == pytest.approx(6 / 384, abs=1e-6)
+
+
+# ---- the same tiny models and processors on every version -------------------------------
+
+def test_tiny_models_are_the_same_on_every_version(family):
+    """State-dict hash of each tiny model (seed 3): equal on 4.57.6 and 5.24 (tests/test_compat.py's hash)."""
+    from test_compat import fingerprint
+
+    name, folder, _, eager = family
+    assert fingerprint(eager.model) == NEW_TINY_FINGERPRINTS[name], name
+
+
+NEW_TINY_FINGERPRINTS = {  # measured on 5.24.0 and 4.57.6 alike
+    "internvl": "52920e9ae8fa", "qwen3_vl": "3fccfd850578", "qwen3_vl_merge2": "5818034aa323",
+    "idefics3": "0a36c105269b", "idefics3_gap": "0a36c105269b", "smolvlm": "0a36c105269b",
+}
+
+
+@pytest.mark.parametrize("name", ["internvl", "qwen3_vl", "idefics3", "smolvlm"])
+def test_assembled_processor_equals_auto_processor(name, tmp_path):
+    """The torchvision-free assembly gives AutoProcessor's prompts and inputs where AutoProcessor builds."""
+    from transformers import AutoProcessor
+
+    from llava import compat
+    from llava.families import FAMILIES
+
+    if name == "smolvlm" and not _smolvlm_importable():
+        pytest.skip("SmolVLMProcessor needs torchvision here")
+    folder = TINY_BUILDERS[name](tmp_path, seed=3)
+    try:
+        auto = AutoProcessor.from_pretrained(str(folder))
+    except (ImportError, AttributeError, ValueError, TypeError) as e:
+        pytest.skip(f"AutoProcessor cannot build the {name} processor here ({type(e).__name__}); nothing to compare")
+    parts = compat._assemble_processor(str(folder), FAMILIES[name].processor_class)
+    assert type(parts).__name__ == type(auto).__name__
+    img = _noise(150, 60, 0)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what color ?"}]}]
+    text = compat.chat_without_video(auto).apply_chat_template(messages, add_generation_prompt=True)
+    assert compat.chat_without_video(parts).apply_chat_template(messages, add_generation_prompt=True) == text
+    images = [[img]] if FAMILIES[name].nested_images else [img]
+    a, b = auto(images=images, text=[text], return_tensors="pt"), parts(images=images, text=[text], return_tensors="pt")
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
