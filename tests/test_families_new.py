@@ -1,5 +1,5 @@
 """InternVL, Qwen3-VL, Idefics3 and SmolVLM on tiny checkpoints with transformers' own tester configs
-(llava/family_builders_more.py): capture == eager attention (padding, batching, generation), every
+(llava/family_builders.py): capture == eager attention (padding, batching, generation), every
 image token placed once, maps planted on a region land on it in original pixels, the processors' tile
 grids and the models' pixel-shuffle order are what the layouts assume, refusals are one line."""
 
@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from lab.stations import Strategy, collect
 from llava.family_builders import TINY_BUILDERS
-from llava.family_builders_more import save_tiny_idefics3, save_tiny_qwen3_vl
+from llava.family_builders import save_tiny_idefics3, save_tiny_qwen3_vl
 from llava.model import load_vlm
 
 TOL = 1e-5
