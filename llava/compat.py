@@ -15,6 +15,8 @@ how it is handled here (feature detection, never version-number branches elsewhe
 * RoPE in configs: `rope_parameters` on 5.x, `rope_theta` / `rope_scaling` on 4.x: `rope_config`;
 * Gemma 3: `processor.image_token` names the soft image token before 5.15 and <start_of_image> from
   5.15 on; `boi_token` means <start_of_image> on all versions, so the family uses that;
+* 4.x numpy image processors misread images 1 or 3 px tall as channels-first: `CHANNELS_LAST` (processor
+  keyword the new families pass);
 * SmolVLM's `apply_chat_template` reads the video processor, which no version builds without torchvision:
   `chat_without_video`;
 * InternVL's tile grid: `get_optimal_tiled_canvas` moved to the PIL module in 5.x: `optimal_tiled_canvas`;
@@ -159,6 +161,13 @@ def load_processor(path: str, default_class: str) -> Any:
         raise UserError(f"cannot load the processor of {path} with transformers {installed_version()} "
                         f"(AutoProcessor: {first}; from its parts: {_first_line(e)}); if torchvision is missing: "
                         f"pip install torchvision (the build matching your torch)") from None
+
+
+# 4.x numpy image processors guess the channel axis of each image array and take an RGB image 1 or 3 px
+# tall, (1|3, W, 3), as channels-first: they then tile / resize a different image (40x3 px -> 4 x 1
+# tiles instead of 1 x 4) with the same token count. Naming the layout of the arrays PIL gives avoids
+# the guess; 5.x PIL backends accept the same keyword.
+CHANNELS_LAST = {"input_data_format": "channels_last"}
 
 
 def chat_without_video(processor: Any) -> Any:

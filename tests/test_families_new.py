@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from lab.stations import Strategy, collect
@@ -258,34 +260,88 @@ def test_pixel_shuffle_order_is_row_major_blocks(family):
 
 
 @pytest.mark.parametrize("processor", ["idefics3", "smolvlm"])
-def test_idefics3_tile_grid_is_the_processors(processor):
-    """`idefics3_tile_grid` == the image processor's own rows/cols (return_row_col_info) on many sizes."""
+@pytest.mark.parametrize("longest,tile", [(64, 16), (70, 16), (1456, 364)])
+@settings(max_examples=25, deadline=None)
+@given(w=st.integers(1, 500), h=st.integers(1, 500))
+def test_idefics3_tile_grid_is_the_processors(processor, longest, tile, w, h):
+    """`idefics3_tile_grid` == the image processor's own rows/cols (return_row_col_info), any image size
+    (longest edge a multiple of the tile as in the hub configs, or not)."""
     from llava.compat import pil_image_processor
     from llava.tile_layouts import idefics3_tile_grid
 
     prefix = {"idefics3": "Idefics3", "smolvlm": "SmolVLM"}[processor]
-    rng = np.random.default_rng(0)
-    for longest, tile in ((64, 16), (70, 16), (1456, 364)):
-        ip = pil_image_processor(f"{prefix}ImageProcessor")(size={"longest_edge": longest},
-                                                             max_image_size={"longest_edge": tile})
-        for _ in range(8):
-            w, h = (int(x) for x in rng.integers(8, 400, 2))
-            enc = ip(images=[[Image.new("RGB", (w, h))]], return_row_col_info=True)
-            assert idefics3_tile_grid(ip, h, w) == (enc["rows"][0][0], enc["cols"][0][0]), (longest, tile, w, h)
+    ip = pil_image_processor(f"{prefix}ImageProcessor")(size={"longest_edge": longest},
+                                                         max_image_size={"longest_edge": tile})
+    enc = ip(images=[[Image.new("RGB", (w, h))]], return_row_col_info=True, input_data_format="channels_last")
+    assert idefics3_tile_grid(ip, h, w) == (enc["rows"][0][0], enc["cols"][0][0]), (longest, tile, w, h)
 
 
-def test_internvl_tile_grid_is_the_processors():
+@pytest.mark.parametrize("size", [(40, 3), (40, 1), (3, 40), (90, 3)])
+def test_images_one_or_three_pixels_tall_keep_their_orientation(family, size):
+    """4.x numpy processors take (3, W, 3) arrays as channels-first unless told (compat.CHANNELS_LAST): the
+    tile grid / patch grid must follow the image's own orientation."""
+    name, _, vlm, _ = family
+    batch = vlm.prepare([(_noise(*size, 5), "what")])
+    lay = batch.layouts[0]
+    if name.startswith("qwen3_vl"):
+        _, h, w = batch.inputs["image_grid_thw"][0].tolist()
+        assert (w >= h) == (size[0] >= size[1]), (size, h, w)
+    else:
+        rows, cols = lay.extra["tiles_hw"]
+        assert (cols >= rows) == (size[0] >= size[1]) and rows * cols > 1, (size, rows, cols)
+
+
+def test_idefics3_without_splitting_is_one_image():
+    from llava.compat import pil_image_processor
+    from llava.tile_layouts import idefics3_tile_grid
+
+    ip = pil_image_processor("Idefics3ImageProcessor")(size={"longest_edge": 64}, max_image_size={"longest_edge": 16},
+                                                        do_image_splitting=False)
+    enc = ip(images=[[Image.new("RGB", (150, 60))]], return_row_col_info=True, return_tensors="pt")
+    assert idefics3_tile_grid(ip, 60, 150) == (enc["rows"][0][0], enc["cols"][0][0]) == (0, 0)
+    assert tuple(enc["pixel_values"].shape[-2:]) == (16, 16)  # the whole image squashed to one tile
+
+
+@settings(max_examples=40, deadline=None)
+@given(w=st.integers(1, 2000), h=st.integers(1, 2000), max_patches=st.integers(1, 12))
+def test_internvl_tile_grid_is_the_processors(w, h, max_patches):
     """The tile grid the InternVL layout computes gives the number of tiles the processor cut."""
     from llava.compat import optimal_tiled_canvas, pil_image_processor
 
-    ip = pil_image_processor("GotOcr2ImageProcessor")(size={"height": 64, "width": 64}, crop_to_patches=True,
-                                                       min_patches=1, max_patches=12)
-    rng = np.random.default_rng(1)
-    for _ in range(12):
-        w, h = (int(x) for x in rng.integers(8, 600, 2))
-        cols, rows = optimal_tiled_canvas((h, w), (64, 64), 1, 12)
-        n = ip(images=[Image.new("RGB", (w, h))], crop_to_patches=True)["num_patches"][0]
-        assert int(n) == rows * cols + (rows * cols > 1), (w, h, rows, cols)
+    ip = pil_image_processor("GotOcr2ImageProcessor")(size={"height": 16, "width": 16}, crop_to_patches=True,
+                                                       min_patches=1, max_patches=max_patches)
+    cols, rows = optimal_tiled_canvas((h, w), (16, 16), 1, max_patches)
+    n = ip(images=[Image.new("RGB", (w, h))], crop_to_patches=True, input_data_format="channels_last")["num_patches"][0]
+    assert int(n) == rows * cols + (rows * cols > 1), (w, h, rows, cols)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 5), cols=st.integers(1, 5), side=st.integers(1, 6), w=st.integers(1, 3000),
+       h=st.integers(1, 3000), gap=st.sampled_from([0, 1, 2, 6]))
+def test_tiled_layout_places_every_token_in_its_tile(rows, cols, side, w, h, gap):
+    """Property: each token is in one cell; a mosaic cell lies inside its tile's part of the image; the
+    mosaic agrees with the whole-image grid on where a tile's tokens are (within one cell)."""
+    from llava.tile_layouts import tiled_layout
+
+    tile_px = 48
+    cov = (tile_px - gap) / tile_px
+    n = rows * cols + (rows * cols > 1)
+    lay = tiled_layout((w, h), range(n * side * side), rows, cols, side, "global", "idefics3", covered=cov)
+    seen = np.zeros(lay.num_tokens, dtype=int)
+    for g in lay.grids:
+        np.add.at(seen, np.asarray(g.token_index), 1)
+    assert (seen == 1).all()
+    g = lay.grid()
+    per = side * side
+    for cell, v in enumerate(g.token_index):
+        r, c = divmod(cell, g.cols)
+        tr, tc = divmod(v // per, cols) if rows * cols > 1 else (0, 0)
+        x, y = lay.cell_center(r, c)
+        # inside the tile's rectangle in original pixels (the processor stretches the image onto rows x cols
+        # tiles), up to the documented bound: the uncovered strip of one tile when tiles are no whole patches
+        tx, ty = (1 - cov) * w / cols + 1e-6, (1 - cov) * h / rows + 1e-6
+        assert tc * w / cols - tx <= x <= (tc + 1) * w / cols + tx, (cell, x)
+        assert tr * h / rows - ty <= y <= (tr + 1) * h / rows + ty, (cell, y)
 
 
 def test_token_count_mismatch_is_one_line():

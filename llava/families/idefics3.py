@@ -41,6 +41,9 @@ class Idefics3(Family):
     def load_processor(self, path: str):
         return compat.chat_without_video(compat.load_processor(path, self.processor_class))
 
+    def fit_image(self, vlm, image):
+        return image, dict(compat.CHANNELS_LAST)
+
     def grid_side(self, config) -> int | None:
         return None
 

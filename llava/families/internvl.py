@@ -39,6 +39,9 @@ class InternVL(Family):
     aspects = ("tiles",)
     processor_class = "InternVLProcessor"
 
+    def fit_image(self, vlm, image):
+        return image, dict(compat.CHANNELS_LAST)
+
     def grid_side(self, config) -> int | None:
         return None  # no single square base grid
 
