@@ -495,3 +495,20 @@ def test_assembled_processor_equals_auto_processor(name, tmp_path):
     assert sorted(a) == sorted(b)
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+NEW_MODEL_GROUPS = {"internvl3_8b": "OpenGVLab/InternVL3-8B-hf", "qwen3_vl_8b": "Qwen/Qwen3-VL-8B-Instruct",
+                    "idefics3_8b": "HuggingFaceM4/Idefics3-8B-Llama3", "smolvlm_2b": "HuggingFaceTB/SmolVLM-Instruct",
+                    "smolvlm2_2b": "HuggingFaceTB/SmolVLM2-2.2B-Instruct"}
+
+
+@pytest.mark.parametrize("group", sorted(NEW_MODEL_GROUPS))
+def test_model_groups_compose_and_pass_the_settings_check(group):
+    from helpers import make_cfg
+
+    from utils.settings import check_config
+
+    cfg = make_cfg(f"model={group}")
+    check_config(cfg)
+    assert cfg.model.name == group and cfg.model.name_or_path == NEW_MODEL_GROUPS[group]
+    check_config(make_cfg(f"model={group}", "model.image_aspect=tiles"))
