@@ -421,6 +421,9 @@ def test_stages_and_views(family, dataset, tmp_path):
     ctx = StageContext(loader=lambda: load_from_config(c.model), output_dir=tmp_path)
     res = run_stage(c, ctx)
     assert res["collect"]["ok"] == 4 and res["collect"]["failed"] == 0, res
+    page = Path(res["index"]).read_text()  # the explorer: the default grid's name and shape are in its data
+    grid = AttentionRecord.load(tmp_path / "attention" / "s0.safetensors").layout.grid()  # the first record
+    assert f"{grid.name} {grid.rows}x{grid.cols}" in page
     ev = run_stage(make_cfg(*common, "stage=evaluate"), ctx)
     assert json.loads(Path(ev["metrics_file"]).read_text())["selected_heads"]["n"] == 4
     att = tmp_path / "attention" / "s1.safetensors"
