@@ -15,6 +15,11 @@ how it is handled here (feature detection, never version-number branches elsewhe
 * RoPE in configs: `rope_parameters` on 5.x, `rope_theta` / `rope_scaling` on 4.x: `rope_config`;
 * Gemma 3: `processor.image_token` names the soft image token before 5.15 and <start_of_image> from
   5.15 on; `boi_token` means <start_of_image> on all versions, so the family uses that;
+* 4.x numpy image processors misread images 1 or 3 px tall as channels-first: `CHANNELS_LAST` (processor
+  keyword the new families pass);
+* SmolVLM's `apply_chat_template` reads the video processor, which no version builds without torchvision:
+  `chat_without_video`;
+* InternVL's tile grid: `get_optimal_tiled_canvas` moved to the PIL module in 5.x: `optimal_tiled_canvas`;
 * tokenizers: 4.x fast tokenizers return `token_type_ids` by default; the families drop them
   (`Family.unused_inputs`) except for Gemma 3, whose processor sets them;
 * CLIP towers: later 5.x releases (5.17 and 5.23 measured; 5.5 not yet) have no `vision_model`
@@ -158,6 +163,27 @@ def load_processor(path: str, default_class: str) -> Any:
                         f"pip install torchvision (the build matching your torch)") from None
 
 
+# 4.x numpy image processors guess the channel axis of each image array and take an RGB image 1 or 3 px
+# tall, (1|3, W, 3), as channels-first: they then tile / resize a different image (40x3 px -> 4 x 1
+# tiles instead of 1 x 4) with the same token count. Naming the layout of the arrays PIL gives avoids
+# the guess; 5.x PIL backends accept the same keyword.
+CHANNELS_LAST = {"input_data_format": "channels_last"}
+
+
+def chat_without_video(processor: Any) -> Any:
+    """A processor without a video processor (assembled without torchvision) whose `apply_chat_template`
+    reads video settings (SmolVLM: `video_processor.num_frames`) gets the generic `ProcessorMixin` one,
+    which formats image + text conversations the same way."""
+    from functools import partial
+
+    from transformers import ProcessorMixin
+
+    if getattr(processor, "video_processor", 1) is None and \
+            type(processor).apply_chat_template is not ProcessorMixin.apply_chat_template:
+        processor.apply_chat_template = partial(ProcessorMixin.apply_chat_template, processor)
+    return processor
+
+
 def _first_line(e: BaseException) -> str:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     return f"{type(e).__name__}: {lines[0] if lines else ''}"
@@ -177,6 +203,22 @@ def _assemble_processor(path: str, default_class: str) -> Any:
     kwargs = {k: v for k, v in cfg.items() if k in allowed}
     kwargs.setdefault("chat_template", getattr(tokenizer, "chat_template", None))
     return processor_from_parts(pcls, image_processor=image_processor, tokenizer=tokenizer, **kwargs)
+
+
+def optimal_tiled_canvas(image_hw: tuple[int, int], tile_hw: tuple[int, int], min_tiles: int, max_tiles: int) -> tuple[int, int]:
+    """(columns, rows) of InternVL's dynamic tiling: transformers' `get_optimal_tiled_canvas`, in
+    `got_ocr2.image_processing_pil_got_ocr2` on 5.x releases with PIL processors (5.24), in
+    `got_ocr2.image_processing_got_ocr2` before (4.57)."""
+    import importlib
+
+    for module in ("image_processing_pil_got_ocr2", "image_processing_got_ocr2"):
+        try:
+            fn = importlib.import_module(f"transformers.models.got_ocr2.{module}").get_optimal_tiled_canvas
+        except (ImportError, AttributeError):
+            continue
+        cols, rows = fn(tuple(image_hw), tuple(tile_hw), min_tiles, max_tiles)
+        return int(cols), int(rows)
+    raise UserError(f"InternVL's tiling (get_optimal_tiled_canvas) is not available in transformers {installed_version()}")
 
 
 # ---- configs ------------------------------------------------------------------------------

@@ -273,6 +273,14 @@ _UNSUPPORTED = {
     "qwen2_vl": "its tower attends within windows of 14 px patches and merges 2x2 patches per token",
     "qwen2_5_vl": "its tower attends within windows of 14 px patches and merges 2x2 patches per token",
     "gemma3": "its SigLIP tower's patches are average-pooled into the image tokens",
+    "internvl": "each image is several 448 px tiles plus a thumbnail, each tile's 2x2 patches pixel-shuffled "
+                "into one token",
+    "qwen3_vl": "its tower merges 2x2 patches per token and feeds deepstack features of inner layers to the "
+                "language model",
+    "idefics3": "each image is several tiles plus a global image, each tile's patch blocks pixel-shuffled into "
+                "one token",
+    "smolvlm": "each image is several tiles plus a global image, each tile's patch blocks pixel-shuffled into "
+               "one token",
 }
 
 

@@ -22,7 +22,7 @@ VisionAggregate = Literal["mean", "rollout", "vlm_visualizer"]
 # the model (llava/)
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 PromptTemplate = Literal["chat", "plain", "referseg"]
-ImageAspect = Literal["auto", "crop", "pad", "anyres", "resize"]
+ImageAspect = Literal["auto", "crop", "pad", "anyres", "resize", "tiles"]
 # the criteria and the selection (lab/criteria, lab/analysis)
 ElbowMethod = Literal["kneedle", "chord", "chord_raw"]
 ElbowScope = Literal["mean", "per_sample"]

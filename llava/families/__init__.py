@@ -100,7 +100,7 @@ class Llava15(Family):
 
 
 class LlavaNext(Family):
-    """Base grid + unpadded high-res grid with one newline per row (see `llava.layouts.anyres_layout`)."""
+    """Base grid + unpadded high-res grid with one newline per row (see `llava.families.layout_builders.anyres_layout`)."""
 
     name = "llava_next"
     aspects = ("anyres",)
@@ -197,3 +197,17 @@ def family_for(model_type: str) -> Family:
     if model_type not in FAMILIES:
         raise UserError(f"model type {model_type!r} is not supported; supported: {sorted(FAMILIES)}")
     return FAMILIES[model_type]
+
+
+# ---- families in their own modules (imported last: they subclass the classes above) -------
+
+def _register_more() -> None:
+    from llava.families.idefics3 import Idefics3
+    from llava.families.internvl import InternVL
+    from llava.families.qwen3_vl import Qwen3VL
+
+    FAMILIES.update({"internvl": InternVL(), "qwen3_vl": Qwen3VL(), "idefics3": Idefics3("Idefics3Processor"),
+                     "smolvlm": Idefics3("SmolVLMProcessor")})
+
+
+_register_more()
