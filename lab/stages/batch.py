@@ -10,8 +10,9 @@ from lab.report import write_run_index
 from lab.stages.context import StageContext, strategy_from_cfg
 from lab.stages.select import select_stage
 from lab.stages.visualize import visualize_record
-from utils.data import Row, load_rows, select_rows
+from utils.data import Row
 from utils.errors import UserError
+from utils.data import load_selection
 from utils.runlock import RunLock
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,8 @@ log = logging.getLogger(__name__)
 
 def collect_batch(cfg, ctx: StageContext, require: tuple[str, ...] = ()) -> tuple[list[Row], BatchSummary]:
     """The JSONL's rows (validated whole, `require`d keys present) -> records in <output_dir>/attention."""
-    rows = select_rows(load_rows(cfg.data_file, require), cfg.start_index, cfg.end_index, cfg.shard)
+    picked = load_selection(cfg.data_file, require, cfg.start_index, cfg.end_index, cfg.shard)  # streaming
+    rows = picked.rows
     strategy = strategy_from_cfg(cfg)
 
     def sample_figure(rec, row) -> dict:  # per-sample figures as records arrive (visualize_batch=true)
