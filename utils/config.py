@@ -166,6 +166,7 @@ class FinderConfig:
     show_plot: bool = False
     show_components: bool = True
     overwrite: bool = False
+    allow_partial: bool = False  # stage=select over an incomplete run: allowed, missing rows counted (lab/record_folder.py)
     start_index: int = 0
     end_index: Optional[int] = None
     shard: Optional[str] = None  # "i/n": this process takes rows i, i+n, i+2n, ...

@@ -123,3 +123,18 @@ def run_lock(folder: str | os.PathLike, shard: tuple[int, int] | None = None) ->
         yield lock
     finally:
         lock.release()
+
+
+def live_holder(folder: str | os.PathLike) -> str | None:
+    """Who holds the run lock of `folder` (an output folder) right now: e.g. "pid 123 on host h,
+    since ..., shard 0/2", or None when no live process does (a dead run's lock does not count).
+    For readers of a folder another run may still be writing (stage=select attention_dir=...)."""
+    folder = Path(folder)
+    lock = folder / ".lock"
+    if not lock.exists():
+        return None
+    probe = RunLock(folder, None)
+    held = [p for p in sorted(folder.glob(".lock.shard*")) if _held(p)]
+    if held:
+        return "; ".join(probe._holder(p) for p in held[:3])
+    return probe._holder(lock) if _held(lock) else None

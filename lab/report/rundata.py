@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lab.record_folder import check_record_name
 from lab.records import AttentionRecord, check_compatible
 from lab.report.encode import float32_table
 from lab.report.samples import LEVELS, analyze, excluded_axes, map_bytes, sample_data
@@ -118,6 +119,8 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
         nonlocal first
         try:
             rec = item if isinstance(item, AttentionRecord) else AttentionRecord.load(item)
+            if not isinstance(item, AttentionRecord):
+                check_record_name(Path(item), rec)  # a copied / renamed record is listed as skipped
             if first is None:
                 first = rec
             else:

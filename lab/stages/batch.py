@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from lab import distributed as D
-from lab.batch import BatchSummary, collect_rows
+from lab.batch import BatchSummary, collect_rows, manifest_path
+from lab.record_folder import write_plan
 from lab.report import write_run_index
 from lab.stages.context import StageContext, strategy_from_cfg
 from lab.stages.select import select_stage
@@ -22,6 +23,7 @@ def collect_batch(cfg, ctx: StageContext, require: tuple[str, ...] = ()) -> tupl
     """The JSONL's rows (validated whole, `require`d keys present) -> records in <output_dir>/attention."""
     picked = load_selection(cfg.data_file, require, cfg.start_index, cfg.end_index, cfg.shard)  # streaming
     rows = picked.rows
+    write_plan(manifest_path(ctx.output_dir, cfg.shard), len(rows), picked.in_range, cfg.shard, cfg.data_file)
     strategy = strategy_from_cfg(cfg)
 
     def sample_figure(rec, row) -> dict:  # per-sample figures as records arrive (visualize_batch=true)

@@ -8,6 +8,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lab import plots
+from lab.record_folder import NameCheck, check_complete, refuse_live_writer
 from lab.records import AttentionRecord, check_compatible
 from lab.selection import select_heads
 from lab.stages.common import analysis_row, excluded_axes, record_files, sample_analysis, thresholded_analysis
@@ -20,7 +21,10 @@ from utils.io import atomic_write_json
 def select_stage(cfg, ctx: StageContext) -> dict:
     """Across the records of a folder: elbow on mean S_img, k lowest-entropy heads per sample, frequency."""
     folder = Path(cfg.attention_dir) if cfg.attention_dir else ctx.output_dir / "attention"
+    refuse_live_writer(folder, ctx.output_dir if ctx.lock is not None else None)  # lab/record_folder.py
     files = record_files(folder)
+    missing = check_complete(folder, bool(cfg.get("allow_partial", False)))
+    names = NameCheck()
     sel_cfg = cfg.selection
     per_sample_c1 = sel_cfg.elbow.scope == "per_sample"
     s_img, ent, groups, first = [], [], [], None
@@ -29,6 +33,7 @@ def select_stage(cfg, ctx: StageContext) -> dict:
     try:  # closed before an error line is printed (a bad record ends the run naming its file)
         for f in bar:
             rec = AttentionRecord.load(f)
+            names.add(f, rec)  # its sample_id is the one its file name says, and no sample twice
             if first is None:
                 first = rec
             else:
@@ -70,6 +75,8 @@ def select_stage(cfg, ctx: StageContext) -> dict:
             seen.add(id(item))
             item["layer"], item["head"] = model_idx(item["layer"], item["head"])
     payload["records"] = {"folder": str(folder), "count": len(files), "model_id": first.meta.model_id}
+    if missing:
+        payload["records"]["missing_rows"] = missing
     if cfg.get("method_name", "paper") != "paper":
         payload["method"] = cfg.method_name
     if sel_cfg.ranking == "per_sample":
