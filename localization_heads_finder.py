@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from utils.cli import output_dir, run_entry
 from utils.config import register_configs
+from utils.preflight import check_output_dir_arg
 
 register_configs()
 
@@ -26,4 +27,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_output_dir_arg()  # before Hydra sets up its log file there (utils/preflight.py)
     main()
