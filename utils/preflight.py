@@ -20,6 +20,8 @@ from pathlib import Path
 from utils.errors import UserError
 
 _KEYS = ("output_dir=", "+output_dir=", "++output_dir=")
+# swept keys whose jobs may share one folder: the folder itself, and shards (made to share it, utils/runlock.py)
+SHARED_OK = {"output_dir", "shard"}
 
 
 def _raw_output_dir(argv: list[str]) -> str | None:
@@ -72,7 +74,7 @@ def _is_multirun(argv: list[str]) -> bool:
 def multirun_problem(argv: list[str]) -> str | None:
     """Why a multirun's jobs would overwrite each other in one `output_dir=` (None: they do not).
 
-    Jobs share a folder when some key other than `output_dir` is swept (Hydra's sweep syntax: `a,b`,
+    Jobs share a folder when some key other than `output_dir` or `shard` is swept (Hydra's sweep syntax: `a,b`,
     `range(...)`, `choice(...)`, `glob(...)`) and `output_dir=` does not name it (`${key}`, resolved
     per job)."""
     value = _raw_output_dir(argv)
@@ -85,7 +87,7 @@ def multirun_problem(argv: list[str]) -> str | None:
     except Exception:  # noqa: BLE001 - a malformed override: Hydra reports it in its own words
         return None
     swept = [o.get_key_element() for o in parsed if o.is_sweep_override()]
-    others = [k for k in swept if k.lstrip("+") != "output_dir" and "${" + k.lstrip("+") + "}" not in value]
+    others = [k for k in swept if k.lstrip("+") not in SHARED_OK and "${" + k.lstrip("+") + "}" not in value]
     if not others:
         return None
     key = others[0].lstrip("+")
