@@ -71,6 +71,20 @@ def refuse_live_writer(records: Path, own_run: Path | None = None) -> None:
                         "then run this again")
 
 
+def folder_notes(records: Path) -> list[str]:
+    """What the explorer says about a folder it lists: a live writer, rows missing (never refused:
+    a page of what is there is still useful, and it is said)."""
+    run = run_folder_of(Path(records))
+    notes = []
+    who = live_holder(run)
+    if who:
+        notes.append(f"{records} is still being written by another run ({who}); this page shows what was there")
+    c = completeness(run)
+    if c is not None and c.missing:
+        notes.append(f"the run is incomplete: {c.missing} of {c.planned} planned rows have no record nor failure yet")
+    return notes
+
+
 # ---------------------------------------------------------------------------------------------
 # plans: how many rows a batch run (or shard) was given
 # ---------------------------------------------------------------------------------------------

@@ -329,14 +329,32 @@ def test_an_incomplete_sharded_run_is_refused_or_counted(keep, drop_shard, parti
 
 
 def test_select_over_a_folder_a_live_run_holds_is_refused(sharded_run, tiny_vlm, tmp_path):
-    lock = RunLock(sharded_run, (0, 2)).acquire()  # as a live shard would hold it
+    holder = subprocess.Popen(  # another process holds the folder as a live shard would
+        [sys.executable, "-c", "import sys, time; from utils.runlock import RunLock; "
+         f"RunLock(__import__('pathlib').Path({str(sharded_run)!r}), (0, 2)).acquire(); print('ready', flush=True); "
+         "time.sleep(60)"], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     try:
+        assert holder.stdout.readline().strip() == "ready"
         code, msg, _ = run(tiny_vlm, tmp_path / "sel", "stage=select", f"attention_dir={sharded_run / 'attention'}")
+        notes = _explorer_notes(sharded_run)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 2 and "is still being written by another run (pid" in msg and "shard 0/2" in msg, msg
+    assert any("still being written" in n for n in notes), notes
+    lock = RunLock(sharded_run, (0, 2)).acquire()  # this process's own lock is no other writer
+    try:
+        assert not any("still being written" in n for n in _explorer_notes(sharded_run))
     finally:
         lock.release()
-    assert code == 2 and "is still being written by another run (pid" in msg and "shard 0/2" in msg, msg
     code, msg, _ = run(tiny_vlm, tmp_path / "sel", "stage=select", f"attention_dir={sharded_run / 'attention'}")
     assert code == 0, msg
+
+
+def _explorer_notes(run_dir: Path) -> list[str]:
+    from lab.report.rundata import build_run_data
+
+    return build_run_data(run_dir)["notes"]
 
 
 # ---- 5. multirun sweeps ------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lab.record_folder import check_record_name
+from lab.record_folder import check_record_name, folder_notes
 from lab.records import AttentionRecord, check_compatible
 from lab.report.encode import float32_table
 from lab.report.samples import LEVELS, analyze, excluded_axes, map_bytes, sample_data
@@ -104,6 +104,7 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
     if records is None:
         folder = Path(st.attention_dir) if st.attention_dir else (rd / "attention" if rd else None)
         files = sorted(folder.glob("*.safetensors")) if folder and folder.is_dir() else []
+        notes.extend(folder_notes(folder) if files else [])  # lab/record_folder.py: live writer, rows missing
     else:
         files = list(records)
     n_total = len(files)
