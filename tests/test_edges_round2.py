@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from edges_common import EXAMPLES, ROOT, craft_record, run, scene, write_jsonl
+from edges_common import EXAMPLES, ROOT, craft_record, entry, one_error_line, run, scene, write_jsonl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,19 +39,6 @@ FAST = settings(max_examples=60 * EXAMPLES, deadline=None)
 SLOW = settings(max_examples=6 * EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 NUM = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6))
-
-
-def entry(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, str(ROOT / "localization_heads_finder.py"), *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=ROOT)
-
-
-def one_error_line(stderr: str) -> str:
-    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
-    assert "Traceback" not in stderr, stderr[-2000:]
-    assert lines and lines[-1].startswith("error: "), stderr[-2000:]
-    return lines[-1]
 
 
 # ---- 1. ground-truth boxes ------------------------------------------------------------------------
