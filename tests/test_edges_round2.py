@@ -414,6 +414,22 @@ def test_ctrl_c_is_one_line_exit_130_and_the_same_command_resumes(tmp_path):
     assert f"skipped {done} already on disk" in r.stdout and len(list((out / "attention").glob("*.safetensors"))) == 16
 
 
+@pytest.mark.parametrize("delay", [0.3, 1.5, 3.0])
+def test_ctrl_c_at_start_up_is_one_line_too(delay, tmp_path):
+    """Before the job starts (imports, Hydra composing the config): the same one line, exit 130."""
+    p = subprocess.Popen([sys.executable, str(ROOT / "localization_heads_finder.py"), "stage=select",
+                          f"output_dir={tmp_path}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    if p.returncode in (2, -signal.SIGINT):  # it had answered (no records here); the signal came while the
+        one_error_line(err)  # interpreter was shutting down (Python restores the default handler then)
+        return
+    assert p.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted (Ctrl-C) at "), err[-500:]
+
+
 # ---- 9. late checks ------------------------------------------------------------------------------
 @pytest.mark.parametrize("override,needle", [("strategy.layers=[99]", "strategy.layers=[99] out of range (0..3)"),
                                              ("strategy.maskout=[[99,0]]", "strategy.maskout has [99, 0]")])

@@ -8,6 +8,7 @@ Records and other outputs are written atomically (utils/io.py), so what finished
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -62,3 +63,39 @@ def interrupt_line(exc: BaseException, output_dir: str | os.PathLike | None = No
         where = bar or own or "before the first step"
     kept = f"finished files are kept in {output_dir}" if output_dir else "finished files are kept"
     return f"interrupted (Ctrl-C) at {where}; {kept}; run the same command again to resume"
+
+
+_PHASE = {"now": "starting"}
+_PHASE_LINES = {
+    "starting": "interrupted (Ctrl-C) while starting; nothing was written; run the same command again",
+    "exiting": "interrupted (Ctrl-C) while exiting; the run's files were already complete",
+}
+
+
+def _exit_now(signum, frame) -> None:  # noqa: ARG001 - a signal handler's signature
+    os.write(2, f"\n{_PHASE_LINES[_PHASE['now']]}\n".encode())
+    os._exit(EXIT_CODE)
+
+
+def quiet_sigint() -> None:
+    """Entry points call this before their heavy imports: until `run_quietly_interruptible` starts
+    `main()`, and again once it returns, Ctrl-C ends the process with one line and exit 130."""
+    signal.signal(signal.SIGINT, _exit_now)
+
+
+def run_quietly_interruptible(main) -> None:
+    """Run an entry point's `main()` with Python's usual KeyboardInterrupt (so `finally` blocks and
+    atomic writes clean up); a Ctrl-C outside the job (Hydra's start, composing the config) also
+    ends in one line and exit 130 (inside the job, utils.cli.run_entry says it, naming the output
+    folder). After main, while the interpreter exits, Ctrl-C is one line again (quiet_sigint)."""
+    import sys
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        main()
+    except KeyboardInterrupt as e:
+        print(f"\n{interrupt_line(e)}", file=sys.stderr)
+        sys.exit(EXIT_CODE)
+    finally:
+        _PHASE["now"] = "exiting"
+        quiet_sigint()
