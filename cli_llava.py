@@ -15,11 +15,17 @@ Configuration: config/cli_config.yaml (typed by utils/config.py, ChatConfig).
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
+from utils.interrupt import quiet_sigint, run_quietly_interruptible
 
-from utils.cli import output_dir, run_entry
-from utils.config import register_configs
+if __name__ == "__main__":
+    quiet_sigint()  # Ctrl-C during the imports below: one line, exit 130
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from utils.cli import output_dir, run_entry  # noqa: E402
+from utils.config import register_configs  # noqa: E402
+from utils.preflight import check_output_dir_arg  # noqa: E402
 
 register_configs()
 
@@ -34,4 +40,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    check_output_dir_arg()  # before Hydra sets up its log file there (utils/preflight.py)
+    run_quietly_interruptible(main)  # Ctrl-C: one line, exit 130 (utils/interrupt.py)

@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import struct
+import subprocess
+import sys
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -142,3 +144,18 @@ def craft_record(path: Path, template: AttentionRecord, meta: dict | None = None
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(save(tensors, metadata={"attention_record": json.dumps(m)}))
     return path
+
+
+def entry(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """localization_heads_finder.py run as a user would (a fresh process, the repo as cwd)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(ROOT / "localization_heads_finder.py"), *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def one_error_line(stderr: str) -> str:
+    """The run's last stderr line, which must be `error: ...`, with no traceback anywhere."""
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    assert "Traceback" not in stderr, stderr[-2000:]
+    assert lines and lines[-1].startswith("error: "), stderr[-2000:]
+    return lines[-1]

@@ -198,7 +198,7 @@ def test_any_crafted_metadata_is_used_safely_or_refused(change, template, tiny_v
 
 
 def test_genuine_record_passes_every_reader(template, tiny_vlm, tmp_path):
-    p = craft_record(tmp_path / "recs" / "ok.safetensors", template)
+    p = craft_record(tmp_path / "recs" / "tpl.safetensors", template)
     for code, msg in readers(tiny_vlm, p, tmp_path / "out"):
         assert code == 0, msg
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from lab.stations import Strategy, collect
+from lab.capture.station import Strategy, collect
 from llava.family_builders import TINY_BUILDERS
 from llava.family_builders import save_tiny_idefics3, save_tiny_qwen3_vl
 from llava.model import load_vlm
@@ -404,9 +404,9 @@ def test_stages_and_views(family, dataset, tmp_path):
 
     from helpers import make_cfg
 
-    from lab.records import AttentionRecord
+    from lab.records.record import AttentionRecord
     from lab.stages import StageContext, run_stage
-    from lab.views import run_view
+    from lab.sessions.views import run_view
     from llava.model import load_from_config
     from utils.config import register_configs
 

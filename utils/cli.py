@@ -38,6 +38,8 @@ def run_entry(job: Callable[[Any], Any], cfg: Any) -> Any:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(UserError.exit_code)
+    except KeyboardInterrupt as e:
+        _interrupted(e, cfg)
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""
         print(f"error: {e.strerror or e}{where} (errno {e.errno}); files finished so far are kept, "
@@ -75,3 +77,15 @@ def resolve_query(cfg) -> str | None:
             raise UserError(f"give query= or query_file=, not both (query_file={qfile})")
         return read_query_file(qfile)
     return query or None
+
+
+def _interrupted(e: KeyboardInterrupt, cfg: Any) -> None:
+    """Ctrl-C: one line (utils/interrupt.py: where it stopped, that the same command resumes), exit 130."""
+    from utils.interrupt import EXIT_CODE, interrupt_line
+
+    try:
+        out: Any = output_dir(cfg) if cfg is not None else None
+    except Exception:  # noqa: BLE001 - no Hydra context (called from Python): name no folder
+        out = None
+    print(f"\n{interrupt_line(e, out)}", file=sys.stderr)
+    sys.exit(EXIT_CODE)

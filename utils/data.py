@@ -1,24 +1,34 @@
 """JSONL sample files: `{"id", "prompt", "image_path", optional "bbox", "answer", "group"}` per line.
 
-The whole file is validated before any model is loaded; every broken line is reported with its
+The file is validated before any model is loaded; every broken line is reported with its
 file and line number. Relative image paths resolve against the JSONL file's folder.
 
 Ids become file names through `file_stem` only (records, figures, analyses, every stage and view):
 deterministic, collision-free, at most `STEM_MAX_BYTES` bytes. Two rows whose names would still
 meet (the same id, ids differing only in case, a hash collision) are reported up front with both
 `file:line`s.
+
+Large files are validated streaming (`load_selection`): every line must parse and carry a valid
+id (the id and file-name clash checks see every row, 8 bytes each: a hash of its file-name key);
+only the rows inside `start_index`/`end_index`/`shard` get the full row checks (`_check_row`,
+utils/row_checks.py) and are kept. Only when two hashes meet is the file read a second time, to
+name the clashing lines exactly.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from utils.errors import UserError
-from utils.io import iter_jsonl
+from utils.jsonl import LineError, iter_json_lines
+from utils.row_checks import row_value_problem
 
 KNOWN_KEYS = {"id", "prompt", "image_path", "bbox", "answer", "group"}
 
@@ -127,41 +137,12 @@ def _check_row(obj: Any, base: Path) -> tuple[Row | None, str | None]:
 
 
 def load_rows(path: str | Path, require: tuple[str, ...] = ()) -> list[Row]:
-    """Parse and validate a whole JSONL file; raise one UserError listing every bad line.
+    """Parse and validate a whole JSONL file (streaming, `load_selection`); raise one UserError
+    listing every bad line.
 
     require: optional keys every row must have for the stage at hand (e.g. ("bbox",) for evaluate).
     """
-    path = Path(path).expanduser()
-    base = path.resolve().parent
-    rows: list[Row] = []
-    errors: list[str] = []
-    seen: dict[str, int] = {}
-    for n, obj in iter_jsonl(path):
-        if isinstance(obj, Exception):
-            errors.append(f"{path}:{n}: not valid JSON ({obj.msg} at column {obj.colno})")  # type: ignore[attr-defined]
-            continue
-        row, err = _check_row(obj, base)
-        if err is None and row is not None:
-            for k in require:
-                if getattr(row, k) is None:
-                    err = f'missing "{k}" (needed by this stage)'
-        if err is not None or row is None:
-            errors.append(f"{path}:{n}: {err}")
-            continue
-        row.line = n
-        if row.id in seen:
-            errors.append(f'{path}:{n}: duplicate id "{_short(row.id)}" (first on line {seen[row.id]})')
-            continue
-        seen[row.id] = n
-        rows.append(row)
-    if errors:
-        shown = "\n  ".join(errors[:20])
-        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        raise UserError(f"{len(errors)} bad line(s) in {path}; fix them and run again:\n  {shown}{more}")
-    if not rows:
-        raise UserError(f"{path} has no samples")
-    check_file_names(rows, path)
-    return rows
+    return load_selection(path, require).rows
 
 
 def select_rows(rows: list[Row], start_index: int = 0, end_index: int | None = None, shard: str | None = None) -> list[Row]:
@@ -182,3 +163,128 @@ def parse_shard(shard: str) -> tuple[int, int]:
     if not (n >= 1 and 0 <= i < n):
         raise UserError(f"shard={shard!r}: need 0 <= i < n")
     return i, n
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming selection: the rows a run needs, memory bounded in the row count
+# ---------------------------------------------------------------------------------------------
+MAX_SHOWN = 20
+
+
+@dataclass
+class RowSelection:
+    """rows: the selected rows (validated, file order); in_range: rows in [start_index, end_index)
+    before sharding; total: rows in the file."""
+
+    rows: list[Row]
+    in_range: int
+    total: int
+
+
+def _id_problem(obj) -> str | None:
+    if not isinstance(obj, dict):
+        return f"expected a JSON object, got {type(obj).__name__}"
+    rid = obj.get("id")
+    if rid is None:
+        return f"missing key(s) {[k for k in ('id', 'prompt', 'image_path') if k not in obj]}"
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool) or str(rid) == "":
+        return f'"id" must be a non-empty string or integer, got {_short(repr(rid))}'
+    if len(str(rid)) > MAX_ID_CHARS:
+        return f'"id" is {len(str(rid))} characters long; at most {MAX_ID_CHARS}'
+    return None
+
+
+def _key(rid) -> str:
+    """What two rows must not share: their record file's name, case-folded."""
+    return file_stem(str(rid)).casefold()
+
+
+class _Errors:
+    """The first MAX_SHOWN error lines and a count (memory stays bounded on a broken million-row file)."""
+
+    def __init__(self) -> None:
+        self.shown: list[str] = []
+        self.count = 0
+
+    def add(self, text: str) -> None:
+        self.count += 1
+        if len(self.shown) < MAX_SHOWN:
+            self.shown.append(text)
+
+    def raise_if_any(self, path: Path) -> None:
+        if self.count:
+            more = f"\n  ... and {self.count - MAX_SHOWN} more" if self.count > MAX_SHOWN else ""
+            raise UserError(f"{self.count} bad line(s) in {path}; fix them and run again:\n  "
+                            + "\n  ".join(self.shown) + more)
+
+
+def load_selection(path: str | Path, require: tuple[str, ...] = (), start_index: int = 0,
+                   end_index: int | None = None, shard: str | None = None, progress: bool = True) -> RowSelection:
+    """Validate `path` streaming and keep the rows [start_index, end_index), then every n-th from i
+    for shard="i/n" (as utils.data.select_rows); one UserError lists every bad line.
+
+    Args:
+        require: keys every selected row must have for the stage at hand (("bbox",) for evaluate).
+        progress: a tqdm bar of bytes read past a few seconds.
+    """
+    path = Path(path).expanduser()
+    base = path.resolve().parent
+    si, sn = parse_shard(shard) if shard else (0, 1)
+    keys = array("q")  # one 64-bit hash per row: the id / file-name clash check sees every row
+    errors = _Errors()
+    rows: list[Row] = []
+    index = in_range = 0
+    for n, obj in iter_json_lines(path, progress=progress):
+        if isinstance(obj, LineError):
+            errors.add(f"{path}:{n}: {obj.message}")
+            index += 1
+            continue
+        err = _id_problem(obj)
+        if err is None:
+            keys.append(hash(_key(obj["id"])))
+            chosen = index >= start_index and (end_index is None or index < end_index)
+            if chosen:
+                in_range += 1
+            if chosen and (index - start_index) % sn == si:
+                row, err = _check_row(obj, base)
+                if err is None and row is not None:
+                    err = row_value_problem(obj, row.bbox) or next(
+                        (f'missing "{k}" (needed by this stage)' for k in require if getattr(row, k) is None), None)
+                if err is None and row is not None:
+                    row.line = n
+                    rows.append(row)
+        if err is not None:
+            errors.add(f"{path}:{n}: {err}")
+        index += 1
+    if errors.count == 0 and not index:
+        raise UserError(f"{path} has no samples")
+    if _has_clash(keys):
+        _report_clashes(path, keys, errors)
+    errors.raise_if_any(path)
+    return RowSelection(rows=rows, in_range=in_range, total=index)
+
+
+def _has_clash(keys: array) -> bool:
+    k = np.sort(np.frombuffer(keys, dtype=np.int64)) if len(keys) else np.zeros(0, np.int64)
+    return bool(k.size > 1 and (k[1:] == k[:-1]).any())
+
+
+def _report_clashes(path: Path, keys: array, errors: _Errors) -> None:
+    """Second pass, only over the rows whose hash meets another's: exact duplicate ids are bad lines
+    (as before), ids that only share a file name raise the file-name clash error (utils.data)."""
+    k = np.frombuffer(keys, dtype=np.int64)
+    uniq, counts = np.unique(k, return_counts=True)
+    suspects = set(uniq[counts > 1].tolist())
+    first_line: dict[str, int] = {}
+    named: list[Row] = []
+    for n, obj in iter_json_lines(path, progress=False):
+        if isinstance(obj, LineError) or _id_problem(obj) is not None or hash(_key(obj["id"])) not in suspects:
+            continue
+        rid = str(obj["id"])
+        if rid in first_line:
+            errors.add(f'{path}:{n}: duplicate id "{_short(rid)}" (first on line {first_line[rid]})')
+            continue
+        first_line[rid] = n
+        named.append(Row(id=rid, prompt="", image_path="", line=n))
+    if errors.count == 0:
+        check_file_names(named, path)

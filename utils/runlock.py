@@ -123,3 +123,29 @@ def run_lock(folder: str | os.PathLike, shard: tuple[int, int] | None = None) ->
         yield lock
     finally:
         lock.release()
+
+
+def live_holder(folder: str | os.PathLike) -> str | None:
+    """Who holds the run lock of `folder` (an output folder) right now: e.g. "pid 123 on host h,
+    since ..., shard 0/2", or None when no live process does (a dead run's lock does not count).
+    For readers of a folder another run may still be writing (stage=select attention_dir=...)."""
+    folder = Path(folder)
+    lock = folder / ".lock"
+    if not lock.exists():
+        return None
+    probe = RunLock(folder, None)
+    held = [p for p in sorted(folder.glob(".lock.shard*")) if _held(p) and not _mine(p)]
+    if held:
+        return "; ".join(probe._holder(p) for p in held[:3])
+    if any(_mine(p) for p in [lock, *folder.glob(".lock.shard*")]):
+        return None  # this process holds it (a run writing its own index)
+    return probe._holder(lock) if _held(lock) else None
+
+
+def _mine(path: Path) -> bool:
+    """Whether the holder written in a lock file is this process."""
+    try:
+        d = json.loads(read_text_regular(path, "lock file", 4096))
+        return int(d["pid"]) == os.getpid() and d.get("host") == socket.gethostname()
+    except (OSError, ValueError, KeyError, TypeError, UserError):
+        return False

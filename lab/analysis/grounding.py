@@ -343,9 +343,12 @@ def predict_mask(
 # metrics
 # ---------------------------------------------------------------------------------------------
 def iou(box_a_xywh: Sequence[float], box_b_xywh: Sequence[float]) -> float:
-    """Intersection over union of two (x, y, w, h) boxes; 0 when the union is empty."""
+    """Intersection over union of two (x, y, w, h) boxes; 0 when the union is empty. A non-finite
+    value is a ValueError (never an answer that depends on the argument order)."""
     ax, ay, aw, ah = (float(v) for v in box_a_xywh)
     bx, by, bw, bh = (float(v) for v in box_b_xywh)
+    if not np.isfinite([ax, ay, aw, ah, bx, by, bw, bh]).all():
+        raise ValueError(f"iou of boxes with non-finite values: {list(box_a_xywh)} and {list(box_b_xywh)}")
     aw, ah, bw, bh = max(aw, 0.0), max(ah, 0.0), max(bw, 0.0), max(bh, 0.0)
     iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
     ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))

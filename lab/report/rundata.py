@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lab.records.folder import check_record_name, folder_notes
 from lab.records.record import AttentionRecord, check_compatible
 from lab.report.encode import float32_table
 from lab.analysis.across_samples import select_from_analyses
@@ -102,6 +103,7 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
     if records is None:
         folder = Path(st.attention_dir) if st.attention_dir else (rd / "attention" if rd else None)
         files = sorted(folder.glob("*.safetensors")) if folder and folder.is_dir() else []
+        notes.extend(folder_notes(folder) if files else [])  # lab/records/folder.py: live writer, rows missing
     else:
         files = list(records)
     n_total = len(files)
@@ -117,6 +119,8 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
         nonlocal first
         try:
             rec = item if isinstance(item, AttentionRecord) else AttentionRecord.load(item)
+            if not isinstance(item, AttentionRecord):
+                check_record_name(Path(item), rec)  # a copied / renamed record is listed as skipped
             if first is None:
                 first = rec
             else:

@@ -159,6 +159,7 @@ def collect_rows(
         summary.seconds = time.perf_counter() - t0
         return summary
     vlm = load_vlm()
+    strategy.check_against(vlm.num_layers, vlm.num_heads)  # once, right after loading: not once per row
     todo += _check_found(found, output_dir, vlm, strategy, max_new_tokens, again, summary, in_manifest)
     todo.sort(key=lambda r: r.line)
     summary.again = [(r.id, again[r.id]) for r in todo if r.id in again]

@@ -13,6 +13,7 @@ from lab.report import write_run_index
 from lab.analysis.record_numbers import head_maps, smoothing_sigma_for
 from lab.stages.common import image_or_blank, record_files
 from lab.runs.heads_files import heads_from_file
+from lab.records.folder import NameCheck, refuse_live_writer
 from lab.stages.context import StageContext
 from lab.stages.visualize import short_text, visualize_record
 from lab.sessions.token_view import tokens_view
@@ -66,12 +67,17 @@ def batch_view(cfg, ctx: StageContext) -> dict:
         if not cfg.attention_dir:
             raise UserError("mode=batch needs attention_dir=<folder of records> or data_file= + attention_dir=")
         files = record_files(Path(cfg.attention_dir))
+    if cfg.attention_dir:
+        refuse_live_writer(Path(cfg.attention_dir))
+    names = NameCheck()
     heads = heads_from_file(cfg.heads_file, cfg.top_k) if cfg.heads_file else None
     out = ctx.output_dir / "figures" / "samples"
     done, failed = [], []
     for f in files:
         try:
-            done.append(visualize_record(AttentionRecord.load(f), cfg, out, heads)["figure"])
+            rec = AttentionRecord.load(f)
+            names.add(f, rec)
+            done.append(visualize_record(rec, cfg, out, heads)["figure"])
         except UserError as e:
             failed.append((str(f), str(e)))
             log.warning("%s", e if str(f) in str(e) else f"{f}: {e}")

@@ -22,7 +22,7 @@ from lab.stages.context import StageContext
 from lab.stages.select import select_stage
 from utils.io import jsonable
 from utils.config import excluded_layers
-from utils.data import load_rows, select_rows
+from utils.data import load_selection
 from utils.errors import UserError
 from utils.io import atomic_write_json, load_image
 
@@ -53,7 +53,7 @@ def ablate_stage(cfg, ctx: StageContext) -> dict:
     """Accuracy: baseline vs selected heads masked vs random heads masked; see the module docstring."""
     ab = cfg.ablation  # its values were checked with the config (utils/settings.py, run_stage)
     match = str(ab.match)
-    rows = select_rows(load_rows(cfg.data_file, require=("answer",)), cfg.start_index, cfg.end_index, cfg.shard)
+    rows = load_selection(cfg.data_file, ("answer",), cfg.start_index, cfg.end_index, cfg.shard).rows
     heads, source = _heads_for(cfg, ctx)
     if not heads:
         raise UserError("no heads to ablate: heads_file has none, or no head passed selection (try selection.exclude_layers=[])")

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 
 from lab.runs import distributed as D
-from lab.runs.collection import BatchSummary, collect_rows
+from lab.runs.collection import BatchSummary, collect_rows, manifest_path
+from lab.records.folder import write_plan
 from lab.report import write_run_index
 from lab.capture.station import strategy_from_settings
 from lab.stages.context import StageContext
 from lab.stages.select import select_stage
 from lab.stages.visualize import visualize_record
-from utils.data import Row, load_rows, select_rows
+from utils.data import Row
 from utils.errors import UserError
+from utils.data import load_selection
 from utils.runlock import RunLock
 
 log = logging.getLogger(__name__)
@@ -20,7 +22,9 @@ log = logging.getLogger(__name__)
 
 def collect_batch(cfg, ctx: StageContext, require: tuple[str, ...] = ()) -> tuple[list[Row], BatchSummary]:
     """The JSONL's rows (validated whole, `require`d keys present) -> records in <output_dir>/attention."""
-    rows = select_rows(load_rows(cfg.data_file, require), cfg.start_index, cfg.end_index, cfg.shard)
+    picked = load_selection(cfg.data_file, require, cfg.start_index, cfg.end_index, cfg.shard)  # streaming
+    rows = picked.rows
+    write_plan(manifest_path(ctx.output_dir, cfg.shard), len(rows), picked.in_range, cfg.shard, cfg.data_file)
     strategy = strategy_from_settings(cfg.strategy)
 
     def sample_figure(rec, row) -> dict:  # per-sample figures as records arrive (visualize_batch=true)

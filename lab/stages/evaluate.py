@@ -9,6 +9,7 @@ import numpy as np
 from lab.analysis import grounding as G
 from lab import figures as plots
 from lab.records.record import AttentionRecord, check_compatible, record_path
+from lab.analysis.gt_boxes import screen_gt_boxes
 from lab.report import write_run_index
 from lab.stages.batch import collect_batch
 from lab.analysis.record_numbers import HeadSet, ground, ground_all_heads, score, smoothing_sigma_for
@@ -29,6 +30,8 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     rows, summary = collect_batch(cfg, ctx, require=("bbox",))
     done = set(summary.ok) | set(summary.skipped)
     recs = [(row, AttentionRecord.load(record_path(ctx.output_dir, row.id))) for row in rows if row.id in done]
+    boxes = screen_gt_boxes(recs, summary.manifest)  # a box missing its image fails its row; partly outside: clipped
+    recs = boxes.kept
     if not recs:
         raise UserError("no sample could be collected; see the manifest for the reasons")
     check_compatible([rec for _, rec in recs])
@@ -61,7 +64,7 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
             m.add_grounding(ground(rec, d, sel, gr), row.bbox)
     random_summary = _random_summary([m.summary() for m in rnd_m])
     metrics = {"selected_heads": sel_m.summary(), "all_heads_mean": all_m.summary(), "random_heads": random_summary,
-               "heads": [list(h) for h in heads], "heads_source": source, "failed": len(summary.failed),
+               "heads": [list(h) for h in heads], "heads_source": source, "failed": len(summary.failed) + len(boxes.failed), **boxes.to_json(),
                "settings": {"sigma": smoothing_sigma_for(first, sel, gr), "hull": gr.hull, "top_k": len(heads),
                             "seed": cfg.seed}}
     if cfg.method_name != "paper" or per_sample or gr.region != "largest" or gr.geometry != "layout":
@@ -71,6 +74,9 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
         metrics["samples_without_heads"] = no_heads
         print(f"warning: {len(no_heads)} sample(s) had no head passing both criteria; counted as misses "
               f"(metrics.json samples_without_heads)")
+    if boxes.failed or boxes.clipped:
+        print(f"warning: {len(boxes.failed)} row(s) not scored, their bbox misses the image (manifest: "
+              f"{summary.manifest}); {len(boxes.clipped)} bbox(es) clipped to the image")
     path = atomic_write_json(ctx.output_dir / "metrics.json", jsonable(metrics))
     atomic_write_text(ctx.output_dir / SAMPLES_FILE, "".join(json.dumps(jsonable(d)) + "\n" for d in lines))
     print(f"\n{'':16s} {'Acc@0.5':>8s} {'mIoU':>7s} {'pointing':>9s} {'n':>5s}")

@@ -12,6 +12,7 @@ from lab.records.record import AttentionRecord, check_compatible
 from lab.analysis.across_samples import select_from_analyses
 from lab.analysis.record_numbers import analysis_row, selection_analysis
 from lab.stages.common import record_files
+from lab.records.folder import NameCheck, check_complete, refuse_live_writer
 from lab.stages.context import StageContext
 from lab.analysis.visual_heads import aggregate_visual_head_stats, attention_concentration
 from lab.runs.heads_files import write_head_table_csv
@@ -22,13 +23,17 @@ from utils.io import atomic_write_json
 def select_stage(cfg, ctx: StageContext) -> dict:
     """Across the records of a folder: elbow on mean S_img, k lowest-entropy heads per sample, frequency."""
     folder = Path(cfg.attention_dir) if cfg.attention_dir else ctx.output_dir / "attention"
+    refuse_live_writer(folder, ctx.output_dir if ctx.lock is not None else None)  # lab/records/folder.py
     files = record_files(folder)
+    missing = check_complete(folder, bool(cfg.allow_partial))
+    names = NameCheck()
     sel, gr = cfg.selection, cfg.grounding
     analyses, conc, groups, ids, first = [], [], [], [], None
     bar = tqdm(files, desc="analyze", unit="record", disable=len(files) < 20)
     try:  # closed before an error line is printed (a bad record ends the run naming its file)
         for f in bar:
             rec = AttentionRecord.load(f)
+            names.add(f, rec)  # its sample_id is the one its file name says, and no sample twice
             if first is None:
                 first = rec
             else:
@@ -43,6 +48,8 @@ def select_stage(cfg, ctx: StageContext) -> dict:
     excluded = first.excluded_axes(sel.exclude_layers)
     selection = select_from_analyses(analyses, excluded, sel, cfg.top_k)
     payload = _heads_payload(selection, first, cfg, folder, len(files), ids)
+    if missing:
+        payload["records"]["missing_rows"] = missing
     out = ctx.output_dir
     heads_json = atomic_write_json(out / "heads.json", jsonable(payload))
     write_head_table_csv(out / "heads.csv", selection.mean_s_img, selection.mean_entropy, selection.frequency,

@@ -1,0 +1,460 @@
+"""Edges, second round (issue 23): ground-truth boxes that are not numbers or not in the image,
+JSONL encodings and compression, records whose names lie, folders still being written or partly
+collected, multirun sweeps sharing a folder, output_dir that cannot be a folder, Ctrl-C, late
+checks. Each case ends in a right result or one line with exit 2 (130 for Ctrl-C)."""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import gzip
+import json
+import lzma
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from edges_common import EXAMPLES, ROOT, craft_record, entry, one_error_line, run, scene, write_jsonl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lab.analysis.gt_boxes import clip_to_image
+from lab.analysis.grounding import iou
+from lab.records.record import AttentionRecord
+from lab.capture.station import Strategy, collect
+from utils.data import load_rows, load_selection, select_rows
+from utils.errors import UserError
+from utils.preflight import multirun_problem
+from utils.row_checks import bbox_problem
+from utils.runlock import RunLock
+
+FAST = settings(max_examples=60 * EXAMPLES, deadline=None)
+SLOW = settings(max_examples=6 * EXAMPLES, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+NUM = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6))
+
+
+# ---- 1. ground-truth boxes ------------------------------------------------------------------------
+@FAST
+@given(a=st.lists(NUM, min_size=4, max_size=4), b=st.lists(NUM, min_size=4, max_size=4))
+def test_iou_never_depends_on_argument_order_and_refuses_non_finite(a, b):
+    finite = all(math.isfinite(float(v)) for v in a + b)
+    if not finite:
+        for x, y in ((a, b), (b, a)):
+            with pytest.raises(ValueError, match="non-finite"):
+                iou(x, y)
+        return
+    v = iou(a, b)
+    assert v == iou(b, a) and 0.0 <= v <= 1.0 and not math.isnan(v)
+
+
+@FAST
+@given(box=st.lists(NUM, min_size=4, max_size=4))
+def test_bbox_values_refused_unless_finite_with_a_finite_far_corner(box):
+    vals = [float(v) for v in box]
+    ok = all(map(math.isfinite, vals)) and math.isfinite(vals[0] + vals[2]) and math.isfinite(vals[1] + vals[3])
+    assert (bbox_problem(box) is None) == ok
+
+
+@FAST
+@given(box=st.tuples(st.floats(-1e6, 1e6), st.floats(-1e6, 1e6), st.floats(1e-3, 1e6), st.floats(1e-3, 1e6)),
+       size=st.tuples(st.integers(1, 4000), st.integers(1, 4000)))
+def test_clipped_box_lies_in_the_image_and_none_iff_it_misses(box, size):
+    x, y, w, h = box
+    W, H = size
+    out, changed = clip_to_image(box, size)
+    misses = x >= W or y >= H or x + w <= 0 or y + h <= 0
+    if out is None:
+        assert misses or min(x + w, W) - max(x, 0) <= 0 or min(y + h, H) - max(y, 0) <= 0
+        return
+    assert not misses
+    cx, cy, cw, ch = out
+    assert 0 <= cx and 0 <= cy and cw > 0 and ch > 0 and cx + cw <= W + 1e-6 and cy + ch <= H + 1e-6
+    assert cw <= w + 1e-6 and ch <= h + 1e-6
+    assert changed == (list(out) != [x, y, w, h])
+
+
+@pytest.mark.parametrize("text", ["[NaN, 64, 27, 27]", "[18, 64, Infinity, 27]", "[0, 0, 1e400, 5]",
+                                  "[-Infinity, 0, 5, 5]", "[0, 0, 1e308, 1e308]"])
+def test_non_finite_bbox_refused_at_validation_naming_file_line(text, tmp_path):
+    p = tmp_path / "d.jsonl"
+    good = '{"id": "a", "prompt": "p", "image_path": "x.png", "bbox": [1, 2, 3, 4]}'
+    p.write_text(good + "\n" + good.replace('"a"', '"b"') + "\n"
+                 + '{"id": "c", "prompt": "p", "image_path": "x.png", "bbox": ' + text + "}\n")
+    if text == "[0, 0, 1e308, 1e308]":  # finite: accepted here, clipped to the image when scored
+        assert load_rows(p)[2].bbox == [0.0, 0.0, 1e308, 1e308]
+        return
+    with pytest.raises(UserError, match=rf"{p}:3: \"bbox\" .*(non-finite|not a finite)"):
+        load_rows(p)
+
+
+def test_boxes_outside_the_image_fail_their_row_and_the_others_are_scored(tiny_vlm, tmp_path):
+    scene(64, 48, seed=0).save(tmp_path / "img.png")
+    boxes = {"in": [10, 10, 20, 20], "partly": [-10, 30, 30, 40], "outside": [5000, 5000, 20, 20],
+             "negative": [-50, -50, 10, 10]}
+    rows = [{"id": k, "prompt": "what color is the square ?", "image_path": "img.png", "bbox": b} for k, b in boxes.items()]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    out = tmp_path / "out"
+    code, msg, _ = run(tiny_vlm, out, "stage=evaluate", f"data_file={data}", "max_new_tokens=0",
+                       "selection.exclude_layers=[]")
+    assert code == 0, msg
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["selected_heads"]["n"] == 2 and m["all_heads_mean"]["n"] == 2
+    assert {f["id"] for f in m["boxes_outside_image"]} == {"outside", "negative"}
+    assert m["boxes_clipped"] == {"count": 1, "ids": ["partly"]} and m["failed"] == 2
+    last = {}
+    for line in (out / "manifest.jsonl").read_text().splitlines():
+        d = json.loads(line)
+        last[d["id"]] = d
+    assert last["outside"]["status"] == "failed" and "does not intersect the 64x48 image" in last["outside"]["reason"]
+    assert last["in"]["status"] == "ok"
+
+
+# ---- 4. encodings and compression ----------------------------------------------------------------
+ROWS = [{"id": f"r{i}", "prompt": "what is près du bord ? 东", "image_path": "x.png"} for i in range(4)]
+TEXT = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS)
+FORMS = {
+    "utf8": (lambda t: t.encode(), None),
+    "utf8-bom": (lambda t: codecs.BOM_UTF8 + t.encode(), None),
+    "crlf": (lambda t: t.replace("\n", "\r\n").encode(), None),
+    "gzip": (lambda t: gzip.compress(t.encode()), r":1: the file is gzip-compressed"),
+    "bzip2": (lambda t: bz2.compress(t.encode()), r":1: the file is bzip2-compressed"),
+    "xz": (lambda t: lzma.compress(t.encode()), r":1: the file is xz-compressed"),
+    "utf16": (lambda t: t.encode("utf-16"), r":1: the file is UTF-16 text"),
+    "utf16-be-no-bom": (lambda t: t.encode("utf-16-be"), r":1: contains a NUL byte"),
+    "utf32": (lambda t: t.encode("utf-32"), r":1: the file is UTF-32 text"),
+    "latin1": (lambda t: t.replace("东", "").encode("latin-1"), r":1: not UTF-8 text \(byte 0xe8 at column"),
+    "deep": (lambda t: t.encode() + b"[" * 100_000 + b"]" * 100_000 + b"\n", r":5: JSON nested too deeply"),
+    "dup-key": (lambda t: t.replace('"prompt"', '"id": "z", "prompt"', 1).encode(), r':1: duplicate key "id"'),
+    "bom-inside": (lambda t: (t + t.replace("r", "s")).encode().replace(b'{"id": "s0"', codecs.BOM_UTF8 + b'{"id": "s0"'),
+                   r":5: not valid JSON"),
+}
+
+
+@FAST
+@given(form=st.sampled_from(sorted(FORMS)), suffix=st.sampled_from([".jsonl", ".jsonl.gz", ".txt"]))
+def test_any_encoding_or_compression_reads_right_or_fails_in_one_line(form, suffix, tmp_path_factory):
+    p = tmp_path_factory.mktemp("enc") / f"d{suffix}"
+    make, err = FORMS[form]
+    p.write_bytes(make(TEXT))
+    if err is None:
+        assert [r.id for r in load_rows(p)] == [r["id"] for r in ROWS]
+        return
+    with pytest.raises(UserError) as e:
+        load_rows(p)
+    assert re.search(re.escape(str(p)) + err, str(e.value)), str(e.value)
+
+
+def test_gzip_data_file_through_the_entry_point_is_one_line(tmp_path):
+    p = tmp_path / "x.jsonl.gz"
+    p.write_bytes(gzip.compress((ROOT / "examples/toy/toy_small.jsonl").read_bytes()))
+    r = entry("stage=batch", f"data_file={p}", f"output_dir={tmp_path / 'out'}")
+    assert r.returncode == 2
+    assert one_error_line(r.stderr) == (f"error: {p}:1: the file is gzip-compressed, not UTF-8 JSONL text; "
+                                        "decompress it first (gunzip -k FILE)")
+
+
+# ---- 7. streaming selection = the old select_rows, memory bounded ----------------------------------
+@FAST
+@given(n=st.integers(1, 30), start=st.integers(0, 35), length=st.one_of(st.none(), st.integers(0, 35)),
+       shard=st.one_of(st.none(), st.integers(1, 4).flatmap(lambda k: st.integers(0, k - 1).map(lambda i: f"{i}/{k}"))))
+def test_streaming_selection_equals_select_rows_of_all_rows(n, start, length, shard, tmp_path_factory):
+    p = write_jsonl(tmp_path_factory.mktemp("sel") / "d.jsonl",
+                    [{"id": f"r{i}", "prompt": "p", "image_path": "x.png"} for i in range(n)])
+    end = None if length is None else start + length
+    picked = load_selection(p, (), start, end, shard, progress=False)
+    want = select_rows(load_rows(p), start, end, shard)
+    assert [r.id for r in picked.rows] == [r.id for r in want] and picked.total == n
+    assert picked.in_range == len(load_rows(p)[start:end])
+
+
+def test_id_clashes_are_found_outside_the_selection_too(tmp_path):
+    rows = [{"id": i, "prompt": "p", "image_path": "x.png"} for i in ("a", "b", "c", "B")]
+    p = write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(UserError, match=r'd.jsonl:4: id "B" and .*d.jsonl:2: id "b" would share'):
+        load_selection(p, end_index=1)
+    p2 = write_jsonl(tmp_path / "e.jsonl", rows[:3] + [rows[0]])
+    with pytest.raises(UserError, match=r'e.jsonl:4: duplicate id "a" \(first on line 1\)'):
+        load_selection(p2, end_index=1)
+
+
+def test_selecting_a_few_rows_of_a_big_file_keeps_memory_bounded(tmp_path):
+    import tracemalloc
+
+    p = tmp_path / "big.jsonl"
+    with open(p, "w") as f:
+        for i in range(40_000):
+            f.write(json.dumps({"id": f"sample_{i:07d}", "prompt": "what shape is the yellow one?",
+                                "image_path": "x.png", "bbox": [1, 2, 3, 4]}) + "\n")
+    tracemalloc.start()
+    try:
+        rows = load_selection(p, end_index=8, progress=False).rows
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(rows) == 8
+    assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MiB for 40k rows"  # all Rows kept: ~40 MiB
+
+
+def test_a_slow_read_shows_a_progress_bar(tmp_path, monkeypatch, capsys):
+    import utils.jsonl as J
+
+    monkeypatch.setattr(J, "PROGRESS_DELAY_S", 0.0)
+    p = write_jsonl(tmp_path / "d.jsonl", [{"id": f"r{i}", "prompt": "p", "image_path": "x.png"} for i in range(5)])
+    load_selection(p)
+    assert "reading d.jsonl" in capsys.readouterr().err
+
+
+# ---- 2. records whose names lie ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def three_records(tiny_vlm, tmp_path_factory):
+    d = tmp_path_factory.mktemp("three")
+    scene(64, 48).save(d / "img.png")
+    recs = collect(tiny_vlm, [(str(d / "img.png"), "what color is the square ?", sid, str(d / "img.png"))
+                              for sid in ("a", "b", "c")], Strategy(), max_new_tokens=0)
+    for r in recs:
+        r.save(d / "attention" / f"{r.meta.sample_id}.safetensors")
+    return d / "attention"
+
+
+@SLOW
+@given(op=st.sampled_from(["none", "copy", "rename", "swap"]), src=st.sampled_from("abc"), dst=st.sampled_from("abc"))
+def test_a_record_under_another_name_is_refused_naming_the_files(op, src, dst, three_records, tiny_vlm, tmp_path_factory):
+    base = tmp_path_factory.mktemp("names")
+    recs = base / "attention"
+    shutil.copytree(three_records, recs)
+    f = {k: recs / f"{k}.safetensors" for k in "abc"}
+    if op == "copy" and src != dst:
+        shutil.copyfile(f[src], f[dst])
+    elif op == "rename" and src != dst:
+        os.replace(f[src], recs / "zz.safetensors")
+    elif op == "swap" and src != dst:
+        os.replace(f[src], recs / "tmp")
+        os.replace(f[dst], f[src])
+        os.replace(recs / "tmp", f[dst])
+    changed = op != "none" and src != dst
+    code, msg, res = run(tiny_vlm, base / "sel", "stage=select", f"attention_dir={recs}", "selection.exclude_layers=[]")
+    if not changed:
+        assert code == 0, msg
+        assert res["records"] == 3
+        return
+    assert code == 2 and "\n" not in msg
+    if op == "copy":
+        assert f"{f[dst]} holds sample '{src}'" in msg and f"{f[src]} holds that sample too" in msg, msg
+    elif op == "rename":
+        assert "zz.safetensors holds sample" in msg and f"its own file would be {src}.safetensors" in msg, msg
+    else:
+        assert "holds sample" in msg and "two records of one sample" in msg, msg
+
+
+def test_visualize_batch_and_explorer_notice_a_copied_record(three_records, tmp_path):
+    from test_edges_records import view
+
+    recs = tmp_path / "attention"
+    shutil.copytree(three_records, recs)
+    shutil.copyfile(recs / "b.safetensors", recs / "a.safetensors")
+    code, msg = view(tmp_path / "vis", "mode=batch", f"attention_dir={recs}")
+    assert code == 2 and "a.safetensors holds sample 'b'" in msg
+    html = (tmp_path / "vis" / "index.html").read_text()
+    assert "holds sample" in html
+
+
+# ---- 3. folders still being written, partly collected runs ----------------------------------------
+@pytest.fixture(scope="module")
+def sharded_run(tiny_vlm, tmp_path_factory):
+    d = tmp_path_factory.mktemp("shards")
+    scene(64, 48).save(d / "img.png")
+    data = write_jsonl(d / "d.jsonl", [{"id": f"r{i}", "prompt": "what color is the square ?", "image_path": "img.png"}
+                                       for i in range(6)])
+    out = d / "out"
+    for i in range(2):
+        code, msg, _ = run(tiny_vlm, out, "stage=batch", f"data_file={data}", f"shard={i}/2", "max_new_tokens=0")
+        assert code == 0, msg
+    return out
+
+
+@SLOW
+@given(keep=st.tuples(st.integers(0, 3), st.integers(0, 3)), drop_shard=st.sampled_from([None, 0, 1]),
+       partial=st.booleans())
+def test_an_incomplete_sharded_run_is_refused_or_counted(keep, drop_shard, partial, sharded_run, tiny_vlm,
+                                                        tmp_path_factory):
+    out = tmp_path_factory.mktemp("part") / "run"
+    shutil.copytree(sharded_run, out)
+    missing = 0
+    for i in range(2):
+        man = out / f"manifest.shard{i}-of-2.jsonl"
+        if drop_shard == i:  # this shard never started: no plan, no manifest, no records
+            for line in man.read_text().splitlines():
+                (out / "attention" / f"{json.loads(line)['id']}.safetensors").unlink()
+            man.unlink()
+            (out / f"manifest.shard{i}-of-2.plan.json").unlink()
+            missing += 3
+            continue
+        lines = man.read_text().splitlines()
+        for line in lines[keep[i]:]:  # killed after keep[i] rows: later rows have no record either
+            (out / "attention" / f"{json.loads(line)['id']}.safetensors").unlink()
+        man.write_text("".join(ln + "\n" for ln in lines[: keep[i]]))
+        missing += 3 - keep[i]
+    if not list((out / "attention").glob("*.safetensors")):
+        return
+    code, msg, res = run(tiny_vlm, out, "stage=select", "selection.exclude_layers=[]", f"allow_partial={str(partial).lower()}")
+    if missing == 0:
+        assert code == 0, msg
+        assert "missing_rows" not in json.loads((out / "heads.json").read_text())["records"]
+    elif not partial:
+        assert code == 2 and f"{missing} of 6 planned rows" in msg and "allow_partial=true" in msg and "\n" not in msg, msg
+    else:
+        assert code == 0, msg
+        assert json.loads((out / "heads.json").read_text())["records"]["missing_rows"] == missing
+
+
+def test_select_over_a_folder_a_live_run_holds_is_refused(sharded_run, tiny_vlm, tmp_path):
+    holder = subprocess.Popen(  # another process holds the folder as a live shard would
+        [sys.executable, "-c", "import sys, time; from utils.runlock import RunLock; "
+         f"RunLock(__import__('pathlib').Path({str(sharded_run)!r}), (0, 2)).acquire(); print('ready', flush=True); "
+         "time.sleep(60)"], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        code, msg, _ = run(tiny_vlm, tmp_path / "sel", "stage=select", f"attention_dir={sharded_run / 'attention'}")
+        notes = _explorer_notes(sharded_run)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 2 and "is still being written by another run (pid" in msg and "shard 0/2" in msg, msg
+    assert any("still being written" in n for n in notes), notes
+    lock = RunLock(sharded_run, (0, 2)).acquire()  # this process's own lock is no other writer
+    try:
+        assert not any("still being written" in n for n in _explorer_notes(sharded_run))
+    finally:
+        lock.release()
+    code, msg, _ = run(tiny_vlm, tmp_path / "sel", "stage=select", f"attention_dir={sharded_run / 'attention'}")
+    assert code == 0, msg
+
+
+def _explorer_notes(run_dir: Path) -> list[str]:
+    from lab.report.rundata import build_run_data
+
+    return build_run_data(run_dir)["notes"]
+
+
+# ---- 5. multirun sweeps ------------------------------------------------------------------------
+KEYS = ["top_k", "seed", "batch_size", "+x", "shard"]  # shards share a folder by design
+
+
+@FAST
+@given(swept=st.lists(st.sampled_from(KEYS), unique=True, max_size=3), named=st.lists(st.sampled_from(KEYS), unique=True),
+       multirun=st.booleans(), sweep_out=st.booleans())
+def test_a_sweep_sharing_one_output_dir_is_refused_unless_each_job_names_its_folder(swept, named, multirun, sweep_out):
+    out = "runs/x" + "".join(f"/{k.lstrip('+')}_${{{k.lstrip('+')}}}" for k in named)
+    argv = (["-m"] if multirun else []) + [f"{k}=1,2" for k in swept] + [f"output_dir={out}" + (",runs/y" if sweep_out else "")]
+    problem = multirun_problem(argv)
+    shared = multirun and any(k != "shard" and k.lstrip("+") not in [n.lstrip("+") for n in named] for k in swept)
+    assert (problem is not None) == shared, (argv, problem)
+    if problem:
+        assert "output_dir=" in problem and "\n" not in problem
+
+
+def test_multirun_into_one_folder_is_refused_before_any_job(tmp_path):
+    r = entry("-m", "top_k=1,2", "stage=select", f"output_dir={tmp_path / 'X'}")
+    assert r.returncode == 2 and "-m sweeps top_k" in one_error_line(r.stderr)
+    assert not (tmp_path / "X").exists()
+
+
+# ---- 6. output_dir that cannot be a folder ------------------------------------------------------
+def test_output_dir_that_is_a_file_or_under_one_is_one_line(tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    for target, needle in ((f, "is an existing file, not a folder"), (f / "sub", "is a file, not a folder")):
+        r = entry("stage=select", f"output_dir={target}")
+        assert r.returncode == 2 and needle in one_error_line(r.stderr)
+
+
+def test_read_only_output_dir_is_one_line(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(ro)], capture_output=True).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here (not root, or no mount)")
+    try:
+        for target in (ro, ro / "new"):
+            r = entry("stage=select", f"output_dir={target}")
+            assert r.returncode == 2 and "Read-only file system" in one_error_line(r.stderr)
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
+
+
+# ---- 8. Ctrl-C ----------------------------------------------------------------------------------
+def test_ctrl_c_is_one_line_exit_130_and_the_same_command_resumes(tmp_path):
+    out = tmp_path / "out"
+    args = [sys.executable, str(ROOT / "localization_heads_finder.py"), "stage=batch", "end_index=16", "batch_size=1",
+            f"output_dir={out}"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    t0 = time.time()
+    while not list((out / "attention").glob("*.safetensors")) and time.time() - t0 < 120 and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    if p.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert p.returncode == 130, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted (Ctrl-C) at ") and last.endswith("run the same command again to resume"), last
+    assert f"finished files are kept in {out}" in last
+    done = len(list((out / "attention").glob("*.safetensors")))
+    r = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"skipped {done} already on disk" in r.stdout and len(list((out / "attention").glob("*.safetensors"))) == 16
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.5, 3.0])
+def test_ctrl_c_at_start_up_is_one_line_too(delay, tmp_path):
+    """Before the job starts (imports, Hydra composing the config): the same one line, exit 130."""
+    p = subprocess.Popen([sys.executable, str(ROOT / "localization_heads_finder.py"), "stage=select",
+                          f"output_dir={tmp_path}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    if p.returncode in (2, -signal.SIGINT):  # it had answered (no records here); the signal came while the
+        one_error_line(err)  # interpreter was shutting down (Python restores the default handler then)
+        return
+    assert p.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted (Ctrl-C) at "), err[-500:]
+
+
+# ---- 9. late checks ------------------------------------------------------------------------------
+@pytest.mark.parametrize("override,needle", [("strategy.layers=[99]", "strategy.layers=[99] out of range (0..3)"),
+                                             ("strategy.maskout=[[99,0]]", "strategy.maskout has [99, 0]")])
+def test_strategy_outside_the_model_fails_once_before_any_row(override, needle, tiny_vlm, tmp_path):
+    scene(64, 48).save(tmp_path / "img.png")
+    data = write_jsonl(tmp_path / "d.jsonl", [{"id": f"r{i}", "prompt": "what color ?", "image_path": "img.png"}
+                                              for i in range(6)])
+    code, msg, loader = run(tiny_vlm, tmp_path / "out", "stage=batch", f"data_file={data}", override)
+    assert code == 2 and needle in msg and "\n" not in msg, msg
+    assert loader.calls == 1
+    man = tmp_path / "out" / "manifest.jsonl"
+    assert not man.exists() or not man.read_text().strip()  # no row failed: the run stopped before any
+
+
+@pytest.mark.parametrize("url", ["http://example.com/a.png", "https://x/y.jpg", "file:///tmp/a.png", "s3://b/k.png"])
+def test_url_image_path_is_refused(url, tmp_path, tiny_vlm):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "prompt": "p", "image_path": url}])
+    with pytest.raises(UserError, match=rf"d.jsonl:1: \"image_path\" .* is a URL; URLs are not read; give a local path"):
+        load_rows(data)
+    code, msg, _ = run(tiny_vlm, tmp_path / "out", "stage=collect", f"image_file={url}", "query=hi")
+    assert code == 2 and "URLs are not read; give a local path" in msg, msg
+
+
+def test_a_record_crafted_with_the_right_name_still_passes(three_records, tiny_vlm, tmp_path):
+    rec = AttentionRecord.load(three_records / "a.safetensors")
+    craft_record(tmp_path / "attention" / "a.safetensors", rec)
+    code, msg, _ = run(tiny_vlm, tmp_path, "stage=select", "selection.exclude_layers=[]")
+    assert code == 0, msg

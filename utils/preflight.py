@@ -1,0 +1,115 @@
+"""Checks an entry point makes on its command line before Hydra starts (Hydra's log handler writes
+into `output_dir` as soon as it sets up, and fails there with a traceback).
+
+`check_output_dir_arg(argv)`:
+* an `output_dir=` that cannot be a writable folder (an existing regular file, a file on the way to
+  it, a read-only location, new or existing) -> one line, exit 2;
+* a multirun (`-m`) whose jobs differ but would share one fixed `output_dir=` (each job would
+  replace the last one's results) is refused before any job runs: put the swept keys into the
+  folder's name (`output_dir='runs/k${top_k}'`, resolved per job) or drop `output_dir=` (Hydra's
+  `multirun/<entry>/<time>/<n>_...` folders, one per job).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from utils.errors import UserError
+
+_KEYS = ("output_dir=", "+output_dir=", "++output_dir=")
+# swept keys whose jobs may share one folder: the folder itself, and shards (made to share it, utils/runlock.py)
+SHARED_OK = {"output_dir", "shard"}
+
+
+def _raw_output_dir(argv: list[str]) -> str | None:
+    value = None
+    for a in argv:
+        for k in _KEYS:
+            if a.startswith(k):
+                value = a[len(k):]
+    return value
+
+
+def output_dir_arg(argv: list[str]) -> str | None:
+    """The value of the last `output_dir=` override on the command line (None: not given, or one
+    Hydra must resolve first: an interpolation, or a multirun's sweep of folders)."""
+    value = _raw_output_dir(argv)
+    if value is None or "${" in value or (_is_multirun(argv) and "," in value):
+        return None
+    v = value.strip()
+    if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"":
+        v = v[1:-1]
+    return v or None
+
+
+def check_writable_folder(path: str | os.PathLike) -> Path:
+    """Make sure `path` is (or can become) a folder this process can write to: creates it (as the
+    run would) and writes then removes a probe file. Raises UserError with one line otherwise."""
+    p = Path(path).expanduser().absolute()
+    if p.exists() and not p.is_dir():
+        raise UserError(f"output_dir={p} is an existing file, not a folder; give a folder (new or existing)")
+    for parent in p.parents:  # a regular file on the way cannot hold a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"output_dir={p}: {parent} is a file, not a folder; give another output_dir=")
+            break
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=p)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"output_dir={p} cannot be written ({e.strerror or e}, errno {e.errno}); "
+                        "give a writable folder") from None
+    return p
+
+
+def _is_multirun(argv: list[str]) -> bool:
+    return any(a in ("-m", "--multirun") for a in argv)
+
+
+def multirun_problem(argv: list[str]) -> str | None:
+    """Why a multirun's jobs would overwrite each other in one `output_dir=` (None: they do not).
+
+    Jobs share a folder when some key other than `output_dir` or `shard` is swept (Hydra's sweep syntax: `a,b`,
+    `range(...)`, `choice(...)`, `glob(...)`) and `output_dir=` does not name it (`${key}`, resolved
+    per job)."""
+    value = _raw_output_dir(argv)
+    if not _is_multirun(argv) or value is None:
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+    except Exception:  # noqa: BLE001 - a malformed override: Hydra reports it in its own words
+        return None
+    swept = [o.get_key_element() for o in parsed if o.is_sweep_override()]
+    others = [k for k in swept if k.lstrip("+") not in SHARED_OK and "${" + k.lstrip("+") + "}" not in value]
+    if not others:
+        return None
+    key = others[0].lstrip("+")
+    return (f"-m sweeps {', '.join(others)} but jobs that differ in it would share output_dir={value}, each replacing the "
+            f"last one's results; name the folder per job (output_dir='{value}/{key}_${{{key}}}') "
+            "or drop output_dir= (then each job gets its own multirun/... folder)")
+
+
+def check_output_dir_arg(argv: list[str] | None = None) -> None:
+    """Entry points call this before `main()`: an unusable `output_dir=` -> `error: ...`, exit 2.
+    `--help`, `--cfg`, `--info` and shell completion never create anything."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help", "--hydra-help", "--info", "-i") or a.startswith(("--cfg", "-c", "--shell-completion", "-sc"))
+           for a in argv):
+        return
+    try:
+        problem = multirun_problem(argv)
+        if problem:
+            raise UserError(problem)
+        value = output_dir_arg(argv)
+        if value is not None:
+            check_writable_folder(value)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(UserError.exit_code)
