@@ -22,7 +22,10 @@ def main(cfg: DictConfig) -> None:
     from lab.stages import StageContext, run_stage
     from llava.loader import model_loader
 
-    run_entry(lambda: run_stage(cfg, StageContext(model_loader(cfg.model), output_dir(cfg))), cfg)
+    from llava.sam import sam_loader
+
+    run_entry(lambda: run_stage(cfg, StageContext(model_loader(cfg.model), output_dir(cfg),
+                                                  sam_loader=sam_loader(cfg.grounding.sam))), cfg)
 
 
 if __name__ == "__main__":

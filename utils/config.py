@@ -108,6 +108,18 @@ class SelectionConfig:
 
 
 @dataclass
+class SamSettings:
+    """grounding.refine=sam: SAM prompted by the combined map (llava/sam.py, lab/masks.py)."""
+
+    name_or_path: str = "facebook/sam-vit-base"  # SAM (SamModel) or SAM 2 (Sam2Model) checkpoint: hub id or folder
+    prompt: str = "box"  # box (the map's REC box) | points (centres of the region's top cells, positive) | box+points
+    num_points: int = 1  # points: the region's highest cells (the first is its peak)
+    multimask: str = "auto"  # auto (best of 3 for one point alone, else one mask) | best (SAM's top predicted IoU of 3) | single
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda[:i] | mps
+    dtype: str = "float32"  # float32 | float16 | bfloat16
+
+
+@dataclass
 class GroundingConfig:
     """Selected heads' maps -> box (lab/grounding.py) and the evaluate baselines."""
 
@@ -117,6 +129,10 @@ class GroundingConfig:
     query_row: Optional[int] = None  # which captured query row to analyse; None = the last input token
     region: str = "largest"  # largest (8-connected region of above-mean cells) | all (box of every above-mean cell, the release)
     geometry: str = "layout"  # layout (cells placed through the ImageLayout) | stretch (grid stretched over the original image, the release)
+    output: str = "box"  # box (REC) | mask (RES: masks/ + mask metrics; rows need "mask") | both
+    mask_edges: str = "smooth"  # map-only masks: smooth (the map resampled onto the image, cut inside the region) | cells (the region's cells)
+    refine: str = "none"  # none (the map's region is the mask) | sam (SAM prompted by the map; the REC box is the SAM mask's box)
+    sam: SamSettings = field(default_factory=SamSettings)
 
 
 @dataclass

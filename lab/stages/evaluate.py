@@ -11,6 +11,7 @@ from lab.report import write_run_index
 from lab.stages.batch import collect_batch
 from lab.stages.common import analysis_row, excluded_axes, grounding_options, head_maps, heads_from_file, sigma_for
 from lab.stages.context import StageContext
+from lab.stages.segment import SegmentationRun, required_keys
 from lab.stages.select import select_stage
 from lab.writers import jsonable
 from utils.errors import UserError
@@ -21,12 +22,14 @@ NAMES = ["selected_heads", "all_heads_mean", "random_heads"]
 
 def evaluate_stage(cfg, ctx: StageContext) -> dict:
     """Acc@0.5, mIoU and pointing of the selected heads vs the all-heads mean vs random heads."""
-    rows, summary = collect_batch(cfg, ctx, require=("bbox",))
+    rows, summary = collect_batch(cfg, ctx, require=required_keys(cfg))
     done = set(summary.ok) | set(summary.skipped)
     recs = [(row, AttentionRecord.load(record_path(ctx.output_dir, row.id))) for row in rows if row.id in done]
     if not recs:
         raise UserError("no sample could be collected; see the manifest for the reasons")
     check_compatible([rec for _, rec in recs])
+    seg = SegmentationRun(cfg, ctx, str(cfg.data_file))  # masks / SAM (grounding.output, grounding.refine)
+    seg.check(recs)
     own: dict = {}
     if cfg.heads_file:
         heads = heads_from_file(cfg.heads_file, cfg.top_k)
@@ -51,17 +54,19 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     for row, rec in recs:
         layout = rec.layout
         mine = [tuple(h) for h in own.get(rec.meta.sample_id, [])] if per_sample else heads
+        bbox = seg.gt_box(row)
         if mine:
-            sel_m.add_grounding(G.predict_box(head_maps(rec, mine, cfg), layout, **kw), row.bbox)
+            sel_m.add_grounding(seg.apply(NAMES[0], row, rec, G.predict_box(head_maps(rec, mine, cfg), layout, **kw)), bbox)
         else:  # per_sample: no head passed both criteria in this sample -> counted as a miss, listed
             no_heads.append(row.id)
-            sel_m.add((0.0, 0.0, 0.0, 0.0), row.bbox, False)
+            seg.miss(NAMES[0], row, rec)
+            sel_m.add((0.0, 0.0, 0.0, 0.0), bbox, False)
         all_maps = layout.to_grid(rec.image_attention[analysis_row(rec, cfg.grounding.query_row)], cfg.selection.grid)
         # (L, H, rows, cols) -> (L*H, rows, cols), scaled to the mean over heads
         g_all = G.predict_box(all_maps.reshape(-1, *all_maps.shape[-2:]) / (L * Hn), layout, **kw)
-        all_m.add_grounding(g_all, row.bbox)
-        for m, d in zip(rnd_m, draws):
-            m.add_grounding(G.predict_box(head_maps(rec, d, cfg), layout, **kw), row.bbox)
+        all_m.add_grounding(seg.apply(NAMES[1], row, rec, g_all), bbox)
+        for i, (m, d) in enumerate(zip(rnd_m, draws)):
+            m.add_grounding(seg.apply(f"random_heads_{i}", row, rec, G.predict_box(head_maps(rec, d, cfg), layout, **kw)), bbox)
     random_summary = _random_summary([m.summary() for m in rnd_m])
     metrics = {"selected_heads": sel_m.summary(), "all_heads_mean": all_m.summary(), "random_heads": random_summary,
                "heads": [list(h) for h in heads], "heads_source": source, "failed": len(summary.failed),
@@ -70,6 +75,7 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
             or cfg.grounding.geometry != "layout":
         metrics["settings"].update({"method": cfg.get("method_name"), "region": cfg.grounding.region,
                                     "geometry": cfg.grounding.geometry, "per_sample_heads": per_sample})
+    seg.finish(metrics, NAMES)
     if no_heads:
         metrics["samples_without_heads"] = no_heads
         print(f"warning: {len(no_heads)} sample(s) had no head passing both criteria; counted as misses "
