@@ -53,8 +53,11 @@ def _recompute(out, rows, method):
 
 
 def test_default_output_writes_no_masks(collected, tmp_path, toy_vlm):
+    from lab.report.rundata import build_run_data
+
     out, metrics = _evaluate(collected, tmp_path, toy_vlm)
     assert not (out / "masks").exists()
+    assert not any("pred_mask" in s for s in build_run_data(out)["samples"])
     assert "mask" not in metrics["selected_heads"] and "masks" not in metrics["settings"]
 
 
@@ -71,6 +74,10 @@ def test_map_masks_recomputable_from_the_pngs(collected, tmp_path, toy_vlm):
     with open(out / "masks" / "masks.csv") as f:
         lines = list(csv.DictReader(f))
     assert len(lines) == 16 * 7
+    from lab.report.rundata import build_run_data
+
+    page = build_run_data(out)
+    assert all(s["pred_mask"].startswith("data:image/png;base64,") and "gt_mask" in s for s in page["samples"])
     assert metrics["selected_heads"]["acc@0.5"] == pytest.approx(  # the box metrics are today's
         _evaluate(collected, tmp_path / "b", toy_vlm)[1]["selected_heads"]["acc@0.5"])
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from lab.records import AttentionRecord, check_compatible
 from lab.report.encode import float32_table
+from lab.report.mask_overlay import mask_overlays
 from lab.report.samples import LEVELS, analyze, excluded_axes, map_bytes, sample_data
 from lab.report.settings import ReportSettings
 from lab.selection import select_heads
@@ -148,6 +149,8 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
         budget -= map_bytes(rec, level, len(sel_heads or ()))
         levels[level] += 1
         sd = sample_data(rec, st, sel_heads or [], level, ab_rows.get(rec.meta.sample_id), cached.get(rec.meta.sample_id))
+        if rd:  # stage=evaluate's masks (grounding.output=mask|both), when there are any
+            sd.entry.update(mask_overlays(rd, rec.meta.sample_id, tuple(rec.meta.image_size), st.image_side))
         key = json.dumps(sd.entry["grids"])  # one copy of each distinct layout in the page
         sd.entry["layout"] = layouts.setdefault(key, len(layouts))
         del sd.entry["grids"]
