@@ -37,6 +37,18 @@ class Segmenter:
         self.model = model.eval()
         self.processor = processor
         self.family = family
+        self._cache: tuple[Any, Any] | None = None  # (image object, its image embeddings)
+
+    def embeddings(self, image, pixel_values):
+        """The vision encoder's output for `image`, computed once while the same image object is
+        prompted again (stage=evaluate prompts each image once per head set)."""
+        import torch
+
+        if self._cache is None or self._cache[0] is not image:
+            dtype = next(self.model.parameters()).dtype
+            with torch.inference_mode():
+                self._cache = (image, self.model.get_image_embeddings(pixel_values.to(self.device, dtype)))
+        return self._cache[1]
 
     @property
     def device(self):
@@ -59,11 +71,10 @@ class Segmenter:
         import torch
 
         enc = self.inputs(image, box, points)
-        dtype = next(self.model.parameters()).dtype
-        feed = {k: (v.to(self.device, dtype) if k == "pixel_values" else v.to(self.device))
-                for k, v in enc.items() if k in ("pixel_values", "input_points", "input_labels", "input_boxes")}
+        feed = {k: v.to(self.device) for k, v in enc.items() if k in ("input_points", "input_labels", "input_boxes")}
         with torch.inference_mode():
-            out = self.model(**feed, multimask_output=bool(multimask))
+            out = self.model(image_embeddings=self.embeddings(image, enc["pixel_values"]), **feed,
+                             multimask_output=bool(multimask))
         logits = out.pred_masks.float().cpu()  # [1, objects=1, masks (3 or 1), h, w]
         scores = out.iou_scores.float().cpu()[0, 0]  # [masks]
         if self.family == "sam":

@@ -51,6 +51,11 @@ def test_shapes_and_determinism(sam):
             assert (m1 == m2).all() and s1 == s2
     with pytest.raises(ValueError):
         sam(img)
+    # the image embedding is computed once per image object and gives what a fresh model gives
+    fresh = Segmenter(sam.model, sam.processor)
+    a, _ = fresh(img.copy(), box=[10, 10, 40, 30])
+    b, _ = sam(img, box=[10, 10, 40, 30])
+    assert (a == b).all() and sam._cache[0] is img
 
 
 def test_prompts_are_mapped_into_sams_frame(sam):
@@ -69,7 +74,8 @@ def test_planted_mask_comes_back_at_the_prompt(sam, monkeypatch):
 
     low = SIDE // 2  # low-res mask side; it covers the padded SIDE x SIDE input
 
-    def planted(pixel_values, input_points=None, input_labels=None, input_boxes=None, multimask_output=False):
+    def planted(pixel_values=None, image_embeddings=None, input_points=None, input_labels=None, input_boxes=None,
+                multimask_output=False):
         x, y = input_points[0, 0, 0].tolist()  # SAM frame pixels
         Y, X = np.mgrid[0:low, 0:low] + 0.5
         disc = ((X * SIDE / low - x) ** 2 + (Y * SIDE / low - y) ** 2) <= 6.0 ** 2  # radius 6 SAM px
