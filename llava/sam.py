@@ -11,8 +11,8 @@ processor maps the prompts into SAM's resized frame (longest side -> its `size.l
 `SamProcessor._normalize_coordinates`) and `post_process_masks` maps the low-resolution logits back
 (upsample to the padded input, crop the padding, resize to the original size, logits > 0).
 With `multimask=True` SAM returns 3 candidates and the one with the highest predicted IoU
-(`iou_scores`) is taken; with False the single-mask output. SAM 2 needs torchvision for its image
-processor in transformers 5.x (no PIL variant exists); SAM works without it.
+(`iou_scores`) is taken; with False the single-mask output. SAM 2 (transformers 4.57 and 5.x both
+have it) needs torchvision for its image processor (no PIL variant exists); SAM works without it.
 """
 
 from __future__ import annotations
