@@ -28,7 +28,10 @@ def main(cfg: DictConfig) -> None:
     from lab.stages import StageContext, run_stage
     from llava.loader import model_loader
 
-    run_entry(lambda s: run_stage(s, StageContext(model_loader(s.model), output_dir(s))), cfg)
+    from llava.sam import sam_loader
+
+    run_entry(lambda s: run_stage(s, StageContext(model_loader(s.model), output_dir(s),
+                                                  sam_loader=sam_loader(s.grounding.sam))), cfg)
 
 
 if __name__ == "__main__":

@@ -178,6 +178,9 @@ def test_lmms_layout_to_jsonl(coco, tmp_path):
     assert len(val) == 4 and [r.id for r in val[:2]] == ["3020_0", "3020_1"]  # answer exploded, as lmms-eval does
     obj = make_scene(SEEDS[2], n_objects=2).objects[0]
     assert val[0].bbox == [float(v) for v in obj.bbox] and val[0].prompt == f"the {obj.color} {obj.shape}"
+    assert val[0].mask == [[float(v) for v in (obj.bbox[0], obj.bbox[1], obj.bbox[0] + obj.bbox[2], obj.bbox[1],
+                                                 obj.bbox[0] + obj.bbox[2], obj.bbox[1] + obj.bbox[3],
+                                                 obj.bbox[0], obj.bbox[1] + obj.bbox[3])]]  # the parquet's polygon
     written = sorted((tmp_path / "out" / "images").iterdir())
     assert [p.name for p in written] == ["COCO_train2014_000000400002.jpg", "COCO_train2014_000000400003.jpg"]
     from PIL import Image
@@ -224,3 +227,25 @@ def test_recipe_end_to_end(coco, tmp_path, toy_vlms, method):
                        StageContext(loader=lambda: vlm, output_dir=out))
         metrics = json.loads(Path(ev["metrics_file"]).read_text())
         assert metrics["settings"]["per_sample_heads"] and metrics["selected_heads"]["n"] == 4
+
+
+def test_refer_rows_carry_the_segmentation_as_mask(coco, tmp_path):
+    from utils.masks import decode_mask, mask_box_xywh
+
+    files = convert.main(_refer_args(coco, tmp_path))
+    first = load_rows(str(files["train"]), ("bbox", "mask"))[0]
+    scene = make_scene(SEEDS[0], n_objects=2)
+    m = decode_mask(first.mask, (scene.width, scene.height))
+    x, y, w, h = first.bbox
+    assert list(mask_box_xywh(m)) == pytest.approx([x, y, w, h], abs=1.0)  # the fixture's polygon is the box
+
+
+def test_refer_bad_segmentation_names_the_annotation(coco, tmp_path):
+    root, images = coco
+    inst = json.loads((root / "refcoco" / "instances.json").read_text())
+    ann_id = expected_refs()[0]["ann_id"]
+    next(a for a in inst["annotations"] if a["id"] == ann_id)["segmentation"] = [[1, 2, 3]]
+    bad = tmp_path / "instances.json"
+    bad.write_text(json.dumps(inst))
+    with pytest.raises(UserError, match=f"annotation {ann_id}: segmentation"):
+        convert.refer_rows(DATA / "refs(unc).p2", bad, images, tmp_path)

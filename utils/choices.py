@@ -34,6 +34,12 @@ TieBreak = Literal["s_img", "index"]
 # grounding (lab/analysis/grounding.py)
 Region = Literal["largest", "all"]
 Geometry = Literal["layout", "stretch"]
+GroundingOutput = Literal["box", "mask", "both"]
+MaskEdges = Literal["smooth", "cells"]
+Refine = Literal["none", "sam"]
+SamPrompt = Literal["box", "points", "box+points"]
+SamMultimask = Literal["auto", "best", "single"]
+SamDtype = Literal["float32", "float16", "bfloat16"]
 # ablation (lab/runs/conditions.py)
 AnswerMatch = Literal["exact", "contains"]
 # views (visualize_attention.py)

@@ -25,7 +25,7 @@ from utils import checks as C
 from utils.choices import (AnswerMatch, BottomRowRule, ChatQueryMode, ComponentWeight, Connectivity, Dtype, ElbowMethod,
                            ElbowScope, Geometry, ImageAspect, MaskoutMode, ModifyMode, PromptTemplate, QueryMode,
                            Ranking, ReduceAxis, Region, Steps, TieBreak, TokenWeighting, ViewMode, VisionAggregate,
-                           VisionView)
+                           VisionView, GroundingOutput, MaskEdges, Refine, SamPrompt, SamMultimask, SamDtype)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,6 +136,18 @@ class SelectionConfig:
 
 
 @dataclass(frozen=True)
+class SamSettings:
+    """grounding.refine=sam: SAM prompted by the combined map (llava/sam.py, lab/analysis/masks.py)."""
+
+    name_or_path: str = "facebook/sam-vit-base"  # SAM (SamModel) or SAM 2 (Sam2Model) checkpoint: hub id or folder
+    prompt: SamPrompt = "box"  # box (the map's REC box) | points (centres of the region's top cells, positive) | box+points
+    num_points: int = setting(1, check=C.int_at_least(1))  # points: the region's highest cells (the first is its peak)
+    multimask: SamMultimask = "auto"  # auto (best of 3 for one point alone, else one mask) | best (SAM's top predicted IoU of 3) | single
+    device: str = setting("auto", check=C.device)  # auto (cuda if available) | cpu | cuda[:i] | mps
+    dtype: SamDtype = "float32"
+
+
+@dataclass(frozen=True)
 class GroundingConfig:
     """Selected heads' maps -> box (lab/analysis/grounding.py) and the evaluate baselines."""
 
@@ -145,6 +157,10 @@ class GroundingConfig:
     query_row: Optional[int] = None  # which captured query row to analyse; None = the last input token
     region: Region = "largest"  # largest (8-connected region of above-mean cells) | all (box of every above-mean cell, the release)
     geometry: Geometry = "layout"  # layout (cells placed through the ImageLayout) | stretch (grid stretched over the original image, the release)
+    output: GroundingOutput = "box"  # box (REC) | mask (RES: masks/ + mask metrics; rows need "mask") | both
+    mask_edges: MaskEdges = "smooth"  # map-only masks: smooth (the map resampled onto the image, cut inside the region) | cells (the region's cells)
+    refine: Refine = "none"  # none (the map's region is the mask) | sam (SAM prompted by the map; the REC box is the SAM mask's box)
+    sam: SamSettings = field(default_factory=SamSettings)
 
 
 @dataclass(frozen=True)

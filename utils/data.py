@@ -1,4 +1,4 @@
-"""JSONL sample files: `{"id", "prompt", "image_path", optional "bbox", "answer", "group"}` per line.
+"""JSONL sample files: `{"id", "prompt", "image_path", optional "bbox", "answer", "group", "mask"}` per line.
 
 The file is validated before any model is loaded; every broken line is reported with its
 file and line number. Relative image paths resolve against the JSONL file's folder.
@@ -29,8 +29,9 @@ import numpy as np
 from utils.errors import UserError
 from utils.jsonl import LineError, iter_json_lines
 from utils.row_checks import row_value_problem
+from utils.masks import check_mask
 
-KNOWN_KEYS = {"id", "prompt", "image_path", "bbox", "answer", "group"}
+KNOWN_KEYS = {"id", "prompt", "image_path", "bbox", "answer", "group", "mask"}
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Row:
     bbox: list[float] | None = None  # [x, y, w, h] in original-image pixels
     answer: str | None = None
     group: str | None = None
+    mask: Any = None  # COCO RLE dict or polygon list (utils/masks.py), original pixels; not copied into records
     extra: dict[str, Any] = field(default_factory=dict)
 
     def meta(self) -> dict[str, Any]:
@@ -122,6 +124,9 @@ def _check_row(obj: Any, base: Path) -> tuple[Row | None, str | None]:
         if not ok or bbox[2] <= 0 or bbox[3] <= 0:
             return None, f'"bbox" must be [x, y, w, h] with w, h > 0 (pixels of the original image), got {bbox!r}'
         bbox = [float(v) for v in bbox]
+    mask_err = None if obj.get("mask") is None else check_mask(obj["mask"])
+    if mask_err:
+        return None, mask_err
     for k in ("answer", "group"):
         if obj.get(k) is not None and not isinstance(obj[k], (str, int, float)):
             return None, f'"{k}" must be a string'
@@ -132,7 +137,7 @@ def _check_row(obj: Any, base: Path) -> tuple[Row | None, str | None]:
     return Row(
         id=str(rid), prompt=obj["prompt"], image_path=str(p), line=0, bbox=bbox,
         answer=None if obj.get("answer") is None else str(obj["answer"]),
-        group=None if obj.get("group") is None else str(obj["group"]), extra=extra,
+        group=None if obj.get("group") is None else str(obj["group"]), mask=obj.get("mask"), extra=extra,
     ), None
 
 

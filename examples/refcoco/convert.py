@@ -1,5 +1,6 @@
 """RefCOCO annotations -> this tool's JSONL (`id`, `prompt`, `image_path`, `bbox` [x, y, w, h] in original
-pixels, `group` = split), one file per split, plus a seeded draw from the train split.
+pixels, `group` = split, `mask` = the annotation's COCO segmentation: polygons, or RLE for crowd
+annotations, original pixels), one file per split, plus a seeded draw from the train split.
 
 Two layouts researchers have (docs: examples/refcoco/README.md):
 
@@ -32,6 +33,7 @@ import numpy as np
 
 from examples.refcoco.plain_pickle import load_plain_pickle
 from utils.errors import UserError
+from utils.masks import check_mask
 
 PARQUET_NAME = re.compile(r"^(?P<split>[A-Za-z]+)-\d{5}-of-\d{5}\.parquet$")
 REF_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
@@ -67,8 +69,22 @@ def refer_rows(refs_path: Path, instances_path: Path, images: Path, out: Path, t
                 raise UserError(f"{refs_path}: sentence {sent.get('sent_id')} of ref {ref['ref_id']} has no {text!r}")
             rows.append({"id": f"{ref['ref_id']}_{sent['sent_id']}", "prompt": str(sent[text]).strip(),
                          "image_path": _rel(images / img["file_name"], out), "bbox": [float(v) for v in ann["bbox"]],
-                         "group": str(ref["split"]), "ref_id": ref["ref_id"]})
+                         "group": str(ref["split"]), "ref_id": ref["ref_id"],
+                         **_mask(ann.get("segmentation"), f"{instances_path}: annotation {ref['ann_id']}")})
     return rows
+
+
+def _mask(seg, where: str) -> dict:
+    """{"mask": the COCO segmentation (polygons, or RLE for crowd annotations)} when there is one and
+    it is well-formed (utils/masks.py check_mask), {} when there is none; a malformed one is an error."""
+    if seg is None or seg == [] or seg == {}:
+        return {}
+    if isinstance(seg, list):
+        seg = [[float(v) for v in ring] for ring in seg if isinstance(ring, (list, tuple))] or seg
+    err = check_mask(seg)
+    if err:
+        raise UserError(f"{where}: segmentation {err}")
+    return {"mask": seg}
 
 
 def _parquet_files(root: Path) -> list[tuple[str, Path]]:
@@ -99,7 +115,8 @@ def lmms_rows(root: Path, out: Path, images_out: Path) -> list[dict]:
         need = {"question_id", "image", "answer", "bbox", "file_name"}
         if not need <= set(table.column_names):
             raise UserError(f"{f}: missing columns {sorted(need - set(table.column_names))}")
-        for r in table.select(sorted(need)).to_pylist():
+        cols = sorted(need | ({"segmentation"} & set(table.column_names)))
+        for r in table.select(cols).to_pylist():
             name = re.sub(r"_\d+(\.\w+)$", r"\1", r["file_name"])  # the ref-style suffix off: one file per image
             if name not in written:
                 data, src = (r["image"] or {}).get("bytes"), (r["image"] or {}).get("path")
@@ -113,10 +130,12 @@ def lmms_rows(root: Path, out: Path, images_out: Path) -> list[dict]:
                 target = images_out / f"{stem}.{'jpg' if fmt == 'jpeg' else fmt}"
                 target.write_bytes(data)
                 written[name] = target
+            seg = r.get("segmentation")
+            mask = _mask([list(seg)] if seg else None, f"{f}: question {r['question_id']}")
             for k, expr in enumerate(r["answer"] or []):
                 rows.append({"id": f"{r['question_id']}_{k}", "prompt": str(expr).strip(),
                              "image_path": _rel(written[name], out), "bbox": [float(v) for v in r["bbox"]],
-                             "group": split})
+                             "group": split, **mask})
     return rows
 
 
@@ -138,8 +157,8 @@ def draw(rows: list[dict], n: int, seed: int, unit: str = "sentence") -> list[di
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    keep = ("id", "prompt", "image_path", "bbox", "group")
-    path.write_text("".join(json.dumps({k: r[k] for k in keep}) + "\n" for r in rows))
+    keep = ("id", "prompt", "image_path", "bbox", "group", "mask")
+    path.write_text("".join(json.dumps({k: r[k] for k in keep if k in r}) + "\n" for r in rows))
     return path
 
 

@@ -178,6 +178,14 @@
         el("td", { cls: "num", "data-metric": r[0] + ".n", text: String(d.n) })]));
     });
     $("metrics").appendChild(t);
+    if ((M.selected_heads || {}).mask) {  // grounding.output=mask|both: mask metrics (lab/masks.py)
+      var mk = ["miou", "ciou", "p@0.5", "p@0.7", "p@0.9"], mt = el("table", { id: "mask-metrics-table" }, [el("tr", null, ["masks", "mIoU", "cIoU", "P@0.5", "P@0.7", "P@0.9"].map(function (h) { return el("th", { text: h }); }))]);
+      ["selected_heads", "all_heads_mean", "random_heads"].forEach(function (n) {
+        var d = (M[n] || {}).mask || {}, isR = n === "random_heads";
+        mt.appendChild(el("tr", null, [el("td", { text: n.replace(/_/g, " ") })].concat(mk.map(function (key) { return metricCell(n + ".mask." + key, d[key], isR ? d[key + "_std"] : undefined); }))));
+      });
+      $("metrics").appendChild(mt);
+    }
     var s = M.settings || {};
     $("metrics").appendChild(el("p", { cls: "hint", text: "heads: " + (M.heads_source || "?") + "; smoothing sigma " + fmt(s.sigma, 3) + " cells, hull " + s.hull +
       ", seed " + s.seed + "; failed rows " + M.failed + ". Acc@0.5: share of samples whose box has IoU \u2265 0.5 with the ground truth; pointing: the combined map's peak falls inside it." }));
@@ -308,6 +316,12 @@
     if (!images[i]) { var im = new Image(); im.onload = function () { if (st.sample === i) drawMap(); }; im.src = S[i].image; images[i] = im; }
     return images[i];
   }
+  var overlays = {};
+  function overlayOf(i, key) {  // stage=evaluate's mask PNGs (gt_mask, pred_mask) as images
+    var k = key + i;
+    if (!overlays[k]) { var im = new Image(); im.onload = function () { if (st.sample === i) drawMap(); }; im.src = S[i][key]; overlays[k] = im; }
+    return overlays[k];
+  }
   function nRows(s) { return s.maps ? (s.row_labels || []).length : 1; }
   function sources(s) {
     var out = [["head", "clicked head"]];
@@ -412,6 +426,11 @@
       ctx.strokeRect(b[0], b[1], b[2] - b[0], b[3] - b[1]);
     }
     var legend = [];
+    [["gt_mask", "red fill: ground-truth mask"], ["pred_mask", "green fill: mask predicted from the selected heads"]].forEach(function (p) {
+      if (!s[p[0]]) return;
+      var o = overlayOf(st.sample, p[0]);
+      if (o.complete && o.naturalWidth > 0) { ctx.drawImage(o, 0, 0, W, Hh); legend.push(p[1]); }
+    });
     ctx.lineWidth = 2 / sc;
     if (s.gt_box) { ctx.setLineDash([5 / sc, 3 / sc]); ctx.strokeStyle = "#ff2020"; ctx.strokeRect(s.gt_box[0], s.gt_box[1], s.gt_box[2], s.gt_box[3]); legend.push("red dashed: ground-truth box"); }
     if (s.pred_box) { ctx.setLineDash([]); ctx.strokeStyle = "#00e000"; ctx.strokeRect(s.pred_box[0], s.pred_box[1], s.pred_box[2], s.pred_box[3]); legend.push("green: box predicted from the selected heads"); }

@@ -23,6 +23,7 @@ from lab.analysis.across_samples import select_from_analyses
 from lab.analysis.record_numbers import HeadSet, selection_analysis
 from lab.report.samples import LEVELS, map_bytes, sample_data
 from lab.report.settings import PageSettings, page_settings
+from lab.report.mask_overlay import mask_overlays
 from utils.errors import UserError
 from utils.io import read_jsonl_lenient
 
@@ -152,6 +153,8 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
         budget -= map_bytes(rec, level, n_sel)
         levels[level] += 1
         sd = sample_data(rec, st, head_set, level, ab_rows.get(rec.meta.sample_id), cached.get(rec.meta.sample_id))
+        if rd:  # stage=evaluate's masks (grounding.output=mask|both), when there are any
+            sd.entry.update(mask_overlays(rd, rec.meta.sample_id, tuple(rec.meta.image_size), st.report.image_side))
         key = json.dumps(sd.entry["grids"])  # one copy of each distinct layout in the page
         sd.entry["layout"] = layouts.setdefault(key, len(layouts))
         del sd.entry["grids"]

@@ -17,6 +17,7 @@ class StageContext:
     output_dir: Path
     _vlm: Any = field(default=None, repr=False)
     lock: Any = field(default=None, repr=False)  # utils.runlock.RunLock held by this stage, if any
+    sam_loader: Callable[[], Any] | None = field(default=None, repr=False)  # grounding.refine=sam: () -> prompts-in-pixels -> mask
 
     @property
     def exclusive_since(self) -> float | None:

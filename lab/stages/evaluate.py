@@ -15,6 +15,7 @@ from lab.stages.batch import collect_batch
 from lab.analysis.record_numbers import HeadSet, ground, ground_all_heads, score, smoothing_sigma_for
 from lab.runs.heads_files import heads_from_file
 from lab.stages.context import StageContext
+from lab.stages.segment import SegmentationRun, required_keys
 from lab.stages.select import select_stage
 from utils.io import jsonable
 from utils.errors import UserError
@@ -27,7 +28,7 @@ SAMPLES_FILE = "evaluate_samples.jsonl"  # one line per sample: the selected hea
 def evaluate_stage(cfg, ctx: StageContext) -> dict:
     """Acc@0.5, mIoU and pointing of the selected heads vs the all-heads mean vs random heads;
     metrics.json, and evaluate_samples.jsonl with each sample's box, IoU and hit (selected heads)."""
-    rows, summary = collect_batch(cfg, ctx, require=("bbox",))
+    rows, summary = collect_batch(cfg, ctx, require=required_keys(cfg))
     done = set(summary.ok) | set(summary.skipped)
     recs = [(row, AttentionRecord.load(record_path(ctx.output_dir, row.id))) for row in rows if row.id in done]
     boxes = screen_gt_boxes(recs, summary.manifest)  # a box missing its image fails its row; partly outside: clipped
@@ -35,6 +36,8 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     if not recs:
         raise UserError("no sample could be collected; see the manifest for the reasons")
     check_compatible([rec for _, rec in recs])
+    seg = SegmentationRun(cfg, ctx, str(cfg.data_file))  # masks / SAM (grounding.output, grounding.refine)
+    seg.check(recs)
     head_set, source = _head_set(cfg, ctx)
     heads, per_sample = head_set.heads, head_set.per_sample is not None
     sel, gr = cfg.selection, cfg.grounding
@@ -49,19 +52,21 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     lines: list[dict] = []
     for row, rec in recs:
         mine = head_set.for_sample(rec.meta.sample_id)
+        bbox = seg.gt_box(row)
         if mine:
-            g = ground(rec, mine, sel, gr)
-            sc = score(g, row.bbox)
-            sel_m.add(g.box_xywh, row.bbox, sc.hit)
+            g = seg.apply(NAMES[0], row, rec, ground(rec, mine, sel, gr))
+            sc = score(g, bbox)
+            sel_m.add(g.box_xywh, bbox, sc.hit)
             lines.append({"id": row.id, "heads": [list(h) for h in mine], "box": list(g.box_xywh),
                           "peak": list(g.peak_xy), "iou": sc.iou, "hit": sc.hit})
         else:  # per_sample: no head passed both criteria in this sample -> counted as a miss, listed
             no_heads.append(row.id)
-            sel_m.add((0.0, 0.0, 0.0, 0.0), row.bbox, False)
+            seg.miss(NAMES[0], row, rec)
+            sel_m.add((0.0, 0.0, 0.0, 0.0), bbox, False)
             lines.append({"id": row.id, "heads": [], "box": None, "peak": None, "iou": 0.0, "hit": False})
-        all_m.add_grounding(ground_all_heads(rec, sel, gr), row.bbox)
-        for m, d in zip(rnd_m, draws):
-            m.add_grounding(ground(rec, d, sel, gr), row.bbox)
+        all_m.add_grounding(seg.apply(NAMES[1], row, rec, ground_all_heads(rec, sel, gr)), bbox)
+        for i, (m, d) in enumerate(zip(rnd_m, draws)):
+            m.add_grounding(seg.apply(f"random_heads_{i}", row, rec, ground(rec, d, sel, gr)), bbox)
     random_summary = _random_summary([m.summary() for m in rnd_m])
     metrics = {"selected_heads": sel_m.summary(), "all_heads_mean": all_m.summary(), "random_heads": random_summary,
                "heads": [list(h) for h in heads], "heads_source": source, "failed": len(summary.failed) + len(boxes.failed), **boxes.to_json(),
@@ -70,6 +75,7 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     if cfg.method_name != "paper" or per_sample or gr.region != "largest" or gr.geometry != "layout":
         metrics["settings"].update({"method": cfg.method_name, "region": gr.region,
                                     "geometry": gr.geometry, "per_sample_heads": per_sample})
+    seg.finish(metrics, NAMES)
     if no_heads:
         metrics["samples_without_heads"] = no_heads
         print(f"warning: {len(no_heads)} sample(s) had no head passing both criteria; counted as misses "

@@ -4,6 +4,7 @@ Every scene is a deterministic function of a seed. Images are NON-SQUARE (96x64,
 80x96), so the LLaVA-1.5 pad-to-square geometry is exercised. Each object has a tight pixel box
 `[x, y, w, h]` computed from the pixels actually drawn. Within a scene all colours are distinct and
 all shapes are distinct, so "the red one" and "the triangle" each refer to exactly one object.
+Each row also carries the target's exact drawn pixels as `mask` (COCO RLE, `render_scene`'s mask).
 
 Questions (single-word answers):
   shape_of_color: "what shape is the red one?"  -> "circle"
@@ -21,7 +22,10 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
+
+from utils.masks import encode_mask
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -125,6 +129,11 @@ def render_scene(scene: Scene) -> tuple[Image.Image, list[Image.Image]]:
     return img, masks
 
 
+def target_mask(mask: Image.Image) -> dict:
+    """COCO RLE (utils/masks.py) of an object's exact drawn pixels: the row's ground-truth `mask`."""
+    return encode_mask(np.asarray(mask) > 0)
+
+
 def question(group: str, obj: ToyObject) -> tuple[str, str]:
     """(question text, single-word answer) about `obj`."""
     if group == "shape_of_color":
@@ -154,9 +163,10 @@ def write_grounding_set(out: str | Path, n: int = 240, seed: int = 1234, n_small
     for i in range(n):
         item = sample_item(seed * 100_003 + i, groups)
         rel = f"images/toy_{i:04d}.png"
-        item["scene"].render().save(out / rel, optimize=True)
+        image, masks = render_scene(item["scene"])
+        image.save(out / rel, optimize=True)
         rows.append(dict(id=f"toy_{i:04d}", prompt=item["prompt"], image_path=rel, bbox=item["bbox"],
-                         answer=item["answer"], group=item["group"]))
+                         answer=item["answer"], group=item["group"], mask=target_mask(masks[item["target"]])))
     with open(out / "toy_grounding.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     with open(out / "toy_small.jsonl", "w") as f:
