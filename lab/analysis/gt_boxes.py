@@ -39,8 +39,14 @@ class BoxScreen:
     clipped: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"boxes_outside_image": [{"id": i, "reason": r} for i, r in self.failed],
-                "boxes_clipped": {"count": len(self.clipped), "ids": self.clipped[:100]}}
+        """metrics.json's keys for the screened boxes: only when a box was refused or clipped (a run
+        with good boxes writes the metrics.json it always wrote)."""
+        out: dict = {}
+        if self.failed:
+            out["boxes_outside_image"] = [{"id": i, "reason": r} for i, r in self.failed]
+        if self.clipped:
+            out["boxes_clipped"] = {"count": len(self.clipped), "ids": self.clipped[:100]}
+        return out
 
 
 def screen_gt_boxes(pairs: list[tuple[Any, Any]], manifest: Path | None) -> BoxScreen:
@@ -53,6 +59,9 @@ def screen_gt_boxes(pairs: list[tuple[Any, Any]], manifest: Path | None) -> BoxS
     """
     out = BoxScreen()
     for row, rec in pairs:
+        if row.bbox is None:  # grounding.output=mask: the target box is the mask's (checked with the mask)
+            out.kept.append((row, rec))
+            continue
         W, H = rec.meta.image_size
         box, changed = clip_to_image(row.bbox, (W, H))
         if box is None:
