@@ -395,7 +395,7 @@ def test_unsupported_families_are_refused_in_one_line(tiny_vlm):
     from llava.vision import capture_token_patch, vision_support
 
     assert tiny_vlm.vision_support() is None
-    for mt, word in (("qwen2_5_vl", "2x2"), ("llava_next", "anyres"), ("gemma3", "pooled"), ("idefics3", "not a CLIP")):
+    for mt, word in (("qwen2_5_vl", "2x2"), ("llava_next", "anyres"), ("gemma3", "pooled"), ("idefics3", "tiles plus a global image")):
         why = vision_support(NS(config=NS(model_type=mt)))
         assert "LLaVA-1.5-style models only" in why and word in why and "\n" not in why
     fake = NS(model=NS(config=NS(model_type="qwen2_vl")))
