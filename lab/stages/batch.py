@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from lab.runs import distributed as D
@@ -51,7 +52,7 @@ def batch_stage(cfg, ctx: StageContext) -> dict:
             raise UserError("shard= and a multi-process launch do not mix: the launcher already shards by rank")
         D.init(info)
         ctx.output_dir = D.shared_output_dir(info, ctx.output_dir)
-        cfg.shard = info.shard
+        cfg = dataclasses.replace(cfg, shard=info.shard)  # settings are frozen: this rank's copy
         ctx.lock = RunLock(ctx.output_dir, (info.rank, info.world_size)).acquire()
     try:
         rows, summary = collect_batch(cfg, ctx)
@@ -60,7 +61,7 @@ def batch_stage(cfg, ctx: StageContext) -> dict:
             D.barrier(info)
             if info.rank != 0:
                 return result
-            cfg.shard = None
+            cfg = dataclasses.replace(cfg, shard=None)
         elif cfg.shard:
             print("shard done; run stage=select attention_dir=... over the union of the shards' records")
             return result
