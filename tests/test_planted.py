@@ -107,7 +107,7 @@ def test_default_selection_finds_exactly_the_planted_heads(planted):
     m = json.loads((run / "metrics.json").read_text())
     sel, alls, rnd = (m[k] for k in ("selected_heads", "all_heads_mean", "random_heads"))
     assert sel["pointing"] > alls["pointing"] and sel["pointing"] > rnd["pointing"]
-    assert sel["mIoU"] > alls["mIoU"] > rnd["mIoU"]
+    assert sel["miou"] > alls["miou"] > rnd["miou"]
     assert ev is not None
 
 
