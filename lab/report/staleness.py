@@ -11,7 +11,8 @@ decides it, from the files alone: a table is stale when
 * a setting that decides the heads differs between the stage that wrote the table and the stage
   that wrote heads.json (their composed configs in run_config.json: `top_k`, and when the table's
   stage selected its heads itself, no `heads_file=`, also `selection.*`, `method_name`, the model
-  and `attention_dir`); without run_config.json entries, the files' own `top_k`.
+  and `attention_dir`). Without those run_config.json entries only the heads decide (the files'
+  own `top_k` is the number of heads they used, which says nothing more).
 
 The page shows a badge naming what differs (lab/report/explorer.js) and `write_explorer` prints
 one line per stale table.
@@ -93,16 +94,11 @@ def stale_tables(heads_json: Any, tables: Mapping[str, Any], configs: Mapping[st
         used = table_heads(name, doc)
         heads_differ = used is not None and used != current
         cfg = configs.get(TABLES[name][1])
+        settings: list[tuple[str, Any, Any]] = []
         if writer is not None and isinstance(cfg, Mapping) and writer[0] != TABLES[name][1]:
-            keys = ("top_k",) if cfg.get("heads_file") else DECIDING
-            settings = setting_differences(cfg, writer[1], keys)
-            wname = writer[0]
-        else:  # no composed configs to compare (or the table's stage wrote heads.json): the files' top_k
-            a, b = _file_top_k(name, doc), (heads_json.get("settings") or {}).get("top_k")
-            settings = [("top_k", a, b)] if a is not None and b is not None and a != b else []
-            wname = writer[0] if writer else "heads.json"
+            settings = setting_differences(cfg, writer[1], ("top_k",) if cfg.get("heads_file") else DECIDING)
         if heads_differ or settings:
-            out.append(Staleness(name, used, current, heads_differ, settings, wname))
+            out.append(Staleness(name, used, current, heads_differ, settings, writer[0] if writer else "heads.json"))
     return out
 
 
@@ -154,10 +150,6 @@ def _heads_json_heads(heads_json: Mapping[str, Any]) -> list[Head]:
         except (TypeError, ValueError, KeyError):
             continue
     return out
-
-
-def _file_top_k(name: str, doc: Mapping[str, Any]) -> Any:
-    return (doc.get("settings") or {}).get("top_k")
 
 
 def _names(heads: list[Head] | None) -> str:
