@@ -128,3 +128,15 @@ def test_rule_without_run_config_heads_decide_and_the_latest_writer_counts():
     assert x.writer == "stage=batch" and x.settings == [("top_k", 2, 5)]
     # an unreadable heads list in a table: only the settings can say
     assert stale_tables(HEADS_JSON, {"metrics": {"heads": "garbage", "settings": {}}}, {}) == []
+
+
+def test_rule_per_sample_heads_from_evaluate_samples():
+    per = {"a": [[1, 0]], "b": [[2, 2], [1, 0]], "c": []}
+    hj = {**HEADS_JSON, "per_sample": per}
+    metrics = {"heads": [[1, 0], [2, 2]], "settings": {"top_k": 2, "per_sample_heads": True}}
+    assert stale_tables(hj, {"metrics": metrics}, {}, {"a": [[1, 0]], "b": [[2, 2], [1, 0]], "c": []}) == []
+    (x,) = stale_tables(hj, {"metrics": metrics}, {}, {"a": [[1, 0]], "b": [[1, 0], [2, 2]], "c": [], "gone": [[0, 0]]})
+    assert x.samples_differ == (2, 4) and not x.heads_differ
+    assert "each sample's own heads differ from heads.json's per_sample in 2 of 4 samples" in x.sentence()
+    # grounded with the tally (no per_sample_heads): evaluate_samples.jsonl is not consulted
+    assert stale_tables(hj, {"metrics": {**metrics, "settings": {"top_k": 2}}}, {}, {"a": [[3, 3]]}) == []

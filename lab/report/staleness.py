@@ -7,7 +7,9 @@ then about other heads than the page's "Selected heads". `stale_tables` is the o
 decides it, from the files alone: a table is stale when
 
 * its heads (metrics.json `heads`, ablation.json `selected_heads.heads`) are not heads.json's
-  `heads` (in the same order: evaluate and ablate take heads.json's first `top_k`), or
+  `heads` (in the same order: evaluate and ablate take heads.json's first `top_k`), or, when
+  stage=evaluate grounded each sample with its own heads (`selection.ranking=per_sample`), some
+  sample's heads in evaluate_samples.jsonl are not heads.json's `per_sample` ones, or
 * a setting that decides the heads differs between the stage that wrote the table and the stage
   that wrote heads.json (their composed configs in run_config.json: `top_k`, and when the table's
   stage selected its heads itself, no `heads_file=`, also `selection.*`, `method_name`, the model
@@ -43,6 +45,7 @@ class Staleness:
     heads_differ: bool
     settings: list[tuple[str, Any, Any]] = field(default_factory=list)  # (key, table stage's, heads.json writer's)
     writer: str = "heads.json"  # the stage that wrote heads.json (run_config.json label), when known
+    samples_differ: tuple[int, int] | None = None  # (samples whose own heads differ, samples compared)
 
     @property
     def file(self) -> str:
@@ -56,6 +59,9 @@ class Staleness:
         parts = []
         if self.heads_differ:
             parts.append(f"heads {_names(self.table_heads)} (heads.json now: {_names(self.current_heads)})")
+        if self.samples_differ:
+            parts.append(f"each sample's own heads differ from heads.json's per_sample in "
+                         f"{self.samples_differ[0]} of {self.samples_differ[1]} samples")
         if self.settings:
             diff = ", ".join(f"{k} {_show(a)} (now {_show(b)})" for k, a, b in self.settings)
             parts.append(f"settings differ from {self.writer}'s: {diff}")
@@ -76,13 +82,21 @@ class Staleness:
                 "table_heads": [list(h) for h in self.table_heads or []],
                 "current_heads": [list(h) for h in self.current_heads],
                 "settings": [{"key": k, "table": a, "current": b} for k, a, b in self.settings],
+                "samples_differ": list(self.samples_differ) if self.samples_differ else None,
                 "writer": self.writer, "sentence": self.sentence(), "console": self.console_line()}
 
 
-def stale_tables(heads_json: Any, tables: Mapping[str, Any], configs: Mapping[str, Any]) -> list[Staleness]:
-    """The tables of `tables` ({"metrics": metrics.json, "ablation": ablation.json}, None when absent)
-    that are not about `heads_json` (heads.json's content; None: nothing to compare with, no table is
-    stale). `configs`: run_config.json (stage label -> composed config, latest last)."""
+def stale_tables(heads_json: Any, tables: Mapping[str, Any], configs: Mapping[str, Any],
+                 sample_heads: Mapping[str, Any] | None = None) -> list[Staleness]:
+    """The tables that are not about the current heads.json.
+
+    Args:
+        heads_json: heads.json's content (None: nothing to compare with, no table is stale).
+        tables: {"metrics": metrics.json, "ablation": ablation.json}, None when absent.
+        configs: run_config.json (stage label -> composed config, latest last).
+        sample_heads: evaluate_samples.jsonl as {id: heads}, read when metrics.json says each sample
+            was grounded with its own heads (`needs_sample_heads`).
+    """
     if not isinstance(heads_json, Mapping):
         return []
     current = _heads_json_heads(heads_json)
@@ -97,9 +111,32 @@ def stale_tables(heads_json: Any, tables: Mapping[str, Any], configs: Mapping[st
         settings: list[tuple[str, Any, Any]] = []
         if writer is not None and isinstance(cfg, Mapping) and writer[0] != TABLES[name][1]:
             settings = setting_differences(cfg, writer[1], ("top_k",) if cfg.get("heads_file") else DECIDING)
-        if heads_differ or settings:
-            out.append(Staleness(name, used, current, heads_differ, settings, writer[0] if writer else "heads.json"))
+        samples = _sample_differences(heads_json, sample_heads) if name == "metrics" and needs_sample_heads(doc) else None
+        if heads_differ or settings or samples:
+            out.append(Staleness(name, used, current, heads_differ, settings, writer[0] if writer else "heads.json", samples))
     return out
+
+
+def needs_sample_heads(metrics: Any) -> bool:
+    """Did stage=evaluate ground each sample with its own heads (selection.ranking=per_sample)?"""
+    return isinstance(metrics, Mapping) and bool((metrics.get("settings") or {}).get("per_sample_heads"))
+
+
+def _sample_differences(heads_json: Mapping[str, Any], sample_heads: Mapping[str, Any] | None) -> tuple[int, int] | None:
+    own = heads_json.get("per_sample")
+    if not isinstance(own, Mapping) or not sample_heads:
+        return None
+    ids = [i for i in sample_heads if i in own]
+    n = sum(1 for i in ids if _pairs(sample_heads[i]) != _pairs(own[i]))
+    missing = len(sample_heads) - len(ids)  # evaluated samples heads.json does not know any more
+    return (n + missing, len(sample_heads)) if n + missing else None
+
+
+def _pairs(v: Any) -> list[Head] | None:
+    try:
+        return [(int(h[0]), int(h[1])) for h in v]
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
 
 
 def table_heads(name: str, doc: Mapping[str, Any]) -> list[Head] | None:
