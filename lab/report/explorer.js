@@ -231,19 +231,19 @@
     var hasIoU = S.some(function (s) { return s.iou !== undefined; }), hasGt = S.some(function (s) { return s.gt_answer != null; });
     var hasOk = S.some(function (s) { return s.correct !== undefined; }), hasEnt = S.some(function (s) { return s.sel_entropy !== undefined; });
     return [
-      { key: "id", label: "id", w: 70, sort: function (s) { return s.id; }, title: "sample id" },
+      { key: "id", label: "id", w: 68, sort: function (s) { return s.id; }, title: "sample id" },
       { key: "answer", label: "answer", w: 58, title: "the model's answer" },
       hasGt ? { key: "expected", label: "expected", w: 58, title: "the expected answer" } : null,
       hasOk ? { key: "correct", label: "ok", w: 24, sort: function (s) { return s.correct === undefined ? null : +s.correct; },
                 title: "answer right (\u2713) or wrong (\u2717) against the expected answer (" + MATCH + " match, as stage=ablate)" } : null,
       hasIoU ? { key: "iou", label: "IoU", w: 44, sort: function (s) { return s.iou === undefined ? null : s.iou; },
                  title: "IoU of the box from the selected heads with the ground-truth box (\u25be: below " + LOW_IOU + ")" } : null,
-      hasEnt ? { key: "entropy", label: "entropy", w: 50, sort: function (s) { return s.sel_entropy === undefined ? null : s.sel_entropy; },
+      hasEnt ? { key: "entropy", label: "entropy", w: 56, sort: function (s) { return s.sel_entropy === undefined ? null : s.sel_entropy; },
                  title: "mean spatial entropy of the selected heads in this sample (lower = more focused)" } : null,
       { key: "prompt", label: "prompt", title: "the query (hover a row for all of it)" }].filter(Boolean);
   }
   function sampleCell(c, s) {
-    if (c.key === "id") return el("td", { text: s.id });
+    if (c.key === "id") return el("td", { title: s.id, text: s.id });
     if (c.key === "answer") return el("td", { cls: isWrong(s) ? "flag" : "", text: s.answer == null ? "" : String(s.answer) });
     if (c.key === "expected") return el("td", { text: s.gt_answer == null ? "" : String(s.gt_answer) });
     if (c.key === "correct") return el("td", { cls: "mark" + (isWrong(s) ? " flag" : ""), "data-correct": s.correct === undefined ? "" : String(s.correct),
@@ -382,12 +382,15 @@
     if (!L || !H) return;
     var gv = gridValues(), v = gv.v, lo = Infinity, hi = -Infinity;
     if (v) for (var i = 0; i < v.length; i++) if (isFinite(v[i])) { lo = Math.min(lo, v[i]); hi = Math.max(hi, v[i]); }
-    var bw = H <= 16 ? 2 : 1, cell = Math.max(5, Math.min(40, Math.floor(360 / H) - 2 * bw - 1));
+    var bw = H <= 16 ? 2 : 1, cell = Math.max(5, Math.min(40, Math.floor(340 / H) - 2 * bw - 1));
     box.style.setProperty("--cell", cell + "px");
     box.style.setProperty("--bw", bw + "px");
     var excl = G.excluded_layers || [], eligible = G.eligible || [];
     var t = el("table", { id: "head-grid-table" }), hr = el("tr", null, [el("th", { text: "L \\ H" })]);
-    HEADS.forEach(function (h, j) { hr.appendChild(el("th", { text: (H <= 16 || j % (H <= 32 ? 4 : 8) === 0) ? String(h) : "" })); });
+    HEADS.forEach(function (h, j) {  // many heads: labels every 4th / 8th column, drawn over the next cells (no width of their own)
+      var lbl = (H <= 16 || j % (H <= 32 ? 4 : 8) === 0) ? String(h) : "";
+      hr.appendChild(el("th", null, [H <= 16 ? lbl : el("span", { cls: "lbl", text: lbl })]));
+    });
     t.appendChild(hr);
     LAYERS.forEach(function (l, li) {
       var tr = el("tr", null, [el("th", { text: (L <= 16 || li % 4 === 0) ? String(l) : "" })]);
