@@ -142,7 +142,7 @@ def test_help_of_every_entry_point_says_what_it_does():
         assert word in finder
     vis = _help("visualize_attention.py")
     for word in ("Modes:", "single", "batch", "attention_file", "layer=", "heads_file", "index.html",
-                 "Keys:", "Examples:", "mode: single"):
+                 "Keys:", "Examples (", "mode: single"):
         assert word in vis, word
     cli = _help("cli_llava.py")
     for word in ("cli_mode=true", "query_file", "Chat commands", "Keys:", "model: ", "max_new_tokens: 64"):
