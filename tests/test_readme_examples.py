@@ -6,7 +6,7 @@ The commands come from the documents themselves, so the two cannot drift:
   `<!-- readme-test: skip (why) -->` is not run (the 7B model, data that is not bundled, the test suite
   itself); the reason is required. Install steps are dropped by one rule (`INSTALL`: `python3 -m
   venv`, `. .venv/bin/activate`, `pip install`, `apt-get`), the rest of a `&&` chain runs.
-  ```python blocks run as scripts after the shell commands.
+  ```python blocks run as scripts after the shell commands (the default run checks their imports).
 * `--help`: the indented `python ...` lines under the `Examples` heading of each entry point.
 
 The default run checks them without running a model (seconds): every script and bundled file named
@@ -174,6 +174,24 @@ def test_readme_commands_compose_and_chain():
     cmds = readme_commands()
     assert len(cmds) >= 15
     check_chain(cmds)
+
+
+def test_readme_python_blocks_compile_and_import():
+    """The ```python blocks: valid Python, and every `from X import a, b` names a module that has a, b
+    (what `from lab import tokens` got wrong); they run end to end under -m slow."""
+    import ast
+    import importlib
+
+    for lang, start, body, skip in readme_blocks():
+        if lang != "python" or skip:
+            continue
+        tree = ast.parse("\n".join(body), filename=f"README.md:{start}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                mod = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(mod, alias.name) or importlib.util.find_spec(f"{node.module}.{alias.name}"), \
+                        f"README.md:{start + node.lineno - 1}: {node.module} has no {alias.name}"
 
 
 def test_help_examples_compose_and_chain(helps):
