@@ -1,7 +1,7 @@
 """Ask a vision-language model about an image and see where its heads look.
 
-    python cli_llava.py query="what color is the square?" image_file=photo.png [heads_file=heads.json]
-    python cli_llava.py cli_mode=true [image_file=photo.png]
+    python cli_llava.py query="what shape is the yellow one?" image_file=examples/toy/images/toy_0000.png output_dir=runs/chat
+    python cli_llava.py cli_mode=true [image_file=photo.png] [heads_file=runs/toy/heads.json]
 
 One query: the answer is streamed, the attention record is saved to
 `<output_dir>/attention/<id>.safetensors` and an overlay of the heads (from `heads_file=`, else
