@@ -1,7 +1,7 @@
 """Ask a vision-language model about an image and see where its heads look.
 
-    python cli_llava.py query="what color is the square?" image_file=photo.png [heads_file=heads.json]
-    python cli_llava.py cli_mode=true [image_file=photo.png]
+    python cli_llava.py query="what shape is the yellow one?" image_file=examples/toy/images/toy_0000.png output_dir=runs/chat
+    python cli_llava.py cli_mode=true [image_file=photo.png] [heads_file=runs/toy/heads.json]
 
 One query: the answer is streamed, the attention record is saved to
 `<output_dir>/attention/<id>.safetensors` and an overlay of the heads (from `heads_file=`, else
@@ -24,7 +24,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from utils.cli import output_dir, run_entry  # noqa: E402
-from utils.config import register_configs  # noqa: E402
+from utils.config import ChatConfig, register_configs  # noqa: E402
 from utils.preflight import check_output_dir_arg  # noqa: E402
 
 register_configs()
@@ -40,5 +40,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    check_output_dir_arg()  # before Hydra sets up its log file there (utils/preflight.py)
+    check_output_dir_arg(schema=ChatConfig)  # keys and output_dir=, before Hydra starts (utils/preflight.py)
     run_quietly_interruptible(main)  # Ctrl-C: one line, exit 130 (utils/interrupt.py)

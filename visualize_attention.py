@@ -15,7 +15,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from utils.cli import output_dir, run_entry  # noqa: E402
-from utils.config import register_configs  # noqa: E402
+from utils.config import VisualizeConfig, register_configs  # noqa: E402
 from utils.preflight import check_output_dir_arg  # noqa: E402
 
 register_configs()
@@ -31,5 +31,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    check_output_dir_arg()  # before Hydra sets up its log file there (utils/preflight.py)
+    check_output_dir_arg(schema=VisualizeConfig)  # keys and output_dir=, before Hydra starts (utils/preflight.py)
     run_quietly_interruptible(main)  # Ctrl-C: one line, exit 130 (utils/interrupt.py)

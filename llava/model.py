@@ -309,6 +309,9 @@ def load_vlm(
     attn_implementation: str | None = None,
 ) -> VLM:
     """Load a checkpoint (hub id or local folder) with the capture attention function on its layers."""
+    from llava.sources import check_source
+
+    check_source(str(name_or_path))  # a missing folder, or a hub id offline: one line, at once
     model_type = _model_type(str(name_or_path))
     if model_type not in FAMILIES:
         raise UserError(f"model type {model_type!r} of {name_or_path} is not supported; supported: {sorted(FAMILIES)}")

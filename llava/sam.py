@@ -117,6 +117,9 @@ def load_segmenter(name_or_path: str, device: str = "auto", dtype: str = "float3
 
     from llava.compat import load_complete
 
+    from llava.sources import check_source
+
+    check_source(str(name_or_path), "grounding.sam.name_or_path")  # a missing folder, or offline: at once
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as e:

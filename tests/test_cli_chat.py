@@ -113,7 +113,7 @@ def test_single_query_streams_and_saves(tiny_ckpt, images, tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["query=hi", "image_file=/nonexistent/cat.png"], "error: image not found: /nonexistent/cat.png"),
-    (["cli_mode=true", "qury=hi"], "Key 'qury' not in"),
+    (["cli_mode=true", "qury=hi"], "unknown key qury (did you mean query?)"),
 ])
 def test_cli_errors_are_one_line(args, needle, images, tmp_path):
     args = [a.replace("IMG", str(images[0])) for a in args]

@@ -19,7 +19,7 @@ from utils.cli import read_query_file, resolve_query
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXT = "what's left of the red one, près du bord?"
+TEXT = "what's the shape of the blue one, près du bord?"  # toy_0000 has a blue square
 
 
 def _readme_block(heading: str) -> list[str]:
@@ -47,7 +47,7 @@ def farm(tmp_path_factory):
     return d, env
 
 
-README_QUERIES = ["what is left of the red one, près du bord?", TEXT, None, TEXT]
+README_QUERIES = ["what shape is the blue one, près du bord?", TEXT, None, TEXT]
 
 
 def _bash(line: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -73,14 +73,14 @@ def test_the_readme_quoting_lines_reach_the_config_as_written(farm):
 def test_the_readme_quoting_lines_run_as_written(farm):
     """The same lines, run: the model answers and its record holds the text exactly."""
     cwd, env = farm
+    record = cwd / "runs" / "text" / "attention" / "toy_0000.safetensors"  # output_dir=runs/text, named after the image
     for i, (line, want) in enumerate(zip(_readme_block("### Free text on the command line"), README_QUERIES)):
-        before = set(cwd.glob("outputs/cli_llava/*/attention/*.safetensors"))
+        record.unlink(missing_ok=True)
         r = _bash(line, cwd, env)
         assert r.returncode == 0, f"README line {i + 1} failed: {line}\n{r.stderr[-2000:]}"
         if want is None:
             continue
-        (new,) = set(cwd.glob("outputs/cli_llava/*/attention/*.safetensors")) - before
-        rec = AttentionRecord.load(new)
+        rec = AttentionRecord.load(record)
         assert rec.meta.query == want and want in rec.meta.prompt and rec.meta.generated_text
 
 
@@ -142,7 +142,7 @@ def test_help_of_every_entry_point_says_what_it_does():
         assert word in finder
     vis = _help("visualize_attention.py")
     for word in ("Modes:", "single", "batch", "attention_file", "layer=", "heads_file", "index.html",
-                 "Keys:", "Examples:", "mode: single"):
+                 "Keys:", "Examples (", "mode: single"):
         assert word in vis, word
     cli = _help("cli_llava.py")
     for word in ("cli_mode=true", "query_file", "Chat commands", "Keys:", "model: ", "max_new_tokens: 64"):
@@ -151,6 +151,6 @@ def test_help_of_every_entry_point_says_what_it_does():
         cmd = line.split()[0]
         assert re.search(rf"^\s+{re.escape(cmd)}\s", cli, re.M), cmd
     for text in (finder, cli):
-        assert "'query=\"what is left of the red one, près du bord?\"'" in text
-        assert "\"query=\\\"what's left of the red one, près du bord?\\\"\"" in text
+        assert "'query=\"what shape is the blue one, près du bord?\"'" in text
+        assert "\"query=\\\"what's the shape of the blue one, près du bord?\\\"\"" in text
     assert "powered by Hydra" not in vis + cli  # not Hydra's generic page any more

@@ -38,6 +38,7 @@ def test_the_page_shows_the_stages_numbers(toy_vlm, tmp_path, overrides):
     by_id = {d["id"]: d for d in map(json.loads, (tmp_path / "evaluate_samples.jsonl").read_text().splitlines())}
     page = build_run_data(tmp_path)  # settings from run_config.json only, as a notebook's show() would
     assert page["settings_source"] == "stage=evaluate"
+    assert page["stale"] == {}  # lab/report/staleness.py: evaluate's table is about the heads.json it wrote
     samples = {s["id"]: s for s in page["samples"]}
     assert set(samples) == set(by_id) and len(samples) == 16
     ious = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -29,22 +30,73 @@ def run_entry(job: Callable[[Any], Any], cfg: Any) -> Any:
     then the frozen settings object) and run `job(settings)`.
 
     A UserError prints `error: ...` (no traceback) and exits with status 2; so does an OSError that
-    reaches this far (disk full, read-only folder, ...): one line naming the file."""
+    reaches this far (disk full, read-only folder, ...): one line naming the file. The same line goes
+    into the run's log file; a Hydra run folder (`outputs/<entry>/<date_time>/`, no `output_dir=`)
+    that holds nothing but `.hydra`, the log and the lock is removed (`_drop_idle_run_folder`)."""
     logging.raiseExceptions = False  # a log file on a full disk must not print a traceback per message
     try:
         from utils.settings import settings_from_config
 
         return job(settings_from_config(cfg))
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(UserError.exit_code)
+        _fail(str(e), cfg)
     except KeyboardInterrupt as e:
         _interrupted(e, cfg)
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""
-        print(f"error: {e.strerror or e}{where} (errno {e.errno}); files finished so far are kept, "
-              "fix it and run again", file=sys.stderr)
-        sys.exit(UserError.exit_code)
+        _fail(f"{e.strerror or e}{where} (errno {e.errno}); files finished so far are kept, fix it and run again", cfg)
+
+
+def _fail(message: str, cfg: Any) -> None:
+    """`error: <message>` on stderr and in the run's log file, the idle run folder removed, exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    record = logging.LogRecord("lhf", logging.ERROR, __file__, 0, "error: %s", (message,), None)
+    for handler in _file_handlers():  # the file only: the console already has the line
+        try:
+            handler.handle(record)
+            handler.flush()
+        except Exception:  # noqa: BLE001 - a log on a full disk: the console line is what counts
+            pass
+    _drop_idle_run_folder(cfg)
+    sys.exit(UserError.exit_code)
+
+
+def _file_handlers() -> list[logging.FileHandler]:
+    seen = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    return list({id(h): h for lg in seen for h in lg.handlers if isinstance(h, logging.FileHandler)}.values())
+
+
+IDLE_RUN_FILES = (".hydra", ".lock")  # with `<job>.log`: what a run that did no work leaves in its folder
+
+
+def _drop_idle_run_folder(cfg: Any) -> Path | None:
+    """Remove Hydra's own run folder (no `output_dir=`; not a multirun job) when the failed run left
+    nothing in it but `.hydra`, its log and its lock, and then its empty parents (`outputs/<entry>`,
+    `outputs`) inside the current folder. Returns the removed folder, or None (kept, or none)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if getattr(cfg, "output_dir", None) or not HydraConfig.initialized():
+            return None
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.RUN:
+            return None
+        folder = Path(hc.runtime.output_dir).resolve()
+        idle = set(IDLE_RUN_FILES) | {f"{hc.job.name}.log"}
+        if not folder.is_dir() or any(p.name not in idle for p in folder.iterdir()):
+            return None
+        for handler in _file_handlers():
+            if Path(handler.baseFilename).resolve().parent == folder:
+                handler.close()
+        shutil.rmtree(folder)
+        here, parent = Path.cwd().resolve(), folder.parent
+        while parent != here and here in parent.parents and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+        return folder
+    except Exception:  # noqa: BLE001 - cleaning up must never hide the error line
+        return None
 
 
 def read_query_file(path: str | Path) -> str:

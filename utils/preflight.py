@@ -1,7 +1,9 @@
 """Checks an entry point makes on its command line before Hydra starts (Hydra's log handler writes
 into `output_dir` as soon as it sets up, and fails there with a traceback).
 
-`check_output_dir_arg(argv)`:
+`check_output_dir_arg(argv, schema)`:
+* a plain `key=value` whose key the entry's schema lacks -> the project's "unknown key ... (did you
+  mean ...?)" line, exit 2 (Hydra would advise `+key=value` first);
 * an `output_dir=` that cannot be a writable folder (an existing regular file, a file on the way to
   it, a read-only location, new or existing) -> one line, exit 2;
 * a multirun (`-m`) whose jobs differ but would share one fixed `output_dir=` (each job would
@@ -96,14 +98,33 @@ def multirun_problem(argv: list[str]) -> str | None:
             "or drop output_dir= (then each job gets its own multirun/... folder)")
 
 
-def check_output_dir_arg(argv: list[str] | None = None) -> None:
+def config_groups() -> tuple[str, ...]:
+    """The config group names (folders of config/: `model`, `method`), which `key=value` may pick."""
+    from utils.config import REPO_ROOT
+
+    return tuple(sorted(p.name for p in (REPO_ROOT / "config").iterdir() if p.is_dir()))
+
+
+def check_output_dir_arg(argv: list[str] | None = None, schema: type | None = None) -> None:
     """Entry points call this before `main()`: an unusable `output_dir=` -> `error: ...`, exit 2.
-    `--help`, `--cfg`, `--info` and shell completion never create anything."""
+    `--help`, `--cfg`, `--info` and shell completion never create anything.
+
+    Args:
+        argv: the command line (default: sys.argv[1:]).
+        schema: the entry point's settings class (utils/config.py): a plain `key=value` whose key it
+            lacks is refused here, in the project's words ("unknown key topk (did you mean top_k?)"),
+            before Hydra answers with its advice to add `+topk=...` (utils.settings.check_override_keys).
+    """
     argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help", "--hydra-help", "--info", "-i") or a.startswith(("--cfg", "-c", "--shell-completion", "-sc"))
-           for a in argv):
+    if any(a in ("-h", "--help", "--hydra-help") or a.startswith(("--shell-completion", "-sc")) for a in argv):
         return
     try:
+        if schema is not None:
+            from utils.settings import check_override_keys
+
+            check_override_keys(argv, schema, config_groups())
+        if any(a in ("--info", "-i") or a.startswith(("--cfg", "-c")) for a in argv):
+            return
         problem = multirun_problem(argv)
         if problem:
             raise UserError(problem)

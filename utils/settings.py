@@ -1,8 +1,10 @@
 """Settings checked when the config is composed, before any stage runs or any model loads.
 
 * Keys: every key of the composed config must be a field of its schema (utils/config.py). Hydra
-  rejects a misspelled `key=value` in struct mode but accepts `+key=value` (its own hint after a
-  typo); we compare the composed config against the dataclasses, so `+top_kk=3` is an error too.
+  rejects a misspelled `key=value` in struct mode with the advice to add `+key=value`, and accepts
+  that; the entry points check plain overrides before Hydra composes (`check_override_keys`, from
+  utils/preflight.py: "unknown key topk (did you mean top_k?)" at the first try), and we compare the
+  composed config against the dataclasses, so `+top_kk=3` is an error too.
 * Values: every field's check, derived from its declaration (`rules`: the field's `setting(check=)`
   or its `Literal` choice); each problem names the key and the allowed values, all in one line.
 * Then the config is built, once, into the frozen settings object (`settings_from_config`).
@@ -65,6 +67,12 @@ def rules(schema: type, prefix: str = "") -> dict[str, Callable[[Any], str | Non
     return out
 
 
+def _unknown(prefix: str, key: str, fields: Any) -> str:
+    """`prefix.key`, with the closest declared field as a hint (`topk (did you mean top_k?)`)."""
+    close = difflib.get_close_matches(key, [str(f) for f in fields], n=1)
+    return f"{prefix}{key}" + (f" (did you mean {prefix}{close[0]}?)" if close else "")
+
+
 def _unknown_keys(node: Any, schema: Any, prefix: str = "") -> list[str]:
     """Keys of a composed config that its dataclass schema does not declare (recursively)."""
     if not (isinstance(node, DictConfig) and dataclasses.is_dataclass(schema)):
@@ -74,13 +82,65 @@ def _unknown_keys(node: Any, schema: Any, prefix: str = "") -> list[str]:
     for key in node.keys():
         key = str(key)
         if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            out.append(f"{prefix}{key}" + (f" (did you mean {prefix}{close[0]}?)" if close else ""))
+            out.append(_unknown(prefix, key, fields))
             continue
         child = node._get_node(key)
         if isinstance(child, DictConfig) and not child._is_none():
             out.extend(_unknown_keys(child, OmegaConf.get_type(child), f"{prefix}{key}."))
     return out
+
+
+def _settings_class(t: Any) -> Any:
+    """The settings class of a field type (`X` or `Optional[X]`), else None."""
+    if typing.get_origin(t) is Union:
+        rest = [a for a in typing.get_args(t) if a is not type(None)]
+        t = rest[0] if len(rest) == 1 else None
+    return declared_class(t) if dataclasses.is_dataclass(t) else None
+
+
+def unknown_override_keys(overrides: list[str], schema: type, groups: tuple[str, ...] = ()) -> list[str]:
+    """Plain `key=value` command-line overrides whose key `schema` does not declare, each with the
+    closest declared key as a hint. Hydra refuses them with its own advice ("To append to your config
+    use +topk=5"), which sends a typo on to a second error; this is the project's message at once.
+
+    Args:
+        overrides: command-line words (flags such as `-m` are ignored).
+        schema: the entry point's settings class (utils/config.py), e.g. `FinderConfig`.
+        groups: config group names (`model`, `method`: `method=paper` picks a file, it is no field).
+    `+key` / `++key` / `~key`, `hydra.*`, group paths (`hydra/launcher=...`) and words Hydra cannot
+    parse are left to Hydra and to `check_config`.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    words = [w for w in overrides if not w.startswith("-") and ("=" in w or w.startswith("~"))]  # not `--cfg job`'s job
+    try:
+        parsed = OverridesParser.create().parse_overrides(words)
+    except Exception:  # noqa: BLE001 - malformed: Hydra reports it in its own words
+        return []
+    out = []
+    for o in parsed:
+        key = o.key_or_group
+        if o.is_add() or o.is_force_add() or o.is_delete() or "/" in key or "@" in key or key in groups \
+                or key.split(".")[0] == "hydra":
+            continue
+        cls, prefix = declared_class(schema), ""
+        for part in key.split("."):
+            hints = field_types(cls)
+            if part not in hints:
+                out.append(_unknown(prefix, part, hints))
+                break
+            cls, prefix = _settings_class(hints[part]), f"{prefix}{part}."
+            if cls is None:  # a value (or a mapping / Any): Hydra checks the rest
+                break
+    return out
+
+
+def check_override_keys(overrides: list[str], schema: type, groups: tuple[str, ...] = ()) -> None:
+    """`unknown_override_keys` as one UserError (the wording of `check_config`'s unknown keys)."""
+    bad = unknown_override_keys(overrides, schema, groups)
+    if bad:
+        name = declared_class(schema).__name__
+        raise UserError("; ".join(f"unknown key {k}: not in the {name} schema (utils/config.py)" for k in bad))
 
 
 def _value(cfg: DictConfig, key: str) -> tuple[bool, Any]:

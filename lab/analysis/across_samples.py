@@ -84,6 +84,23 @@ class Selection:
         return "\n".join(lines)
 
 
+# Below this many samples a head's selection frequency says little: its ratio has a binomial standard
+# error of up to 0.5 / sqrt(N) (0.05 at N = 100, 0.35 at N = 2), as large as the gaps between the heads
+# it ranks. Kang et al. select over 1,000 samples.
+MIN_SAMPLES = 100
+PAPER_SAMPLES = 1000
+
+
+def sample_count_warning(n_samples: int, minimum: int = MIN_SAMPLES) -> str | None:
+    """The warning for a selection over fewer than `minimum` samples, or None when there are enough."""
+    if n_samples >= minimum:
+        return None
+    se = 0.5 / np.sqrt(max(n_samples, 1))
+    return (f"selection over {n_samples} sample{'s' if n_samples != 1 else ''}: below {minimum} samples the "
+            f"selection frequency means little (standard error of a head's ratio up to {se:.2f}); "
+            f"the paper selected over {PAPER_SAMPLES:,} samples")
+
+
 def _nanmean0(x: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

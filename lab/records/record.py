@@ -341,8 +341,14 @@ def check_compatible(records: list[AttentionRecord]) -> None:
 
 
 def _span(values: Sequence[int]) -> str:
-    """`[0..31]` for a contiguous range, else the list (long ones shortened at both ends)."""
-    v = [int(x) for x in values]
-    if v and v == list(range(v[0], v[-1] + 1)) and len(v) > 2:
-        return f"{v[0]}..{v[-1]}"
-    return str(v) if len(v) <= 8 else f"[{', '.join(map(str, v[:4]))}, ..., {', '.join(map(str, v[-2:]))}]"
+    """Every value, runs written as spans: `0..31`, `[0..3, 7, 9..11]`, `[2, 5]` (nothing left out)."""
+    v = sorted({int(x) for x in values})
+    parts, i = [], 0
+    while i < len(v):
+        j = i
+        while j + 1 < len(v) and v[j + 1] == v[j] + 1:
+            j += 1
+        parts.append(f"{v[i]}..{v[j]}" if j - i >= 2 else ", ".join(map(str, v[i:j + 1])))
+        i = j + 1
+    text = ", ".join(parts)
+    return text if len(parts) == 1 and ".." in text else f"[{text}]"

@@ -112,7 +112,7 @@
     var t = el("table", { id: "selected-heads" }, [el("tr", null, ["rank", "head", "frequency", "mean S_img", "mean entropy"].map(function (h) { return el("th", { text: h }); }))]);
     sel.forEach(function (d, i) {
       var tr = el("tr", { "data-head-name": headName(d.layer, d.head) }, [el("td", { text: String(i + 1) }), el("td", { text: headName(d.layer, d.head) }),
-        el("td", { cls: "num", text: d.frequency === undefined ? "" : d.frequency + "/" + HD.n_samples + " (" + fmt(d.frequency_ratio, 2) + ")" }),
+        el("td", { cls: "num", text: d.frequency === undefined ? "" : d.frequency + " of " + HD.n_samples + " samples (" + fmt(d.frequency_ratio, 2) + ")" }),
         el("td", { cls: "num", text: fmt(d.mean_s_img) }), el("td", { cls: "num", text: fmt(d.mean_entropy) })]);
       tr.style.cursor = "pointer";
       tr.addEventListener("click", function () { pickHead(d.layer, d.head); });
@@ -164,10 +164,19 @@
     if (std !== undefined && std !== null) td.appendChild(el("span", { cls: "std", "data-metric": key + "_std", text: " \u00b1 " + fmt(std) }));
     return td;
   }
+  function staleBadge(key, section, box) {  // lab/report/staleness.py: a table not about the current heads.json
+    var x = (D.stale || {})[key];
+    if (!x) return false;
+    section.classList.add("stale");
+    section.querySelector("h2").appendChild(el("span", { cls: "badge", "data-stale": key, text: "stale", title: x.sentence }));
+    box.appendChild(el("p", { cls: "stale-note", id: key + "-stale", role: "note", text: x.sentence }));
+    return true;
+  }
   function renderMetrics() {
     var M = D.metrics;
     if (!M) return;
     $("metrics-section").hidden = false;
+    staleBadge("metrics", $("metrics-section"), $("metrics"));
     var k = (M.heads || []).length, rnd = M.random_heads || {};
     var t = el("table", { id: "metrics-table" }, [el("tr", null, ["head set", "Acc@0.5", "mIoU", "pointing", "n"].map(function (h) { return el("th", { text: h }); }))]);
     [["selected_heads", "selected heads (" + (M.heads || []).map(function (p) { return headName(p[0], p[1]); }).join(", ") + ")"],
@@ -194,6 +203,7 @@
     var A = D.ablation;
     if (!A) return;
     $("ablation-section").hidden = false;
+    staleBadge("ablation", $("ablation-section"), $("ablation"));
     var b = A.baseline || {}, s = A.selected_heads || {}, r = A.random_heads || {};
     var t = el("table", { id: "ablation-table" }, [el("tr", null, ["condition", "answer accuracy", "answers changed vs baseline", "n"].map(function (h) { return el("th", { text: h }); }))]);
     var rch = (r.draws || []).map(function (d) { return d.changed_vs_baseline; });
@@ -212,29 +222,122 @@
 
   // ---- sample list ---------------------------------------------------------------------------
   function boxText(b) { return b ? "(" + b.map(function (v) { return Math.round(v); }).join(", ") + ")" : ""; }
-  function renderSampleList() {
-    $("sample-count").textContent = "(" + S.length + ")";
-    var hasIoU = S.some(function (s) { return s.iou !== undefined; });
-    var hasGt = S.some(function (s) { return s.gt_answer != null; });
-    var t = el("table", { id: "samples-table" }, [el("tr", null, ["#", "id", "answer"].concat(hasGt ? ["expected"] : [], hasIoU ? ["IoU"] : [], ["prompt"]).map(function (h) { return el("th", { text: h }); }))]);
+  var LOW_IOU = 0.5;  // Acc@0.5's bar: a box below it counts as a miss
+  function isWrong(s) { return s.correct === false; }
+  function isLow(s) { return s.iou !== undefined && s.iou !== null && s.iou < LOW_IOU; }
+  var MATCH = D.answer_match || "exact";
+  var list = { sort: null, dir: 1, rows: [] };
+  function sampleColumns() {
+    var hasIoU = S.some(function (s) { return s.iou !== undefined; }), hasGt = S.some(function (s) { return s.gt_answer != null; });
+    var hasOk = S.some(function (s) { return s.correct !== undefined; }), hasEnt = S.some(function (s) { return s.sel_entropy !== undefined; });
+    return [
+      { key: "id", label: "id", w: 68, sort: function (s) { return s.id; }, title: "sample id" },
+      { key: "answer", label: "answer", w: 58, title: "the model's answer" },
+      hasGt ? { key: "expected", label: "expected", w: 58, title: "the expected answer" } : null,
+      hasOk ? { key: "correct", label: "ok", w: 24, sort: function (s) { return s.correct === undefined ? null : +s.correct; },
+                title: "answer right (\u2713) or wrong (\u2717) against the expected answer (" + MATCH + " match, as stage=ablate)" } : null,
+      hasIoU ? { key: "iou", label: "IoU", w: 44, sort: function (s) { return s.iou === undefined ? null : s.iou; },
+                 title: "IoU of the box from the selected heads with the ground-truth box (\u25be: below " + LOW_IOU + ")" } : null,
+      hasEnt ? { key: "entropy", label: "entropy", w: 56, sort: function (s) { return s.sel_entropy === undefined ? null : s.sel_entropy; },
+                 title: "mean spatial entropy of the selected heads in this sample (lower = more focused)" } : null,
+      { key: "prompt", label: "prompt", title: "the query (hover a row for all of it)" }].filter(Boolean);
+  }
+  function sampleCell(c, s) {
+    if (c.key === "id") return el("td", { title: s.id, text: s.id });
+    if (c.key === "answer") return el("td", { cls: isWrong(s) ? "flag" : "", text: s.answer == null ? "" : String(s.answer) });
+    if (c.key === "expected") return el("td", { text: s.gt_answer == null ? "" : String(s.gt_answer) });
+    if (c.key === "correct") return el("td", { cls: "mark" + (isWrong(s) ? " flag" : ""), "data-correct": s.correct === undefined ? "" : String(s.correct),
+                                                text: s.correct === undefined ? "" : (s.correct ? "\u2713" : "\u2717") });
+    if (c.key === "iou") return el("td", { cls: "num" + (isLow(s) ? " flag" : ""), "data-iou": s.iou === undefined ? "" : String(s.iou),
+                                           text: s.iou === undefined ? "" : fmt(s.iou, 2) + (isLow(s) ? "\u25be" : "") });
+    if (c.key === "entropy") return el("td", { cls: "num", text: s.sel_entropy === undefined ? "" : fmt(s.sel_entropy, 2) });
+    return el("td", { cls: "prompt", title: s.prompt == null ? "" : String(s.prompt), text: s.prompt == null ? "" : String(s.prompt) });
+  }
+  function sortRows(t, cols) {
+    var c = cols.filter(function (x) { return x.key === list.sort; })[0];
+    var order = S.map(function (_, i) { return i; });
+    if (c) order.sort(function (a, b) {
+      var va = c.sort(S[a]), vb = c.sort(S[b]);
+      if (va === null || vb === null) return (va === null) - (vb === null) || a - b;  // no value: last either way
+      var d = typeof va === "string" ? va.localeCompare(vb, undefined, { numeric: true }) : va - vb;
+      return d * list.dir || a - b;
+    });
+    order.forEach(function (i) { t.appendChild(list.rows[i]); });
+    t.querySelectorAll("th[data-sort]").forEach(function (th) {
+      var on = th.getAttribute("data-sort") === list.sort;
+      th.setAttribute("aria-sort", on ? (list.dir > 0 ? "ascending" : "descending") : "none");
+      th.querySelector(".arrow").textContent = on ? (list.dir > 0 ? " \u25b2" : " \u25bc") : "";
+    });
+  }
+  function visibleSamples() {
+    return list.rows.filter(function (tr) { return tr.parentNode && !tr.hidden; }).map(function (tr) { return +tr.getAttribute("data-sample"); })
+      .sort(function (a, b) { return list.rows[a].rowIndex - list.rows[b].rowIndex; });
+  }
+  function applyFilter() {
+    var q = $("sample-filter").value.toLowerCase(), wrong = $("filter-wrong").checked, low = $("filter-low").checked;
+    var shown = 0, right = 0, judged = 0;
     S.forEach(function (s, i) {
-      var tr = el("tr", { "data-sample": String(i), title: s.prompt + "\n-> " + s.answer }, [el("td", { text: String(i) }), el("td", { text: s.id }), el("td", { text: s.answer })]
-        .concat(hasGt ? [el("td", { text: s.gt_answer == null ? "" : String(s.gt_answer) })] : [],
-          hasIoU ? [el("td", { cls: "num", "data-iou": s.iou === undefined ? "" : String(s.iou), text: s.iou === undefined ? "" : fmt(s.iou, 2) })] : [],
-          [el("td", { text: s.prompt })]));
+      var hide = (q && (s.id + " " + s.prompt + " " + s.answer + " " + (s.gt_answer || "")).toLowerCase().indexOf(q) < 0) ||
+        (wrong && !isWrong(s)) || (low && !isLow(s));
+      list.rows[i].hidden = !!hide;
+      if (!hide) { shown++; if (s.correct !== undefined) { judged++; right += s.correct ? 1 : 0; } }
+    });
+    $("sample-count").textContent = shown === S.length ? "(" + S.length + ")" : "(" + shown + " / " + S.length + ")";
+    renderListStats(shown < S.length ? [right, judged] : null);
+    if (st.sample >= 0 && list.rows[st.sample] && list.rows[st.sample].hidden || st.sample < 0) {
+      var vis = visibleSamples();
+      if (vis.length) pickSample(vis[0]); else clearSample();
+    }
+  }
+  function renderListStats(filtered) {
+    var ok = S.filter(function (s) { return s.correct !== undefined; }), right = ok.filter(function (s) { return s.correct; }).length;
+    var withIoU = S.filter(function (s) { return s.iou !== undefined; }), low = withIoU.filter(isLow).length;
+    var parts = [];
+    if (ok.length) parts.push("right answers: " + right + " of " + ok.length + " (" + fmt(100 * right / ok.length, 0) + "%, " + MATCH + " match)" +
+      (filtered ? "; shown: " + filtered[0] + " of " + filtered[1] : ""));
+    if (withIoU.length) parts.push("IoU < " + LOW_IOU + ": " + low + " of " + withIoU.length);
+    $("sample-stats").textContent = parts.join(" \u00b7 ");
+    $("filter-wrong").disabled = !ok.length;
+    $("filter-low").disabled = !withIoU.length;
+  }
+  function renderSampleList() {
+    var cols = sampleColumns();
+    var t = el("table", { id: "samples-table" }), cg = el("colgroup"), hr = el("tr");
+    cols.forEach(function (c) {
+      cg.appendChild(el("col", c.w ? { style: "width:" + c.w + "px" } : null));
+      var th = el("th", { title: c.title });
+      if (c.sort) {
+        th.setAttribute("data-sort", c.key);
+        th.setAttribute("aria-sort", "none");
+        var b = el("button", { type: "button", cls: "sort", text: c.label }, [el("span", { cls: "arrow" })]);
+        b.addEventListener("click", function () {
+          list.dir = list.sort === c.key ? -list.dir : 1;
+          list.sort = c.key;
+          sortRows(t, cols);
+          var tr = list.rows[st.sample];
+          if (tr && !tr.hidden && tr.scrollIntoView) tr.scrollIntoView({ block: "nearest" });
+        });
+        th.appendChild(b);
+      } else th.textContent = c.label;
+      hr.appendChild(th);
+    });
+    t.appendChild(cg);
+    t.appendChild(hr);
+    list.rows = S.map(function (s, i) {
+      var tr = el("tr", { "data-sample": String(i), title: s.prompt + "\n-> " + s.answer + (isWrong(s) ? " (wrong)" : "") },
+        cols.map(function (c) { return sampleCell(c, s); }));
+      if (isWrong(s)) tr.classList.add("wrong");
+      if (isLow(s)) tr.classList.add("low-iou");
       tr.addEventListener("click", function () { pickSample(i); });
       t.appendChild(tr);
+      return tr;
     });
     $("sample-list").appendChild(t);
-    $("sample-filter").addEventListener("input", function () {
-      var q = this.value.toLowerCase();
-      t.querySelectorAll("tr[data-sample]").forEach(function (tr) {
-        var s = S[+tr.getAttribute("data-sample")];
-        tr.hidden = q && (s.id + " " + s.prompt + " " + s.answer + " " + (s.gt_answer || "")).toLowerCase().indexOf(q) < 0;
-      });
-    });
+    $("sample-count").textContent = "(" + S.length + ")";
+    renderListStats(null);
+    ["sample-filter", "filter-wrong", "filter-low"].forEach(function (id) { $(id).addEventListener(id === "sample-filter" ? "input" : "change", applyFilter); });
     function step(d) {
-      var vis = [].slice.call(t.querySelectorAll("tr[data-sample]")).filter(function (tr) { return !tr.hidden; }).map(function (tr) { return +tr.getAttribute("data-sample"); });
+      var vis = visibleSamples();
       if (!vis.length) return;
       var at = vis.indexOf(st.sample);
       pickSample(vis[Math.max(0, Math.min(vis.length - 1, at < 0 ? 0 : at + d))]);
@@ -260,6 +363,8 @@
   }
   function gridValues() {
     var G = D.grid_mean || {}, s = S[st.sample];
+    if (st.scope === "mean" && st.stat === "frequency")
+      return { v: f16(G.frequency), counts: G.n_samples, label: "in how many of the " + G.n_samples + " samples the head is among the k lowest-entropy eligible heads (" + G.source + ")" };
     if (st.scope === "mean") return { v: f16(G[st.stat]), label: "mean over " + G.n_samples + " samples (" + G.source + ")" };
     if (!s) return { v: null, label: "" };
     if (st.stat === "frequency") {
@@ -277,12 +382,15 @@
     if (!L || !H) return;
     var gv = gridValues(), v = gv.v, lo = Infinity, hi = -Infinity;
     if (v) for (var i = 0; i < v.length; i++) if (isFinite(v[i])) { lo = Math.min(lo, v[i]); hi = Math.max(hi, v[i]); }
-    var bw = H <= 16 ? 2 : 1, cell = Math.max(5, Math.min(40, Math.floor(400 / H) - 2 * bw - 1));
+    var bw = H <= 16 ? 2 : 1, cell = Math.max(5, Math.min(40, Math.floor(340 / H) - 2 * bw - 1));
     box.style.setProperty("--cell", cell + "px");
     box.style.setProperty("--bw", bw + "px");
     var excl = G.excluded_layers || [], eligible = G.eligible || [];
     var t = el("table", { id: "head-grid-table" }), hr = el("tr", null, [el("th", { text: "L \\ H" })]);
-    HEADS.forEach(function (h, j) { hr.appendChild(el("th", { text: (H <= 16 || j % (H <= 32 ? 4 : 8) === 0) ? String(h) : "" })); });
+    HEADS.forEach(function (h, j) {  // many heads: labels every 4th / 8th column, drawn over the next cells (no width of their own)
+      var lbl = (H <= 16 || j % (H <= 32 ? 4 : 8) === 0) ? String(h) : "";
+      hr.appendChild(el("th", null, [H <= 16 ? lbl : el("span", { cls: "lbl", text: lbl })]));
+    });
     t.appendChild(hr);
     LAYERS.forEach(function (l, li) {
       var tr = el("tr", null, [el("th", { text: (L <= 16 || li % 4 === 0) ? String(l) : "" })]);
@@ -290,8 +398,11 @@
         var idx = li * H + hi_, val = v ? v[idx] : NaN, tnorm = hi > lo ? (val - lo) / (hi - lo) : 0.5;
         var c = isFinite(val) ? viridis(tnorm) : [190, 190, 190];
         var cls = (isSelected(l, h) ? "sel " : "") + (l === st.layer && h === st.head ? "cur " : "") + (excl.indexOf(li) >= 0 ? "excl" : "");
-        var td = el("td", { "data-layer": String(l), "data-head": String(h), cls: cls.trim(),
-          title: headName(l, h) + ": " + STATS[st.stat] + " " + fmt(val, 4) + (isSelected(l, h) ? " (selected)" : "") + (excl.indexOf(li) >= 0 ? " (excluded layer)" : eligible[idx] ? " (eligible)" : "") });
+        var what = gv.counts !== undefined && isFinite(val) ? "selected in " + Math.round(val) + " of " + gv.counts + " samples (" + fmt(val / gv.counts, 2) + ")"
+          : STATS[st.stat] + " " + fmt(val, 4);
+        var tip = headName(l, h) + ": " + what + (isSelected(l, h) ? " (selected)" : "") + (excl.indexOf(li) >= 0 ? " (excluded layer)" : eligible[idx] ? " (eligible)" : "");
+        var td = el("td", { "data-layer": String(l), "data-head": String(h), cls: cls.trim(), title: tip, "aria-label": tip,
+          tabindex: l === st.layer && h === st.head ? "0" : "-1" });
         td.style.background = rgb(c);
         td.style.color = tnorm > 0.6 ? "#000" : "#fff";
         if (cell >= 30 && isFinite(val)) td.textContent = st.stat === "frequency" && st.scope === "mean" ? String(Math.round(val)) : val.toFixed(2);
@@ -306,8 +417,9 @@
     var cv = el("canvas", { width: 160, height: 10, id: "grid-cbar" });
     var cx = cv.getContext("2d");
     for (var x = 0; x < 160; x++) { cx.fillStyle = rgb(viridis(x / 159)); cx.fillRect(x, 0, 1, 10); }
-    lg.appendChild(el("div", { cls: "hint" }, [el("span", { text: isFinite(lo) ? fmt(lo, 3) + " " : "" }), cv, el("span", { text: isFinite(hi) ? " " + fmt(hi, 3) : "" })]));
-    lg.appendChild(el("div", { cls: "hint", id: "grid-cbar-label", text: "colour: " + STATS[st.stat] + ", " + gv.label + ". Red border: selected heads; hatched: excluded layers; grey: no finite value." }));
+    var ends = gv.counts !== undefined ? [Math.round(lo) + " ", " " + Math.round(hi) + " of " + gv.counts + " samples"] : [fmt(lo, 3) + " ", " " + fmt(hi, 3)];
+    lg.appendChild(el("div", { cls: "hint" }, [el("span", { id: "grid-cbar-lo", text: isFinite(lo) ? ends[0] : "" }), cv, el("span", { id: "grid-cbar-hi", text: isFinite(hi) ? ends[1] : "" })]));
+    lg.appendChild(el("div", { cls: "hint", id: "grid-cbar-label", text: "colour: " + STATS[st.stat] + ", " + gv.label + ". Red border: selected heads; hatched: excluded layers; grey: no finite value. Keyboard: Tab to the grid, arrow keys move, Enter or Space shows that head." }));
   }
 
   // ---- the map view ----------------------------------------------------------------------------
@@ -374,7 +486,16 @@
     view.setAttribute("data-map-layer", String(st.layer));
     view.setAttribute("data-map-head", String(st.head));
     view.setAttribute("data-map-source", st.source);
-    if (!s) { view.setAttribute("data-state", "empty"); return; }
+    if (!s) {
+      view.setAttribute("data-state", "empty");
+      var c0 = cv.getContext("2d");
+      c0.setTransform(1, 0, 0, 1, 0, 0);
+      c0.clearRect(0, 0, cv.width, cv.height);
+      $("map-title").textContent = "Map: no sample shown";
+      $("map-legend").textContent = S.length ? "the filter hides every sample" : "no sample in this report";
+      $("map-hover").textContent = "";
+      return;
+    }
     var row = st.row === null ? s.row : st.row;
     view.setAttribute("data-map-row", String(row));
     var gname = st.source === "combined" && s.combined ? s.combined.grid : (st.grid || s.grid);
@@ -399,13 +520,20 @@
     var m = currentMap(s);
     $("map-title").textContent = "Map: sample " + s.id + (m.title ? " \u2014 " + m.title : "");
     var cols = g.cols, rows = g.rows, cw = (b[2] - b[0]) / cols, ch = (b[3] - b[1]) / rows, pad = 0.5 / sc;
-    var top = m.err ? 0 : (m.fixed ? 1 : m.max);
+    var top = m.err ? 0 : (m.fixed ? 1 : m.max), opacity = +$("opacity-slider").value / 100, only = $("image-only").checked;
+    view.setAttribute("data-image-only", String(only));
+    view.setAttribute("data-opacity", String(opacity));
+    if (only) {
+      view.setAttribute("data-state", ready ? "ready" : "loading");
+      $("map-legend").textContent = "image only: the map, boxes and masks are hidden (untick \u201cimage only\u201d to see them)";
+      return;
+    }
     if (!m.err) {
       for (var r = 0; r < rows; r++) for (var c = 0; c < cols; c++) {
         var ci = r * cols + c, ti = g.token_index[ci];
         if (!m.onGrid && ti < 0) continue;
         var v = m.onGrid ? m.val(ci) : m.val(ti), t = top > 0 ? v / top : 0;
-        ctx.fillStyle = rgb(jet(t), (0.7 * (0.25 + 0.75 * t)).toFixed(3));
+        ctx.fillStyle = rgb(jet(t), (opacity * (0.25 + 0.75 * t)).toFixed(3));
         ctx.fillRect(b[0] + c * cw, b[1] + r * ch, cw + pad, ch + pad);
       }
     }
@@ -493,6 +621,13 @@
   }
 
   // ---- interactions ------------------------------------------------------------------------------
+  function clearSample() {
+    st.sample = -1;
+    document.querySelectorAll("#sample-list tr.current").forEach(function (tr) { tr.classList.remove("current"); });
+    renderDetail();
+    if (st.scope === "sample") renderGrid();
+    drawMap();
+  }
   function pickSample(i) {
     st.sample = i;
     st.row = null;
@@ -512,8 +647,27 @@
     renderMapControls();
     drawMap();
   }
+  function focusCell(li, hi) {  // roving tabindex: one cell of the grid is in the Tab order
+    li = Math.max(0, Math.min(L - 1, li));
+    hi = Math.max(0, Math.min(H - 1, hi));
+    var td = document.querySelector('#head-grid td[data-layer="' + LAYERS[li] + '"][data-head="' + HEADS[hi] + '"]');
+    if (!td) return;
+    document.querySelectorAll('#head-grid td[tabindex="0"]').forEach(function (x) { x.setAttribute("tabindex", "-1"); });
+    td.setAttribute("tabindex", "0");
+    td.focus();
+  }
+  $("head-grid").addEventListener("keydown", function (e) {
+    var td = e.target;
+    if (!td || td.tagName !== "TD" || !td.hasAttribute("data-layer")) return;
+    var li = axisL(+td.getAttribute("data-layer")), hi = axisH(+td.getAttribute("data-head"));
+    var mv = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1], Home: [0, -H], End: [0, H] }[e.key];
+    if (mv) { e.preventDefault(); focusCell(li + mv[0], hi + mv[1]); }
+    else if (e.key === "Enter" || e.key === " ") { e.preventDefault(); pickHead(LAYERS[li], HEADS[hi]); focusCell(li, hi); }
+  });
   $("row-slider").addEventListener("input", function () { st.row = +this.value; renderMapControls(); drawMap(); });
   $("grid-select").addEventListener("change", function () { st.grid = this.value; drawMap(); });
+  $("opacity-slider").addEventListener("input", function () { $("opacity-value").textContent = this.value + "%"; drawMap(); });
+  $("image-only").addEventListener("change", drawMap);
 
   renderSummary();
   renderHeads();

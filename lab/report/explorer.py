@@ -58,13 +58,17 @@ def explorer_html(run_dir: str | os.PathLike | None = None, cfg: Any = None, *,
 
 
 def write_explorer(run_dir: str | os.PathLike, cfg: Any = None, *, filename: str = "index.html") -> Path:
-    """`run_dir/index.html`: the explorer of the folder (and run_config.json, when `cfg` is given)."""
+    """`run_dir/index.html`: the explorer of the folder (and run_config.json, when `cfg` is given).
+    Prints one warning line per results table the page marks stale (`lab.report.staleness`)."""
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     plain = plain_config(cfg)
     if plain is not None:
         remember_config(run_dir, plain)
-    page = explorer_html(run_dir, plain)
+    data = build_run_data(run_dir, plain)
+    page = render_page(data)
     out = atomic_write_text(run_dir / filename, page)
+    for stale in data["stale"].values():  # lab/report/staleness.py: tables not about the current heads.json
+        print(stale["console"])
     log.info("%s: %.2f MB in %.2f s", out, len(page.encode("utf-8")) / 1e6, time.perf_counter() - t0)
     return out

@@ -42,6 +42,9 @@ def render_page(data: dict[str, Any]) -> str:
  <div class="pane" id="samples-pane"><h3>Samples <span id="sample-count"></span></h3>
   <div class="controls"><input id="sample-filter" type="search" placeholder="filter: id, prompt, answer" aria-label="filter samples">
   <button id="prev-sample" type="button" title="previous sample (k)">&#9650;</button><button id="next-sample" type="button" title="next sample (j)">&#9660;</button></div>
+  <div class="controls"><label><input id="filter-wrong" type="checkbox"> wrong answers</label>
+  <label><input id="filter-low" type="checkbox"> IoU &lt; 0.5</label></div>
+  <p id="sample-stats" class="hint"></p>
   <div id="sample-list"></div></div>
  <div class="pane" id="grid-pane"><h3>Layer &times; head</h3>
   <div class="controls" id="stat-tabs"></div><div class="controls" id="scope-tabs"></div>
@@ -51,6 +54,9 @@ def render_page(data: dict[str, Any]) -> str:
   <div class="controls" id="row-controls" hidden><label for="row-slider" id="row-label">token</label>
    <input id="row-slider" type="range" min="0" max="0" step="1" value="0"><span id="row-token"></span></div>
   <div class="controls" id="grid-controls" hidden><label for="grid-select">grid</label><select id="grid-select"></select></div>
+  <div class="controls"><label for="opacity-slider">overlay opacity</label>
+   <input id="opacity-slider" type="range" min="0" max="100" step="5" value="70"><span id="opacity-value">70%</span>
+   <label><input id="image-only" type="checkbox"> image only</label></div>
   <div id="map-view" data-state="empty"><canvas id="map-canvas" width="10" height="10"></canvas></div>
   <div id="map-cbar"><span id="cbar-lo"></span><canvas id="cbar-canvas" width="160" height="10"></canvas><span id="cbar-hi"></span>
    <div id="cbar-label"></div></div>

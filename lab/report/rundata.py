@@ -24,12 +24,14 @@ from lab.analysis.record_numbers import HeadSet, selection_analysis
 from lab.report.samples import LEVELS, map_bytes, sample_data
 from lab.report.settings import PageSettings, page_settings
 from lab.report.mask_overlay import mask_overlays
+from lab.report.staleness import needs_sample_heads, stale_tables
 from utils.errors import UserError
 from utils.io import read_jsonl_lenient
 
 log = logging.getLogger(__name__)
 
 RUN_CONFIG = "run_config.json"
+SAMPLES_FILE = "evaluate_samples.jsonl"  # stage=evaluate: each sample's heads, box, IoU, hit
 FILE_GLOBS = ("heads.json", "heads.csv", "visual_heads.json", "metrics.json", "ablation.json", "manifest*.jsonl",
               RUN_CONFIG, "figures/*.png", "figures/samples/*.png")
 
@@ -112,7 +114,14 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
     if len(listed) < n_total:
         notes.append(f"{len(listed)} of {n_total} samples listed (report.max_samples={st.report.max_samples})")
 
-    head_set = _head_set(metrics, heads_json, st.top_k)
+    own = {str(d["id"]): d.get("heads") for d in read_jsonl_lenient(rd / SAMPLES_FILE) if "id" in d} \
+        if rd and needs_sample_heads(metrics) else None  # stage=evaluate's per-sample heads
+    stale = stale_tables(heads_json, {"metrics": metrics, "ablation": ablation}, configs, own)
+    stale_metrics = any(x.table == "metrics" for x in stale)
+    if stale_metrics and heads_json:
+        notes.append("metrics.json is stale (see the Grounding table): each sample's combined map, box and IoU "
+                     "below use heads.json's heads, not the ones stage=evaluate scored")
+    head_set = _head_set(None if stale_metrics else metrics, heads_json, st.top_k)
     first: AttentionRecord | None = None
     skipped: list[dict[str, Any]] = []
 
@@ -176,6 +185,8 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
         "grid_mean": grids,
         "metrics": metrics,
         "ablation": {k: v for k, v in ablation.items() if k != "samples"} if ablation else None,
+        "stale": {x.table: x.to_json() for x in stale},
+        "answer_match": st.match,
         "samples": samples,
         "layouts": [json.loads(k) for k in layouts],
         "files": _files(rd) if (rd and link_files) else [],

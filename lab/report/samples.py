@@ -20,6 +20,7 @@ from lab.analysis.per_sample import SampleAnalysis
 from lab.analysis.record_numbers import (HeadSet, analysis_row, ground, score, selection_analysis,
                                          smoothing_sigma_for)
 from lab.records.record import AttentionRecord
+from lab.runs.conditions import answer_correct
 from lab.report.encode import float16_table, quantize_maps, thumbnail_data_url
 from lab.report.settings import PageSettings
 
@@ -66,6 +67,8 @@ def sample_data(rec: AttentionRecord, st: PageSettings, heads: HeadSet | None, l
         "query_mode": m.query_mode, "row": row, "row_labels": _row_labels(rec),
         "s_img": float16_table(ana.s_img), "entropy": float16_table(ana.entropy),
     }
+    if entry["gt_answer"] is not None and m.generated_text is not None and st.match in ("exact", "contains"):
+        entry["correct"] = answer_correct(m.generated_text, str(entry["gt_answer"]), st.match)  # stage=ablate's match
     mine = heads.for_sample(m.sample_id) if heads is not None else []
     axes = rec.axes_of(mine) if mine and rec.has_heads(mine) else None
     if axes:
@@ -73,6 +76,9 @@ def sample_data(rec: AttentionRecord, st: PageSettings, heads: HeadSet | None, l
         top = float(np.max(g.combined)) if g.combined.size else 0.0
         combined = g.combined / top if top > 0 else g.combined  # display: [0, 1]
         entry["heads"] = [list(h) for h in mine]
+        ent = float(np.mean([ana.entropy[a] for a in axes]))  # the selected heads' mean spatial entropy here
+        if np.isfinite(ent):
+            entry["sel_entropy"] = round(ent, 4)
         entry["combined"] = {**quantize_maps(combined.reshape(1, -1)), "grid": grid.name,
                              "sigma": smoothing_sigma_for(rec, sel, gr)}
         entry["pred_box"] = [float(v) for v in g.box_xywh]

@@ -27,6 +27,7 @@ class PageSettings:
     attention_dir: str | None = None
     heads_file: str | None = None
     source: str = "defaults"  # whose settings these are (a run_config.json label, or "this view")
+    match: str = "exact"  # how an answer is compared with the expected one (ablation.match; lab.runs.conditions)
 
 
 def page_settings(configs: Mapping[str, Any], current: Mapping[str, Any] | None = None) -> PageSettings:
@@ -50,4 +51,5 @@ def page_settings(configs: Mapping[str, Any], current: Mapping[str, Any] | None 
         top_k=int(src.get("top_k") or 3),
         attention_dir=(current or {}).get("attention_dir") or src.get("attention_dir"),
         heads_file=(current or {}).get("heads_file") or src.get("heads_file"),
-        source=label if src else "defaults")
+        source=label if src else "defaults",
+        match=str(((src.get("ablation") or {}) if isinstance(src.get("ablation"), Mapping) else {}).get("match") or "exact"))

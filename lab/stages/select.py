@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from lab import figures as plots
 from lab.records.record import AttentionRecord, check_compatible
-from lab.analysis.across_samples import select_from_analyses
+from lab.analysis.across_samples import sample_count_warning, select_from_analyses
 from lab.analysis.record_numbers import analysis_row, selection_analysis
 from lab.stages.common import record_files
 from lab.records.folder import NameCheck, check_complete, refuse_live_writer
@@ -50,6 +50,10 @@ def select_stage(cfg, ctx: StageContext) -> dict:
     payload = _heads_payload(selection, first, cfg, folder, len(files), ids)
     if missing:
         payload["records"]["missing_rows"] = missing
+    too_few = sample_count_warning(len(files))
+    if too_few:
+        payload["warnings"] = [too_few]
+        print(f"warning: {too_few}")
     out = ctx.output_dir
     heads_json = atomic_write_json(out / "heads.json", jsonable(payload))
     write_head_table_csv(out / "heads.csv", selection.mean_s_img, selection.mean_entropy, selection.frequency,

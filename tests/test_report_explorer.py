@@ -1,0 +1,200 @@
+"""The explorer's sample list, map controls and head grid in Chromium (issue 24, item 13): one page
+built once for the module (the toy run of 16 samples, three answers made wrong), a fresh tab per test.
+Skips like tests/test_report_browser.py when Chromium or Playwright is missing (fails under CI=true)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_report_browser import Page, browser  # noqa: F401  (the module-scoped Chromium fixture)
+
+from lab.records.record import AttentionRecord
+from lab.report import explorer_html
+
+WRONG = {"toy_0002": "banana", "toy_0005": "no idea", "toy_0011": "a hexagon"}
+
+
+@pytest.fixture(scope="module")
+def page_file(toy_run, tmp_path_factory):
+    """The toy run's page with three answers replaced (the toy model answers every row right)."""
+    recs = [AttentionRecord.load(p) for p in sorted((toy_run / "attention").glob("*.safetensors"))]
+    for r in recs:
+        if r.meta.sample_id in WRONG:
+            r.meta.generated_text = WRONG[r.meta.sample_id]
+    out = tmp_path_factory.mktemp("explorer") / "index.html"
+    out.write_text(explorer_html(toy_run, records=recs), encoding="utf-8")
+    data = json.loads(out.read_text(encoding="utf-8").split('id="lh-data">', 1)[1].split("</script>", 1)[0])
+    return out, data["samples"]
+
+
+@pytest.fixture
+def tab(browser, page_file):  # noqa: F811
+    p = Page(browser, page_file[0].as_uri())
+    p.ready()
+    yield p
+    assert p.errors == [] and p.warnings == []
+    p.close()
+
+
+def _shown_rows(pg) -> list[int]:
+    return pg.eval_on_selector_all("#samples-table tr[data-sample]", "rs => rs.filter(r => !r.hidden).map(r => +r.dataset.sample)")
+
+
+def test_the_list_fits_its_pane_and_prompts_truncate_with_the_full_text_on_hover(tab):
+    pg = tab.page
+    fit = pg.evaluate("""() => { const l = document.getElementById('sample-list'), t = document.getElementById('samples-table');
+        const cells = [...t.querySelectorAll('td.prompt')];
+        return {table: t.scrollWidth, list: l.clientWidth, pane: document.getElementById('samples-pane').clientWidth,
+                overflow: getComputedStyle(l).overflowY, ellipsis: getComputedStyle(cells[0]).textOverflow,
+                cut: cells.filter(c => c.scrollWidth > c.clientWidth).length, n: cells.length,
+                titles: cells.map(c => c.title), texts: cells.map(c => c.textContent)}; }""")
+    assert fit["table"] <= fit["list"] <= fit["pane"], fit  # nothing sticks out of the pane
+    assert fit["overflow"] == "auto" and fit["ellipsis"] == "ellipsis"
+    assert fit["n"] == 16 and fit["cut"] >= 1  # "what shape is the ..." does not fit: cut with an ellipsis
+    assert fit["titles"] == fit["texts"] and all(t.startswith("what") for t in fit["titles"])
+
+
+def test_headers_sort_both_ways_with_aria_sort(tab, page_file):
+    pg, S = tab.page, page_file[1]
+    sortable = pg.eval_on_selector_all("#samples-table th[data-sort]", "ths => ths.map(t => t.dataset.sort)")
+    assert sortable == ["id", "correct", "iou", "entropy"]
+    plain = pg.eval_on_selector_all("#samples-table th:not([data-sort])", "ths => ths.map(t => [t.textContent, t.querySelector('button')])")
+    assert [t for t, _ in plain] == ["answer", "expected", "prompt"] and all(b is None for _, b in plain)
+
+    def order(key):
+        return {"iou": lambda i: S[i]["iou"], "entropy": lambda i: S[i]["sel_entropy"],
+                "correct": lambda i: int(S[i]["correct"]), "id": lambda i: S[i]["id"]}[key]
+
+    for key in ("iou", "entropy", "correct", "id"):
+        pg.click(f'#samples-table th[data-sort="{key}"] button')
+        up = _shown_rows(pg)
+        assert [order(key)(i) for i in up] == sorted(order(key)(i) for i in up), key
+        assert pg.get_attribute(f'th[data-sort="{key}"]', "aria-sort") == "ascending"
+        assert pg.eval_on_selector_all('th[aria-sort="none"]', "x => x.length") == 3
+        pg.click(f'#samples-table th[data-sort="{key}"] button')
+        down = _shown_rows(pg)
+        assert [order(key)(i) for i in down] == sorted((order(key)(i) for i in down), reverse=True), key
+        assert pg.get_attribute(f'th[data-sort="{key}"]', "aria-sort") == "descending"
+    assert _shown_rows(pg) == list(range(15, -1, -1))  # id descending
+    pg.click('#samples-table th[data-sort="iou"] button')
+    rows = _shown_rows(pg)
+    pg.click("#next-sample")  # the arrows (and j / k) follow the shown order
+    tab.ready()
+    assert tab.view()["attrs"]["mapSample"] == str(rows[rows.index(0) + 1])
+
+
+def test_count_while_filtering_and_no_filtered_out_sample_on_the_map(tab):
+    pg = tab.page
+    assert pg.inner_text("#sample-count") == "(16)"
+    pg.fill("#sample-filter", "toy_000")
+    assert pg.inner_text("#sample-count") == "(10 / 16)" and tab.view()["attrs"]["mapSample"] == "0"
+    pg.fill("#sample-filter", "toy_0013")  # the current sample is filtered out: the first shown is drawn
+    tab.ready()
+    assert pg.inner_text("#sample-count") == "(1 / 16)" and tab.view()["attrs"]["mapSample"] == "13"
+    assert "toy_0013" in pg.inner_text("#sample-detail") and "toy_0013" in pg.inner_text("#map-title")
+    pg.fill("#sample-filter", "no such sample")  # nothing shown: the map is cleared
+    assert pg.inner_text("#sample-count") == "(0 / 16)"
+    v = tab.view()
+    assert v["attrs"]["state"] == "empty" and pg.inner_text("#map-title") == "Map: no sample shown"
+    assert pg.inner_text("#sample-detail") == "" and "filter hides every sample" in pg.inner_text("#map-legend")
+    blank = pg.evaluate("() => { const c = document.getElementById('map-canvas');"
+                        " return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data).every(x => x === 0); }")
+    assert blank
+    pg.fill("#sample-filter", "")
+    tab.ready()
+    assert pg.inner_text("#sample-count") == "(16)" and tab.view()["attrs"]["mapSample"] == "0"
+
+
+def test_wrong_answers_and_low_iou_are_flagged_counted_and_filterable(tab, page_file):
+    pg, S = tab.page, page_file[1]
+    wrong = [i for i, s in enumerate(S) if s["id"] in WRONG]
+    low = [i for i, s in enumerate(S) if s["iou"] < 0.5]
+    assert [S[i]["correct"] for i in wrong] == [False] * 3 and sum(s["correct"] for s in S) == 13
+    assert 0 < len(low) < 16
+    stats = pg.inner_text("#sample-stats")
+    assert "right answers: 13 of 16 (81%, exact match)" in stats and f"IoU < 0.5: {len(low)} of 16" in stats
+    marks = dict(pg.eval_on_selector_all("#samples-table tr[data-sample]",
+                                         "rs => rs.map(r => [+r.dataset.sample, r.querySelector('td.mark').textContent])"))
+    assert {i for i, m in marks.items() if m == "\u2717"} == set(wrong) and set(marks.values()) == {"\u2713", "\u2717"}
+    flagged = pg.eval_on_selector_all("#samples-table td[data-iou].flag", "ts => ts.map(t => [+t.parentNode.dataset.sample, t.textContent])")
+    assert sorted(i for i, _ in flagged) == low and all(t.endswith("\u25be") for _, t in flagged)
+    pg.check("#filter-wrong")
+    assert sorted(_shown_rows(pg)) == wrong and pg.inner_text("#sample-count") == "(3 / 16)"
+    assert tab.view()["attrs"]["mapSample"] == str(wrong[0])  # sample 0 was filtered out
+    assert "shown: 0 of 3" in pg.inner_text("#sample-stats")
+    pg.uncheck("#filter-wrong")
+    pg.check("#filter-low")
+    assert sorted(_shown_rows(pg)) == low and pg.inner_text("#sample-count") == f"({len(low)} / 16)"
+    pg.check("#filter-wrong")  # both: wrong and low IoU
+    assert sorted(_shown_rows(pg)) == sorted(set(low) & set(wrong))
+
+
+def test_opacity_slider_and_image_only_view(tab):
+    pg = tab.page
+
+    def pixels():
+        tab.ready()
+        return tab.view()["pixels"]
+
+    def set_opacity(v):
+        pg.eval_on_selector("#opacity-slider", f"s => {{ s.value = {v}; s.dispatchEvent(new Event('input')); }}")
+
+    at70 = pixels()
+    set_opacity(20)
+    at20 = pixels()
+    assert at20 != at70 and pg.inner_text("#opacity-value") == "20%" and tab.view()["attrs"]["opacity"] == "0.2"
+    set_opacity(0)
+    at0 = pixels()
+    assert at0 not in (at20, at70)
+    pg.check("#image-only")
+    only = pixels()
+    assert tab.view()["attrs"]["imageOnly"] == "true" and only not in (at0, at20, at70)  # no boxes either
+    assert "image only" in pg.inner_text("#map-legend")
+    set_opacity(90)
+    pg.click('#head-grid td[data-layer="3"][data-head="1"]')
+    assert pixels() == only  # neither the head nor the opacity changes the bare image
+    pg.uncheck("#image-only")
+    assert pixels() not in (only, at70)
+
+
+def test_head_cells_are_reachable_and_usable_from_the_keyboard(tab):
+    pg = tab.page
+    tabbable = pg.eval_on_selector_all('#head-grid td[tabindex="0"]', "ts => ts.map(t => t.dataset.layer + ',' + t.dataset.head)")
+    v = tab.view()["attrs"]
+    assert tabbable == [f"{v['mapLayer']},{v['mapHead']}"]  # one cell in the Tab order: the current head
+    assert pg.eval_on_selector_all('#head-grid td[tabindex="-1"]', "x => x.length") == 15
+    pg.focus('#head-grid td[tabindex="0"]')
+    pg.keyboard.press("Home")
+    pg.keyboard.press("ArrowUp")
+    pg.keyboard.press("ArrowUp")  # clamped at the top row
+    for key in ("ArrowDown", "ArrowRight", "ArrowRight", "ArrowLeft", "ArrowDown", "ArrowDown"):
+        pg.keyboard.press(key)
+    layer = int(v["mapLayer"])
+    want_layer = min(3, max(0, layer - 2) + 3)
+    active = pg.evaluate("() => [document.activeElement.dataset.layer, document.activeElement.dataset.head]")
+    assert active == [str(want_layer), "1"]
+    assert tab.view()["attrs"]["mapLayer"] == v["mapLayer"]  # moving does not pick
+    pg.keyboard.press("Enter")
+    tab.ready()
+    assert (tab.view()["attrs"]["mapLayer"], tab.view()["attrs"]["mapHead"]) == (str(want_layer), "1")
+    assert pg.evaluate("() => document.activeElement.dataset.head") == "1"  # focus kept after the redraw
+    pg.keyboard.press("ArrowRight")
+    pg.keyboard.press(" ")
+    tab.ready()
+    assert (tab.view()["attrs"]["mapLayer"], tab.view()["attrs"]["mapHead"]) == (str(want_layer), "2")
+    assert f"L{want_layer}H2" in pg.inner_text("#map-title")
+
+
+def test_frequency_legend_in_counts(tab, toy_run):
+    pg = tab.page
+    heads = json.loads((toy_run / "heads.json").read_text())
+    n = heads["n_samples"]
+    assert f"{heads['heads'][0]['frequency']} of {n} samples" in pg.inner_text("#selected-heads")
+    pg.click('#stat-tabs button[data-value="frequency"]')
+    assert pg.inner_text("#grid-cbar-hi").strip().endswith(f"of {n} samples")
+    assert pg.inner_text("#grid-cbar-lo").strip().isdigit()
+    top = heads["heads"][0]
+    title = pg.get_attribute(f'#head-grid td[data-layer="{top["layer"]}"][data-head="{top["head"]}"]', "title")
+    assert f"selected in {top['frequency']} of {n} samples" in title, title
+    assert f"in how many of the {n} samples" in pg.inner_text("#grid-cbar-label")
