@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
 from helpers import make_cfg
 
 from lab.capture.station import Strategy, collect
@@ -143,13 +144,16 @@ def test_cli_refuses_bad_heads():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(int(transformers.__version__.split(".")[0]) < 5,
+                    reason="one 1,000-sample run per CI (newest transformers); the floor runs the 24-sample test")
 def test_thousand_samples_select_exactly_the_planted_heads(tmp_path):
-    """The paper's setting unscaled: 1,000 samples, k=10, the elbow over 1,024 heads."""
+    """The paper's setting unscaled: 1,000 samples, k=10, the elbow over 1,024 heads (one forward per
+    sample: the selection reads the last input token only)."""
     out = save_planted(tmp_path / "p", seed=0, samples=1000)
     plan = json.loads((out / "checkpoint" / "planted.json").read_text())
     vlm = load_vlm(str(out / "checkpoint"), device="cpu", dtype="float32")
     run = tmp_path / "run"
-    run_stage(make_cfg("model=planted", f"model.name_or_path={out / 'checkpoint'}", "batch_size=16",
+    run_stage(make_cfg("model=planted", f"model.name_or_path={out / 'checkpoint'}", "batch_size=16", "max_new_tokens=0",
                        f"data_file={out / 'data' / 'planted_grounding.jsonl'}", f"output_dir={run}",
                        "report.max_samples=0"), StageContext(loader=lambda: vlm, output_dir=run))
     heads = json.loads((run / "heads.json").read_text())
