@@ -159,3 +159,19 @@ def test_thousand_samples_select_exactly_the_planted_heads(tmp_path):
     heads = json.loads((run / "heads.json").read_text())
     assert sorted((h["layer"], h["head"]) for h in heads["heads"]) == sorted(tuple(h) for h in plan["localization_heads"])
     assert heads["ranked"][3]["frequency"] < heads["ranked"][2]["frequency"]
+
+
+@pytest.mark.slow
+def test_moved_heads_are_found_where_they_were_planted(tmp_path):
+    """Another seed and other places (--heads): the selection follows the weights, not a habit."""
+    heads = [(9, 2), (22, 30), (27, 11)]
+    out = save_planted(tmp_path / "p", seed=3, localization=heads, samples=48)
+    plan = json.loads((out / "checkpoint" / "planted.json").read_text())
+    assert sorted(tuple(h) for h in plan["localization_heads"]) == sorted(heads)
+    vlm = load_vlm(str(out / "checkpoint"), device="cpu", dtype="float32")
+    run = tmp_path / "run"
+    run_stage(make_cfg("model=planted", f"model.name_or_path={out / 'checkpoint'}", "max_new_tokens=0",
+                       f"data_file={out / 'data' / 'planted_grounding.jsonl'}", f"output_dir={run}",
+                       "report.max_samples=0"), StageContext(loader=lambda: vlm, output_dir=run))
+    got = json.loads((run / "heads.json").read_text())
+    assert sorted((h["layer"], h["head"]) for h in got["heads"]) == sorted(heads)
