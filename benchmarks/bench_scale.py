@@ -221,7 +221,7 @@ def report(runs: list[dict], browser: dict[str, dict]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", default="100,300,1000", help="comma-separated sample counts N")
-    ap.add_argument("--device", default="cpu", help="model.device: cpu | cuda | cuda:0 | auto")
+    ap.add_argument("--device", default="cpu", help="model.device: cpu | cuda | cuda:N | auto")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model.dtype")
     ap.add_argument("--out", default=None, help="working folder (default: a new temporary one)")
     ap.add_argument("--planted", default=None, help="an existing `python -m llava.planted` folder with >= max N rows")
@@ -230,6 +230,9 @@ def main() -> None:
     ap.add_argument("--open-repeats", type=int, default=3, help="page opens per run in Chromium (median)")
     ap.add_argument("--no-browser", action="store_true", help="skip the Chromium timing")
     ap.add_argument("--override", action="append", default=[], help="extra Hydra override for every run")
+    ap.add_argument("--previous", default=None,
+                    help="bench_scale.json of an earlier invocation: its runs join the table and the exponents "
+                         "(their pages are opened again); N values given in --samples are measured anew")
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -257,6 +260,9 @@ def main() -> None:
         save_planted(planted, args.seed, None, max(ns))
         print(f"built the planted model and {max(ns)} scenes in {planted} in {time.perf_counter() - t0:.1f} s")
     runs = []
+    if args.previous:
+        runs = [r for r in json.loads(Path(args.previous).read_text())["runs"] if r["n"] not in ns]
+        print(f"from {args.previous}: N = {', '.join(str(r['n']) for r in runs)}")
     for n in ns:
         run_dir = out / f"run_{n}"
         if run_dir.exists():
@@ -276,6 +282,7 @@ def main() -> None:
         runs.append(r)
         print(f"N={n}: stage {r['stage_s']:.1f} s, collect {r['samples_per_s']:.2f} samples/s, "
               f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    runs.sort(key=lambda r: r["n"])
     browser = {} if args.no_browser else open_in_chromium([r["index"] for r in runs], args.open_repeats)
     report(runs, browser)
     (out / "bench_scale.json").write_text(json.dumps({"runs": runs, "browser": browser}, indent=2) + "\n")
