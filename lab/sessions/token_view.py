@@ -119,9 +119,10 @@ def tokens_view(cfg, ctx: StageContext) -> dict:
 
 
 def _wrap(text: str, width: int) -> str:
+    """At most 3 lines' worth of `text` (cut with " ..."); the figures wrap it to their width."""
     import textwrap
 
-    return "\n".join(textwrap.wrap(text, max(width, 30))[:3])
+    return textwrap.shorten(text, 3 * max(width, 30), placeholder=" ...")
 
 
 def _describe(view: TK.TokenView) -> str:
