@@ -195,9 +195,13 @@ def _overlay(ax, m: np.ndarray, disp: ImageLayout, cov: np.ndarray, W: int, H: i
 
 
 def _colorbar(fig, ax, mappable, label: str, **kw):
-    """A colour bar beside `ax` with a readable label and ticks (FONT)."""
+    """A colour bar beside `ax` with a readable label (FONT) and three ticks: bottom, middle, top
+    (few ticks keep it legible in a small panel, and cheap to lay out)."""
     cb = fig.colorbar(mappable, ax=ax, shrink=kw.pop("shrink", 0.85), pad=kw.pop("pad", 0.02), **kw)
     cb.set_label(_tx(label), fontsize=FONT["cbar_label"])
+    lo, hi = float(mappable.norm.vmin), float(mappable.norm.vmax)
+    ticks = [lo, (lo + hi) / 2, hi]
+    cb.set_ticks(ticks, labels=[f"{v:.3g}" for v in ticks])
     cb.ax.tick_params(labelsize=FONT["cbar_ticks"])
     return cb
 
