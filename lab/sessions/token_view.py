@@ -119,10 +119,11 @@ def tokens_view(cfg, ctx: StageContext) -> dict:
 
 
 def _wrap(text: str, width: int) -> str:
-    """At most 3 lines' worth of `text` (cut with " ..."); the figures wrap it to their width."""
+    """`text` on one line, cut with " ..." past 3 lines of `width` characters (at least 300 characters
+    kept, so the settings a title describes stay whole); the figures wrap it to their width."""
     import textwrap
 
-    return textwrap.shorten(text, 3 * max(width, 30), placeholder=" ...")
+    return textwrap.shorten(text, max(3 * width, 300), placeholder=" ...")
 
 
 def _describe(view: TK.TokenView) -> str:
