@@ -131,6 +131,7 @@ def test_chat_refuses_typos_and_names_saves_from_001(tiny_vlm, tmp_path, capsys)
     assert AttentionRecord.load(records[0]).meta.query == "exit row left?"
     assert AttentionRecord.load(records[2]).meta.sample_id == "chat_002"
     # a second chat into the same folder does not overwrite the first one's records
-    res = session.chat(cfg, ctx, stdin=io.StringIO("hi there ?\n/save\n"))
+    res = session.chat(cfg, ctx, stdin=io.StringIO("hi there ?\n/save\n/help\n"))
     out, _ = capsys.readouterr()
     assert re.findall(r"^record: \S+/(\S+)$", out, flags=re.M) == ["chat_003.safetensors"]
+    assert session.HELP in out and session.TYPO_NOTE in out  # /help says the rule too

@@ -39,9 +39,10 @@ HELP = """commands:
   /heads L:H,L:H    heads to show in overlays (/heads auto: the record's own top heads; /heads: show)
   /reset            clear the conversation, keep the image
   /help             this text
-  exit              quit (also /exit, quit, end of input)
-a one-word line one typo away from a command (exti, sav, hepl) and an unknown /word are refused;
-end a one-word question with ? to send it"""
+  exit              quit (also /exit, quit, end of input)"""
+# /help prints it under HELP (whose lines after the first are the commands, as --help lists them)
+TYPO_NOTE = """a one-word line one typo away from a command (exti, sav, hepl) and an unknown /word are refused;
+end a one-word question with ? to send it (several words always go to the model)"""
 
 # what `handle` runs; NAMES: the bare words a mistyped one-word line is compared with
 COMMANDS = ("/image", "/save", "/heads", "/reset", "/help", "/exit", "/quit")
@@ -253,7 +254,7 @@ class ChatSession:
             self.reset()
             self.say("conversation cleared")
         elif cmd == "/help":
-            self.say(HELP)
+            self.say(f"{HELP}\n{TYPO_NOTE}")
         else:  # pragma: no cover - command_refusal refused it above
             raise UserError(f"unknown command {cmd}; type /help for the commands")
         return True
