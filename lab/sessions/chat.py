@@ -146,7 +146,6 @@ class ChatSession:
         self.image_path: str | None = None
         self.history: list[tuple[str, str]] = []
         self.last: Any = None  # AttentionRecord of the last answer
-        self.turn = 0
         self.saved = 0  # the number NNN of the last record /save wrote as <save_id or chat>_NNN
         self.last_num: int | None = None  # NNN of the last answer's id (None: an id given by the caller)
         self.saved_rec: Any = None  # the record /save wrote last (a second /save rewrites the same files)
@@ -171,7 +170,6 @@ class ChatSession:
         if self.image is None:
             raise UserError("no image yet: give image_file= or type /image PATH first")
         streamer = self.vlm.text_streamer(self.out) if self.cfg.stream else None
-        self.turn += 1
         self.last_num, sid = (None, sample_id) if sample_id else self._next_id()
         strategy = Strategy(query_positions=self.cfg.query_positions, vision=self.vision)
         (rec,) = collect(_TurnVLM(self.vlm, list(self.history), streamer),
