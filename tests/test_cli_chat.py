@@ -72,7 +72,7 @@ def test_chat_through_stdin(tiny_ckpt, images, tmp_path):
     assert out.count("assistant: ") == 3
     assert "Traceback" not in err
     errors = [l for l in err.splitlines() if l.startswith("error: ")]
-    assert errors[0] == "error: unknown command /bogus; type /help for the commands"
+    assert errors[0].startswith("error: unknown command /bogus; commands: /image PATH, /save")
     assert errors[1].startswith("error: image not found: /nonexistent/cat.png")
     assert len(errors) == 2
     assert f"image: {other} (64x96); conversation cleared" in out

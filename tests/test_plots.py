@@ -93,8 +93,9 @@ def test_overlay_heads_auto_size_and_options(tmp_path):
     out = plots.overlay_heads(scene(90, 160), lay, hm, tmp_path / "ov.png", pred_box=g, combined=g.combined)
     with Image.open(out) as im:
         w, h = im.size
-    # 1 image + 7 heads + combined = 9 panels: 6 columns x 2 rows of 3in-wide panels at 100 dpi
-    assert 1700 <= w <= 1900 and h > 2 * 300
+    # 1 image + 7 heads + combined = 9 panels: 6 columns x 2 rows of 3in-wide panels (+ 0.55in for
+    # each panel's colour bar) at 100 dpi
+    assert 2050 <= w <= 2250 and h > 2 * 300
     # explicit xywh pred box, per-token [V] maps, no combined panel when there are no heads
     flat = {k: v.ravel() for k, v in hm.items()}
     check_png(plots.overlay_heads(scene(90, 160), lay, flat, tmp_path / "ov2.png", pred_box=(10, 20, 30, 40), figsize=(8, 4), dpi=50), (400, 200))
@@ -263,7 +264,9 @@ def test_every_colour_bar_is_labelled_and_the_combined_one_runs_0_to_1(tmp_path,
     lay = pad_layout(200, 120, 24)
     maps = head_maps(lay, n=3)  # three heads: their smoothed sum peaks near 3 (that was the colour bar's top)
     plots.overlay_heads(scene(), lay, maps, tmp_path / "o.png", sigma=1.0)
-    assert seen == [("combined, normalised to [0, 1]", 0.0, 1.0)]
+    # each head's own bar (0 .. its max), then the combined one
+    heads = [("attention (softmax probability)", 0.0, pytest.approx(m.max())) for m in maps.values()]
+    assert seen == [*heads, ("combined, normalised to [0, 1]", 0.0, 1.0)]
     seen.clear()
     plots.layer_head_heatmap(np.random.default_rng(0).random((4, 5)), tmp_path / "h.png")  # no label given
     plots.layer_head_heatmap(np.ones((4, 5)), tmp_path / "h2.png", cbar_label="S_img")

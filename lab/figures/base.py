@@ -25,7 +25,7 @@ if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import Normalize
+from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -156,27 +156,54 @@ def _show_image(ax, img: np.ndarray, W: int, H: int) -> None:
     ax.set_yticks([])
 
 
+MAP_CMAP = "inferno"  # perceptual and dark-to-bright: it does not read like the image's own colours (jet did)
+FONT = {"title": 9, "cbar_label": 8, "cbar_ticks": 7}  # readable at 100 dpi
+
+
+def alpha_cmap(cmap: str, alpha: float) -> ListedColormap:
+    """`cmap` with opacity proportional to the value: 0 (transparent) at the bottom, `alpha` at the
+    top, so low attention lets the image show through. The overlay and its colour bar share it."""
+    rgba = colormaps[cmap](np.linspace(0.0, 1.0, 256))
+    rgba[:, 3] = np.linspace(0.0, float(alpha), 256)
+    return ListedColormap(rgba, name=f"{cmap}_alpha")
+
+
 def _overlay(ax, m: np.ndarray, disp: ImageLayout, cov: np.ndarray, W: int, H: int, *, grid, order, cmap, alpha, vmin=None, vmax=None):
-    """Draw map `m` over the image: colour from `cmap`, opacity growing with the value (from
-    alpha/4 at the minimum to alpha at the maximum) so the image stays readable; pixels the grid
-    does not cover are dimmed grey. Returns a ScalarMappable for a colorbar."""
+    """Draw map `m` over the image: colour from `cmap`, opacity proportional to the value (0 at
+    `vmin`, `alpha` at `vmax`; `alpha_cmap`) so the image stays readable where attention is low;
+    pixels the grid does not cover are dimmed grey. vmin defaults to 0 for a non-negative map (an
+    attention map's colour scale starts at zero attention), vmax to the map's max. Returns a
+    ScalarMappable for a colorbar (the same colours and opacities)."""
     from matplotlib.cm import ScalarMappable
 
     up = disp.to_image(m, grid=grid, order=order)
-    lo = float(np.min(m)) if vmin is None else float(vmin)
+    lo = min(0.0, float(np.min(m))) if vmin is None else float(vmin)
     hi = float(np.max(m)) if vmax is None else float(vmax)
     if not hi > lo:
         hi = lo + 1e-12
     norm = Normalize(vmin=lo, vmax=hi)
     t = np.clip((up - lo) / (hi - lo), 0.0, 1.0)
-    rgba = colormaps[cmap](t)
-    rgba[..., 3] = np.where(cov, alpha * (0.25 + 0.75 * t), 0.0)
+    cm = alpha_cmap(cmap, alpha)
+    rgba = cm(t)
+    rgba[..., 3] = np.where(cov, rgba[..., 3], 0.0)
     if not cov.all():
         rgba[~cov] = _UNCOVERED
     ax.imshow(rgba, extent=(0, W, H, 0), interpolation="nearest")
     ax.set_xlim(0, W)
     ax.set_ylim(H, 0)
-    return ScalarMappable(norm=norm, cmap=colormaps[cmap])
+    return ScalarMappable(norm=norm, cmap=cm)
+
+
+def _colorbar(fig, ax, mappable, label: str, **kw):
+    """A colour bar beside `ax` with a readable label (FONT) and three ticks: bottom, middle, top
+    (few ticks keep it legible in a small panel, and cheap to lay out)."""
+    cb = fig.colorbar(mappable, ax=ax, shrink=kw.pop("shrink", 0.85), pad=kw.pop("pad", 0.02), **kw)
+    cb.set_label(_tx(label), fontsize=FONT["cbar_label"])
+    lo, hi = float(mappable.norm.vmin), float(mappable.norm.vmax)
+    ticks = [lo, (lo + hi) / 2, hi]
+    cb.set_ticks(ticks, labels=[f"{v:.3g}" for v in ticks])
+    cb.ax.tick_params(labelsize=FONT["cbar_ticks"])
+    return cb
 
 
 _UNCOVERED = (0.25, 0.25, 0.25, 0.45)  # dims pixels no grid cell covers (centre crop)

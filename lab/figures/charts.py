@@ -73,7 +73,7 @@ def layer_head_heatmap(
     if (~np.isfinite(vals)).any():
         ax.text(1.0, -0.06, "grey: NaN / inf", transform=ax.transAxes, ha="right", va="top", fontsize=7, color="0.35")
     if title:
-        ax.set_title(_tx(title), fontsize=10)
+        ax.set_title(_tx(title), fontsize=10, wrap=True)
     return _save(fig, out_path, dpi, show)
 
 
@@ -113,7 +113,7 @@ def elbow_curve(
             ax.plot([k], [v[k]], marker="o", color="tab:green", markersize=8, linestyle="none", label=f"knee (rank {k})")
     ax.set_xlabel(_tx(xlabel))
     ax.set_ylabel(_tx(ylabel))
-    ax.set_title(_tx(title), fontsize=10)
+    ax.set_title(_tx(title), fontsize=10, wrap=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out_path, dpi, show)
@@ -150,7 +150,7 @@ def token_attention_curve(
     ax.set_xlim(-0.5, max(T - 0.5, 0.5))
     ax.set_ylabel(_tx(ylabel))
     ax.set_xlabel("generated token")
-    ax.set_title(_tx(title), fontsize=10)
+    ax.set_title(_tx(title), fontsize=10, wrap=True)
     ax.grid(alpha=0.3)
     return _save(fig, out_path, dpi, show)
 
@@ -207,7 +207,7 @@ def bar_chart(
         ax.set_xticklabels([_tx(l) for l in labels], fontsize=9)
     ax.set_ylabel(_tx(ylabel))
     if title:
-        ax.set_title(_tx(title), fontsize=10)
+        ax.set_title(_tx(title), fontsize=10, wrap=True)
     ax.margins(y=0.12)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, out_path, dpi, show)

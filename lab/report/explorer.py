@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from lab.records.record import AttentionRecord
 from lab.report.page import render_page
@@ -50,22 +50,25 @@ def remember_config(run_dir: Path, cfg: dict[str, Any]) -> None:
 
 def explorer_html(run_dir: str | os.PathLike | None = None, cfg: Any = None, *,
                   records: Sequence[AttentionRecord] | None = None, title: str | None = None,
-                  link_files: bool = True) -> str:
-    """The explorer page as a string: of a run folder, or of `records` (no folder needed)."""
+                  link_files: bool = True, ids: Collection[str] | None = None) -> str:
+    """The explorer page as a string: of a run folder (only the records of `ids`, when given), or of
+    `records` (no folder needed)."""
     data = build_run_data(Path(run_dir) if run_dir is not None else None, plain_config(cfg), records=records,
-                          title=title, link_files=link_files)
+                          title=title, link_files=link_files, ids=ids)
     return render_page(data)
 
 
-def write_explorer(run_dir: str | os.PathLike, cfg: Any = None, *, filename: str = "index.html") -> Path:
-    """`run_dir/index.html`: the explorer of the folder (and run_config.json, when `cfg` is given).
-    Prints one warning line per results table the page marks stale (`lab.report.staleness`)."""
+def write_explorer(run_dir: str | os.PathLike, cfg: Any = None, *, filename: str = "index.html",
+                   ids: Collection[str] | None = None) -> Path:
+    """`run_dir/index.html`: the explorer of the folder (and run_config.json, when `cfg` is given);
+    `ids`: list only the records of these sample ids. Prints one warning line per results table
+    the page marks stale (`lab.report.staleness`)."""
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     plain = plain_config(cfg)
     if plain is not None:
         remember_config(run_dir, plain)
-    data = build_run_data(run_dir, plain)
+    data = build_run_data(run_dir, plain, ids=ids)
     page = render_page(data)
     out = atomic_write_text(run_dir / filename, page)
     for stale in data["stale"].values():  # lab/report/staleness.py: tables not about the current heads.json

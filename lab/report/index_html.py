@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 from urllib.parse import quote
 
 import numpy as np
@@ -95,10 +95,12 @@ def write_index_html(
     return out
 
 
-def write_run_index(run_dir: Path, result: Mapping[str, Any] | None = None, cfg: Any = None) -> Path:
+def write_run_index(run_dir: Path, result: Mapping[str, Any] | None = None, cfg: Any = None, *,
+                    ids: Collection[str] | None = None) -> Path:
     """index.html of a run folder: the offline explorer (`lab.report.explorer`). `cfg`: the composed
     config of the stage writing it (kept in run_config.json and shown on the page). `result` is
-    not needed any more (the page reads the folder's files); kept for callers that pass it."""
+    not needed any more (the page reads the folder's files); kept for callers that pass it. `ids`: list
+    only the records of these sample ids (mode=batch data_file=)."""
     from lab.report.explorer import write_explorer
 
-    return write_explorer(run_dir, cfg)
+    return write_explorer(run_dir, cfg, ids=ids)

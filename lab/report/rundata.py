@@ -12,7 +12,7 @@ import csv
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from lab.report.samples import LEVELS, map_bytes, sample_data
 from lab.report.settings import PageSettings, page_settings
 from lab.report.mask_overlay import mask_overlays
 from lab.report.staleness import needs_sample_heads, stale_tables
+from utils.data import file_stem
 from utils.errors import UserError
 from utils.io import read_jsonl_lenient
 
@@ -88,11 +89,12 @@ def load_run_config(run_dir: Path) -> dict[str, Any]:
 
 def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
                    records: Sequence[AttentionRecord] | None = None, title: str | None = None,
-                   link_files: bool = True) -> dict[str, Any]:
+                   link_files: bool = True, ids: Collection[str] | None = None) -> dict[str, Any]:
     """The explorer's data: a run folder (its records under `attention/` or `attention_dir=`), or
     `records` given directly (then `run_dir` may be None). `cfg`: the plain settings of whoever writes
     the page now; the analysis settings are those the stages wrote into run_config.json
-    (`lab.report.settings.page_settings`)."""
+    (`lab.report.settings.page_settings`). `ids`: list only the folder's records of these sample ids
+    (visualize_attention.py mode=batch data_file=)."""
     configs = load_run_config(run_dir) if run_dir else {}
     st = page_settings(configs, cfg)
     rd = Path(run_dir) if run_dir else None
@@ -106,6 +108,10 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
     if records is None:
         folder = Path(st.attention_dir) if st.attention_dir else (rd / "attention" if rd else None)
         files = sorted(folder.glob("*.safetensors")) if folder and folder.is_dir() else []
+        if ids is not None:
+            stems, n_folder = {file_stem(i) for i in ids}, len(files)
+            files = [f for f in files if f.stem in stems]
+            notes.append(f"{len(files)} of the folder's {n_folder} records: the {len(stems)} ids given")
         notes.extend(folder_notes(folder) if files else [])  # lab/records/folder.py: live writer, rows missing
     else:
         files = list(records)

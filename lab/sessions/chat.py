@@ -40,6 +40,62 @@ HELP = """commands:
   /reset            clear the conversation, keep the image
   /help             this text
   exit              quit (also /exit, quit, end of input)"""
+# /help prints it under HELP (whose lines after the first are the commands, as --help lists them)
+TYPO_NOTE = """a one-word line one typo away from a command (exti, sav, hepl) and an unknown /word are refused;
+end a one-word question with ? to send it (several words always go to the model)"""
+
+# what `handle` runs; NAMES: the bare words a mistyped one-word line is compared with
+COMMANDS = ("/image", "/save", "/heads", "/reset", "/help", "/exit", "/quit")
+EXIT_WORDS = ("exit", "quit", "/exit", "/quit")
+NAMES = ("image", "save", "heads", "reset", "help", "exit", "quit")
+
+
+def typo_distance(a: str, b: str) -> int:
+    """Optimal-string-alignment edit distance: insertions, deletions, substitutions and swaps of two
+    neighbouring characters, each counting 1 (`exti` -> `exit`: 1, `sav` -> `save`: 1)."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def command_refusal(line: str) -> str | None:
+    """Why `line` is neither a command nor a question, or None.
+
+    The rule: a line whose first word starts with `/` is a command and must be one of COMMANDS;
+    a line of one word (no whitespace) that does not end with `?` and is within one typo
+    (`typo_distance` <= 1, case ignored) of a command's name (NAMES: exit, save, help, ...) is
+    refused (`exit`, `quit`, `/exit`, `/quit` in any case end the chat). Every other line (several
+    words, or one word far from every command, or one ending with `?`) is a question for the model."""
+    line = line.strip()
+    first = line.split(maxsplit=1)[0] if line else ""
+    if line.lower() in EXIT_WORDS:
+        return None
+    if first.startswith("/"):
+        if first in COMMANDS:
+            return None
+        return _refusal(first, first[1:], slash=True)
+    if first != line or line.endswith("?"):
+        return None
+    if min(typo_distance(line.lower(), n) for n in NAMES) <= 1:
+        return _refusal(line, line)
+    return None
+
+
+def _refusal(word: str, bare: str, slash: bool = False) -> str:
+    near = min(NAMES, key=lambda n: (typo_distance(bare.lower(), n), n))
+    hint = ""
+    if typo_distance(bare.lower(), near) <= 2:
+        hint = f" (did you mean {near if near in ('exit', 'quit') and not slash else '/' + near}?)"
+    what = f"unknown command {word}" if slash else f"{word!r} is not a command"
+    return (f"{what}{hint}; commands: /image PATH, /save, /heads L:H,..., /reset, /help, exit"
+            + ("" if slash else " (a one-word question: end it with ?)"))
 
 
 class _TurnVLM:
@@ -90,7 +146,9 @@ class ChatSession:
         self.image_path: str | None = None
         self.history: list[tuple[str, str]] = []
         self.last: Any = None  # AttentionRecord of the last answer
-        self.turn = 0
+        self.saved = 0  # the number NNN of the last record /save wrote as <save_id or chat>_NNN
+        self.last_num: int | None = None  # NNN of the last answer's id (None: an id given by the caller)
+        self.saved_rec: Any = None  # the record /save wrote last (a second /save rewrites the same files)
         self.vision = _vision_setting(vlm, cfg)  # store the vision tower's token->patch matrices in records
 
     def say(self, text: str) -> None:
@@ -112,8 +170,7 @@ class ChatSession:
         if self.image is None:
             raise UserError("no image yet: give image_file= or type /image PATH first")
         streamer = self.vlm.text_streamer(self.out) if self.cfg.stream else None
-        self.turn += 1
-        sid = sample_id or f"{self.cfg.save_id or 'chat'}_{self.turn:03d}"
+        self.last_num, sid = (None, sample_id) if sample_id else self._next_id()
         strategy = Strategy(query_positions=self.cfg.query_positions, vision=self.vision)
         (rec,) = collect(_TurnVLM(self.vlm, list(self.history), streamer),
                          [(self.image.copy(), text, sid, self.image_path)], strategy,
@@ -126,11 +183,22 @@ class ChatSession:
         return rec
 
     # ---- files --------------------------------------------------------------------------------
+    def _next_id(self) -> tuple[int, str]:
+        """The id the next /save writes: <save_id or chat>_NNN, NNN one above the last saved (from 001),
+        skipping names whose record already exists in the output folder (an earlier chat there)."""
+        n = self.saved + 1
+        prefix = self.cfg.save_id or "chat"
+        while record_path(self.out_dir, f"{prefix}_{n:03d}").exists():
+            n += 1
+        return n, f"{prefix}_{n:03d}"
+
     def save(self) -> dict[str, str]:
         """Record + overlay (+ per-token figures) of the last answer; returns their paths."""
         rec = self.last
         if rec is None:
             raise UserError("nothing to save yet: ask a question first")
+        if rec is not self.saved_rec and self.last_num is not None:
+            self.saved, self.saved_rec = self.last_num, rec
         paths = {"record": str(rec.save(record_path(self.out_dir, rec.meta.sample_id)))}
         figs = self.out_dir / "figures"
         vis = _overlay(rec, self.cfg, figs, self.heads)
@@ -154,8 +222,11 @@ class ChatSession:
     # ---- chat commands --------------------------------------------------------------------------
     def handle(self, line: str) -> bool:
         """Run one input line; False when the chat should end."""
-        if line in ("exit", "quit", "/exit", "/quit"):
+        if line.lower() in EXIT_WORDS or line.partition(" ")[0] in ("/exit", "/quit"):
             return False
+        why = command_refusal(line)
+        if why is not None:
+            raise UserError(why)
         if not line.startswith("/"):
             self.ask(line)
             return True
@@ -181,8 +252,8 @@ class ChatSession:
             self.reset()
             self.say("conversation cleared")
         elif cmd == "/help":
-            self.say(HELP)
-        else:
+            self.say(f"{HELP}\n{TYPO_NOTE}")
+        else:  # pragma: no cover - command_refusal refused it above
             raise UserError(f"unknown command {cmd}; type /help for the commands")
         return True
 

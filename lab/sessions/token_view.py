@@ -119,9 +119,11 @@ def tokens_view(cfg, ctx: StageContext) -> dict:
 
 
 def _wrap(text: str, width: int) -> str:
+    """`text` on one line, cut with " ..." past 3 lines of `width` characters (at least 300 characters
+    kept, so the settings a title describes stay whole); the figures wrap it to their width."""
     import textwrap
 
-    return "\n".join(textwrap.wrap(text, max(width, 30))[:3])
+    return textwrap.shorten(text, max(3 * width, 300), placeholder=" ...")
 
 
 def _describe(view: TK.TokenView) -> str:

@@ -7,6 +7,9 @@ import logging
 import os
 from pathlib import Path
 
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from lab import figures as plots
 from lab.records.record import AttentionRecord, record_file
 from lab.report import write_run_index
@@ -52,13 +55,16 @@ def single_view(cfg, ctx: StageContext) -> dict:
 
 
 def batch_view(cfg, ctx: StageContext) -> dict:
-    """Overlays for every record of a folder (or of a JSONL's ids) + index.html."""
+    """Overlays for every record of a folder (or of a JSONL's ids) + index.html (listing the same
+    records). A progress bar on stderr counts the records when stderr is a terminal."""
+    ids = None
     if cfg.data_file:
         rows = load_rows(cfg.data_file)
         folder = Path(cfg.attention_dir) if cfg.attention_dir else None
         if folder is None:
             raise UserError("mode=batch with data_file= needs attention_dir=<run folder>/attention holding its records")
-        files = [record_file(folder, r.id) for r in rows]  # the same id -> file name mapping as the batch
+        ids = [r.id for r in rows]
+        files = [record_file(folder, i) for i in ids]  # the same id -> file name mapping as the batch
         missing = [str(f) for f in files if not os.path.lexists(f)]
         if missing:
             log.warning("%d record(s) missing, e.g. %s", len(missing), missing[0])
@@ -73,15 +79,17 @@ def batch_view(cfg, ctx: StageContext) -> dict:
     heads = heads_from_file(cfg.heads_file, cfg.top_k) if cfg.heads_file else None
     out = ctx.output_dir / "figures" / "samples"
     done, failed = [], []
-    for f in files:
-        try:
-            rec = AttentionRecord.load(f)
-            names.add(f, rec)
-            done.append(visualize_record(rec, cfg, out, heads)["figure"])
-        except UserError as e:
-            failed.append((str(f), str(e)))
-            log.warning("%s", e if str(f) in str(e) else f"{f}: {e}")
-    index = write_run_index(ctx.output_dir, {"records": len(files)}, cfg=cfg)
+    bar = tqdm(files, desc="figures", unit="record", disable=None)  # disable=None: off unless stderr is a TTY
+    with logging_redirect_tqdm(), bar:  # warnings print above the bar, not through it
+        for f in bar:
+            try:
+                rec = AttentionRecord.load(f)
+                names.add(f, rec)
+                done.append(visualize_record(rec, cfg, out, heads)["figure"])
+            except UserError as e:
+                failed.append((str(f), str(e)))
+                log.warning("%s", e if str(f) in str(e) else f"{f}: {e}")
+    index = write_run_index(ctx.output_dir, {"records": len(files)}, cfg=cfg, ids=ids)
     print(f"{len(done)} figure(s) in {out}, {len(failed)} failed; index: {index}")
     return {"figures": done, "failed": failed, "index": str(index)}
 
