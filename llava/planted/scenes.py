@@ -25,6 +25,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from llava.shapes import draw_shape
+
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
     "green": (35, 165, 55),
@@ -64,22 +66,6 @@ class PlantedScene:
     @property
     def target_object(self) -> SceneObject:
         return self.objects[self.target]
-
-
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, x: int, y: int, s: int, fill) -> None:
-    """Draw `shape` inside the square [x, x+s) x [y, y+s) (no anti-aliasing)."""
-    x1, y1 = x + s - 1, y + s - 1
-    if shape == "square":
-        draw.rectangle([x, y, x1, y1], fill=fill)
-    elif shape == "circle":
-        draw.ellipse([x, y, x1, y1], fill=fill)
-    elif shape == "triangle":
-        draw.polygon([(x + (s - 1) / 2, y), (x1, y1), (x, y1)], fill=fill)
-    elif shape == "diamond":
-        h = (s - 1) / 2
-        draw.polygon([(x + h, y), (x1, y + h), (x + h, y1), (x, y + h)], fill=fill)
-    else:
-        raise ValueError(f"unknown shape {shape!r}")
 
 
 def _place(rng: random.Random, width: int, height: int, n: int, placed: list[tuple[int, int, int]]) -> None:
