@@ -334,6 +334,9 @@ def load_from_config(cfg, device: str | None = None) -> VLM:
         if not (folder / "config.json").exists():
             save_tiny_llava(folder, TinyLlavaSpec(seed=int(cfg.seed)))
         name = str(folder)
+    hint = getattr(cfg, "missing_hint", None)
+    if hint and not Path(name).exists():
+        raise UserError(f"model.name_or_path={name}: folder does not exist; {hint}")
     return load_vlm(name, device=device or cfg.device, dtype=cfg.dtype, device_map=cfg.device_map, prompt_template=cfg.prompt_template,
                     image_aspect=cfg.image_aspect, system_prompt=cfg.system_prompt)
 

@@ -35,6 +35,7 @@ INSTALL = re.compile(r"^(python3? -m venv\b|\. \S*activate$|source \S*activate$|
 ENTRIES = {"localization_heads_finder.py": "localization_config", "visualize_attention.py": "visualization_config",
            "cli_llava.py": "cli_config"}
 FILE_KEYS = ("image_file", "data_file", "attention_file", "attention_dir", "heads_file", "query_file")
+BUILDERS = ("python -m llava.planted ",)  # commands that build a model folder (--out DIR) instead of running an entry
 TOY_LAYERS = TOY_HEADS = 4  # llava/toy/checkpoint: 4 layers x 4 heads
 
 
@@ -131,6 +132,12 @@ def check_chain(cmds: list[Command]) -> None:
                     assert target.startswith("runs/"), f"{cmd.where}: writes {target} outside runs/"
                     written.append(target)
                 continue
+            if part.startswith(BUILDERS):  # python -m llava.planted --out DIR: a folder later commands read
+                words = shlex.split(part)
+                out = words[words.index("--out") + 1]
+                assert out.startswith("runs/"), f"{cmd.where}: --out {out} is not under the git-ignored runs/"
+                written.append(out)
+                continue
             script, overrides = _overrides(Command(part, cmd.where))
             assert (ROOT / script).is_file()
             cfg = make_cfg(*overrides, config_name=ENTRIES[script])
@@ -145,6 +152,10 @@ def check_chain(cmds: list[Command]) -> None:
                         f"{cmd.where}: {key}={value} is written by no earlier command"
                 else:
                     assert (ROOT / value).exists(), f"{cmd.where}: {key}={value} does not exist"
+            if cfg.model.name == "planted":  # config/model/planted.yaml reads runs/planted/checkpoint by default
+                path = kv.get("model.name_or_path", "runs/planted/checkpoint")
+                assert any(path.startswith(w.rstrip("/") + "/") for w in written), \
+                    f"{cmd.where}: model=planted reads {path}, built by no earlier command"
             if cfg.model.name == "toy":
                 for key, bound in (("layer", TOY_LAYERS), ("head", TOY_HEADS)):
                     v = cfg.get(key)

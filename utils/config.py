@@ -84,6 +84,7 @@ class ModelConfig:
     prompt_template: PromptTemplate = "chat"  # chat | plain ("<image>\n{query}") | referseg (Kang et al.'s released prompt)
     image_aspect: ImageAspect = "auto"  # auto (the processor's own) | crop | pad
     system_prompt: Optional[str] = None
+    missing_hint: Optional[str] = None  # said when name_or_path is a folder that does not exist (e.g. the command that builds it)
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,9 @@ def ablate_stage(cfg, ctx: StageContext) -> dict:
                      "selected_heads": sel.answers.get(row.id), "baseline_correct": base.correct[row.id],
                      "selected_correct": sel.correct.get(row.id)} for row, _ in items],
     }
+    by_group = _by_group(items, base, sel, rnd)
+    if by_group:
+        result["by_group"] = by_group
     out = Path(ctx.output_dir)
     path = atomic_write_json(out / "ablation.json", jsonable(result))
     names = ["baseline", "selected heads", "random heads"]
@@ -119,7 +122,26 @@ def ablate_stage(cfg, ctx: StageContext) -> dict:
                           title=f"answer accuracy ({len(heads)} heads masked, {match} match, n={len(items)})",
                           ylabel="accuracy")
     print(format_table(result))
+    for group, acc in by_group.items():
+        rnd_txt = f"{acc['random_heads']:.3f}" if acc["random_heads"] is not None else "-"
+        print(f"  {group}: baseline {acc['baseline']:.3f}, selected heads masked {acc['selected_heads']:.3f}, "
+              f"random heads masked {rnd_txt} (n={acc['n']})")
     print(f"ablation: {path}")
     write_run_index(out, {"ablation": str(path)}, cfg=cfg)
     return {"ablation_file": str(path), "figure": str(fig), "baseline": result["baseline"],
             "selected_heads": result["selected_heads"], "random_heads": {k: v for k, v in random_block.items() if k != "draws"}}
+
+
+def _by_group(items, base, sel, rnd) -> dict[str, dict]:
+    """Accuracy of each condition within each row `group` (random: the mean over draws); {} when no row names one."""
+    groups = sorted({str(row.group) for row, _ in items if row.group is not None})
+    out = {}
+    for group in groups:
+        ids = [row.id for row, _ in items if str(row.group) == group]
+
+        def acc(r) -> float:
+            return float(np.mean([r.correct[i] for i in ids if i in r.correct]))
+
+        out[group] = {"baseline": acc(base), "selected_heads": acc(sel),
+                      "random_heads": float(np.mean([acc(r) for r in rnd])) if rnd else None, "n": len(ids)}
+    return out

@@ -75,6 +75,9 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     if cfg.method_name != "paper" or per_sample or gr.region != "largest" or gr.geometry != "layout":
         metrics["settings"].update({"method": cfg.method_name, "region": gr.region,
                                     "geometry": gr.geometry, "per_sample_heads": per_sample})
+    by_group = _by_group([row.group for row, _ in recs], sel_m, all_m, rnd_m)
+    if by_group:
+        metrics["by_group"] = by_group
     seg.finish(metrics, NAMES)
     if no_heads:
         metrics["samples_without_heads"] = no_heads
@@ -91,6 +94,9 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
         print(f"{name:16s} {m['acc@0.5']:8.3f} {m['miou']:7.3f} {m['pointing']:9.3f} {int(m['n']):5d}")
     plots.bar_chart(NAMES, [metrics[n]["acc@0.5"] for n in NAMES], [0.0, 0.0, random_summary["acc@0.5_std"]],
                     ctx.output_dir / "figures" / "grounding_acc.png", title="Acc@0.5 by head set", ylabel="Acc@0.5")
+    for group, ms in by_group.items():
+        print(f"{'  ' + group:16s} " + "  ".join(f"{n.split('_')[0]} {ms[n]['acc@0.5']:.3f}/{ms[n]['miou']:.3f}/{ms[n]['pointing']:.3f}"
+                                              for n in NAMES) + f"  (Acc@0.5/mIoU/pointing, n={int(ms[NAMES[0]]['n'])})")
     print(f"metrics: {path}")
     index = write_run_index(ctx.output_dir, {"metrics": str(path)}, cfg=cfg)
     return {"metrics_file": str(path), "index": str(index), **{n: metrics[n] for n in NAMES}}
@@ -108,6 +114,23 @@ def _head_set(cfg, ctx: StageContext) -> tuple[HeadSet, str]:
         return (HeadSet(heads, {k: [tuple(h) for h in v] for k, v in own.items()}),
                 "per sample: each record's own top_k heads (selection.ranking=per_sample)")
     return HeadSet(heads), "selected on the fly from this run"
+
+
+def _by_group(groups: list, sel_m: G.GroundingMetrics, all_m: G.GroundingMetrics,
+              rnd_m: list[G.GroundingMetrics]) -> dict[str, dict]:
+    """The three head sets' metrics within each row `group` (the data's own classes, e.g. the planted
+    scenes' distractors); {} when no row names one. Every tally holds one entry per sample, in order."""
+    if all(g is None for g in groups):
+        return {}
+    out = {}
+    for group in sorted({str(g) for g in groups}):
+        idx = [i for i, g in enumerate(groups) if str(g) == group]
+
+        def part(m: G.GroundingMetrics) -> dict:
+            return G.summarize([m.ious[i] for i in idx], [m.hits[i] for i in idx] if m.hits else None, m.iou_threshold)
+
+        out[group] = {NAMES[0]: part(sel_m), NAMES[1]: part(all_m), NAMES[2]: _random_summary([part(m) for m in rnd_m])}
+    return out
 
 
 def _random_summary(rnd: list[dict]) -> dict:

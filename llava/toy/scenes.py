@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from llava.shapes import draw_shape
 from utils.masks import encode_mask
 
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -63,24 +64,6 @@ class Scene:
         return render_scene(self)[0]
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, x: int, y: int, s: int, fill) -> None:
-    """Draw `shape` inside the square [x, x+s) x [y, y+s) (no anti-aliasing)."""
-    x1, y1 = x + s - 1, y + s - 1
-    if shape == "square":
-        draw.rectangle([x, y, x1, y1], fill=fill)
-    elif shape == "circle":
-        draw.ellipse([x, y, x1, y1], fill=fill)
-    elif shape == "triangle":
-        draw.polygon([(x + (s - 1) / 2, y), (x1, y1), (x, y1)], fill=fill)
-    elif shape == "cross":
-        t = max(2, s // 3)
-        o = (s - t) // 2
-        draw.rectangle([x + o, y, x + o + t - 1, y1], fill=fill)
-        draw.rectangle([x, y + o, x1, y + o + t - 1], fill=fill)
-    else:
-        raise ValueError(shape)
-
-
 def _tight_box(mask: Image.Image) -> list[int]:
     x0, y0, x1, y1 = mask.getbbox()
     return [x0, y0, x1 - x0, y1 - y0]
@@ -109,7 +92,7 @@ def make_scene(seed: int, n_objects: int | None = None) -> Scene:
     scene = Scene(width, height, background, seed=seed)
     for (x, y, s), color, shape in zip(placed, colors, shapes):
         mask = Image.new("L", (width, height), 0)
-        _draw_shape(ImageDraw.Draw(mask), shape, x, y, s, 255)
+        draw_shape(ImageDraw.Draw(mask), shape, x, y, s, 255)
         scene.objects.append(ToyObject(shape, color, _tight_box(mask)))
         scene.objects[-1]._xys = (x, y, s)  # drawing square, used by render_scene
     return scene
@@ -122,9 +105,9 @@ def render_scene(scene: Scene) -> tuple[Image.Image, list[Image.Image]]:
     masks = []
     for obj in scene.objects:
         x, y, s = obj._xys
-        _draw_shape(draw, obj.shape, x, y, s, COLORS[obj.color])
+        draw_shape(draw, obj.shape, x, y, s, COLORS[obj.color])
         mask = Image.new("L", (scene.width, scene.height), 0)
-        _draw_shape(ImageDraw.Draw(mask), obj.shape, x, y, s, 255)
+        draw_shape(ImageDraw.Draw(mask), obj.shape, x, y, s, 255)
         masks.append(mask)
     return img, masks
 
