@@ -119,7 +119,7 @@ def idefics3_tile_grid(image_processor, height: int, width: int) -> tuple[int, i
 
     Follows the processor step by step: resize to `size["longest_edge"]`; `resize_for_vision_encoder`
     (each side up to a whole number of tiles, the short side from the aspect); split when a side
-    exceeds one tile. tests/test_families_new.py compares it with the processor's `return_row_col_info`.
+    exceeds one tile. tests/test_families_tester_configs.py compares it with the processor's `return_row_col_info`.
     """
     import math
 

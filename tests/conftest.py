@@ -9,6 +9,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# What CI exports, for a plain `python -m pytest` too (set before transformers is imported: it reads the
+# hub flag once): never a hub request, figures without a display. The entry points run in this process
+# (tests/inprocess.py) see the same.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one torch thread per worker (-n N workers share the cores);
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the subprocesses a test starts inherit it
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -94,3 +101,24 @@ def toy_tokens_run(tmp_path_factory, toy_vlm):
                    "strategy.query_positions=generated", "strategy.vision=true")
     run_stage(cfg, StageContext(loader=lambda: toy_vlm, output_dir=out))
     return out
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium through Playwright, once per session (tests/browser_page.py opens pages on it).
+
+    Skips and says why without Chromium or Playwright; under CI=true that is a failure instead, so a
+    skip cannot hide a broken install."""
+    from browser_page import ARGS, CHROMIUM, missing
+
+    why = missing()
+    if why:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but the browser tests cannot run: {why}")
+        pytest.skip(why)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()

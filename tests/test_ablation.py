@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from inprocess import run_script
 from helpers import make_cfg
 from PIL import Image
 
@@ -21,8 +19,6 @@ from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 register_configs()
-
-
 
 
 def ctx(out, vlm):
@@ -162,13 +158,13 @@ def test_ablate_errors(dataset, tiny_vlm, tmp_path):
         run_stage(make_cfg("stage=ablate", "ablation.match=fuzzy", *_common(dataset, tmp_path)), ctx(tmp_path, tiny_vlm))
 
 
-def test_ablate_cli_subprocess(dataset, tiny_ckpt, tmp_path):
+def test_ablate_through_the_entry_point(dataset, tiny_ckpt, tmp_path):
+    """`python localization_heads_finder.py stage=ablate ...` as typed (run in this process: tests/inprocess.py)."""
     hf = _heads_file(tmp_path / "heads.json", [(2, 1), (3, 0)])
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, str(ROOT / "localization_heads_finder.py"), "stage=ablate", f"heads_file={hf}",
-                        f"model.name_or_path={tiny_ckpt}", "model.builder=null", "model.name=t", "model.device=cpu",
-                        "ablation.random_draws=2", f"hydra.run.dir={tmp_path / 'hydra'}", *_common(dataset, tmp_path)],
-                       capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    r = run_script(ROOT / "localization_heads_finder.py", "stage=ablate", f"heads_file={hf}",
+                   f"model.name_or_path={tiny_ckpt}", "model.builder=null", "model.name=t", "model.device=cpu",
+                   "ablation.random_draws=2", f"hydra.run.dir={tmp_path / 'hydra'}", *_common(dataset, tmp_path),
+                   cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "ablation:" in r.stdout and "random_heads" in r.stdout
     assert json.loads((tmp_path / "ablation.json").read_text())["baseline"]["accuracy"] == 1.0

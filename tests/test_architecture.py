@@ -62,3 +62,16 @@ def test_no_module_over_the_size_limit():
     big = {str(p.relative_to(ROOT)): n for room in ("lab", "llava", "utils") for p in (ROOT / room).rglob("*.py")
            if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not big, f"modules over {MAX_LINES} lines: {big}"
+
+
+def test_every_path_the_architecture_names_exists():
+    """docs/architecture.md is the map of the house: each repository path it names (`lab/...`,
+    `tests/...`, ...) is there."""
+    import re
+
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rooms = "llava|lab|utils|tests|benchmarks|config|examples|docs|\\.ci"
+    named = set(re.findall(rf"(?<![\w./])((?:{rooms})/[\w./-]*\w/?)", text))
+    assert len(named) > 50, sorted(named)  # the pattern still finds the map's paths
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert not missing, f"docs/architecture.md names paths that do not exist: {missing}"

@@ -1,4 +1,5 @@
-"""Real subprocess runs of the entry point: a record that matches eager, and clear errors."""
+"""The entry point as a user runs it: a record from a real subprocess that matches eager, clear errors
+(exit 2 from a subprocess; the other refusals in this process, tests/inprocess.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from inprocess import run_script
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+pytestmark = pytest.mark.versions  # also run on the floor transformers (tests/README.md)
 
 
 def run_cli(*args, cwd=None):
@@ -54,8 +59,11 @@ def test_collect_on_a_saved_checkpoint_matches_eager(tiny_ckpt, tiny_eager, imag
     (["model.dtype=float64", "stage=collect", "image_file=IMG", "query=hi"], "model.dtype='float64'"),
 ])
 def test_bad_input_gives_one_clear_error(args, needle, image_file, tmp_path):
+    """In this process (tests/inprocess.py: the script as __main__, its exit status and output); the exit
+    status a shell sees is test_unreadable_image's."""
     args = [a.replace("IMG", str(image_file)) for a in args]
-    r = run_cli(*args, "model.device=cpu", f"model.cache_dir={tmp_path}/cache", f"output_dir={tmp_path}")
+    r = run_script(ROOT / "localization_heads_finder.py", *args, "model.device=cpu", f"model.cache_dir={tmp_path}/cache",
+                   f"output_dir={tmp_path}", cwd=tmp_path)
     assert r.returncode != 0
     assert needle in r.stderr + r.stdout
     assert "Traceback" not in r.stderr

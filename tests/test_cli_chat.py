@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from inprocess import run_script
 import helpers
 from PIL import Image
 
@@ -24,10 +25,16 @@ PNG = b"\x89PNG\r\n\x1a\n"
 register_configs()
 
 
-def run_cli(*args, stdin: str | None = None, cwd=None):
+def run_cli_process(*args, stdin: str | None = None, cwd=None):
+    """cli_llava.py in a fresh interpreter, stdin piped (the chat as a terminal user drives it)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, str(ROOT / "cli_llava.py"), *args], input=stdin, cwd=cwd or tempfile.mkdtemp(prefix="lhf_chat_"),
                           capture_output=True, text=True, env=env, timeout=300)
+
+
+def run_cli(*args, stdin: str | None = None, cwd=None):
+    """cli_llava.py as `python cli_llava.py <args>` runs it, in this process (tests/inprocess.py)."""
+    return run_script(ROOT / "cli_llava.py", *args, cwd=cwd or tempfile.mkdtemp(prefix="lhf_chat_"), stdin=stdin or "")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +73,7 @@ def test_chat_through_stdin(tiny_ckpt, images, tmp_path):
         "exit",
         "this line is never read",
     ]) + "\n"
-    r = run_cli("cli_mode=true", f"image_file={square}", *model_args(tiny_ckpt, tmp_path), stdin=script)
+    r = run_cli_process("cli_mode=true", f"image_file={square}", *model_args(tiny_ckpt, tmp_path), stdin=script)
     assert r.returncode == 0, r.stderr
     out, err = r.stdout, r.stderr
     assert out.count("assistant: ") == 3

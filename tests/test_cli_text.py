@@ -6,12 +6,12 @@ from types import SimpleNamespace
 
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from helpers import make_cfg
+from inprocess import Result, run_line, run_script
 
 from lab.sessions.chat import HELP
 from lab.records.record import AttentionRecord
@@ -50,8 +50,9 @@ def farm(tmp_path_factory):
 README_QUERIES = ["what shape is the blue one, près du bord?", TEXT, None, TEXT]
 
 
-def _bash(line: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+def _bash(line: str, cwd: Path, env: dict) -> Result:
+    """The line as bash reads it (tests/inprocess.py: bash makes the words, this process runs python)."""
+    return run_line(line, cwd)
 
 
 def test_the_readme_quoting_lines_reach_the_config_as_written(farm):
@@ -89,8 +90,7 @@ def test_the_readme_quoting_lines_run_as_written(farm):
                                          ("query=left, right", "Ambiguous value")])
 def test_unquoted_text_fails_as_the_readme_says(farm, arg, needle):
     cwd, env = farm
-    r = subprocess.run([sys.executable, "cli_llava.py", "image_file=examples/toy/images/toy_0000.png", arg],
-                       cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    r = run_script("cli_llava.py", "image_file=examples/toy/images/toy_0000.png", arg, cwd=cwd)
     assert r.returncode != 0 and needle in r.stderr
 
 
@@ -130,8 +130,7 @@ def test_collect_and_pipeline_take_query_file(tmp_path, toy_vlm):
 
 
 def _help(script: str) -> str:
-    r = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    r = run_script(ROOT / script, "--help", cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout
 

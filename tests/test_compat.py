@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from inprocess import run_script
 import torch
 from PIL import Image
 
@@ -28,6 +26,9 @@ from llava.toy import CHECKPOINT_DIR
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+pytestmark = pytest.mark.versions  # also run on the floor transformers (tests/README.md)
 
 
 def fingerprint(model) -> str:
@@ -106,11 +107,10 @@ def test_renamed_weight_is_refused_with_one_line(renamed_ckpt):
 
 
 def test_renamed_weight_is_refused_by_the_cli(renamed_ckpt, tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, str(ROOT / "localization_heads_finder.py"), "stage=pipeline",
-                        f"image_file={ROOT / 'examples/toy/images/toy_0000.png'}", "query=what shape is the red one?",
-                        f"model.name_or_path={renamed_ckpt}", "model.device=cpu", f"output_dir={tmp_path}"],
-                       capture_output=True, text=True, env=env, timeout=300, cwd=tempfile.mkdtemp(prefix="lhf_compat_"))
+    r = run_script(ROOT / "localization_heads_finder.py", "stage=pipeline",  # in this process: tests/inprocess.py
+                   f"image_file={ROOT / 'examples/toy/images/toy_0000.png'}", "query=what shape is the red one?",
+                   f"model.name_or_path={renamed_ckpt}", "model.device=cpu", f"output_dir={tmp_path}",
+                   cwd=Path(tempfile.mkdtemp(prefix="lhf_compat_")))
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]

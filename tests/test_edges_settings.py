@@ -5,11 +5,10 @@ each problem naming its key and the allowed values; `+key` outside the schema is
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from inprocess import run_script
 from edges_common import ROOT, run, scene
 from helpers import make_cfg
 from hypothesis import given, settings
@@ -98,10 +97,9 @@ def test_any_value_is_accepted_or_named(key, value):
         assert key in str(e) and "\n" not in str(e)
 
 
-def _entry(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+def _entry(script: str, *args: str, cwd: Path):
+    """The entry point run as `python <script> <args>` would run it, in this process (tests/inprocess.py)."""
+    return run_script(ROOT / script, *args, cwd=cwd)
 
 
 def test_output_dir_means_nothing_is_written_elsewhere(tiny_ckpt, tmp_path):

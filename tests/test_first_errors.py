@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from inprocess import run_script
 from helpers import make_cfg
 
 from lab.analysis.across_samples import MIN_SAMPLES, sample_count_warning
@@ -26,10 +27,16 @@ ROOT = Path(__file__).resolve().parents[1]
 IMG = ROOT / "examples" / "toy" / "images" / "toy_0000.png"
 
 
-def _run(script: str, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+def _run(script: str, *args: str, cwd: Path, **env: str):
+    """An entry point in a fresh interpreter with `env` added (the hub's settings are read at import)."""
     e = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg", **env)
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=e, capture_output=True, text=True,
                           timeout=300)
+
+
+def _run_here(script: str, *args: str, cwd: Path):
+    """An entry point as `python <script> <args>` runs it, in this process (tests/inprocess.py)."""
+    return run_script(ROOT / script, *args, cwd=cwd)
 
 
 # ---- item 6: a mistyped key gets the project's message at the first try ---------------------------
@@ -57,7 +64,7 @@ def test_check_override_keys_names_the_schema():
 
 
 def test_mistyped_key_on_the_command_line(tmp_path):
-    r = _run("localization_heads_finder.py", "topk=5", cwd=tmp_path)
+    r = _run_here("localization_heads_finder.py", "topk=5", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip() == ("error: unknown key topk (did you mean top_k?): not in the FinderConfig schema "
                                 "(utils/config.py)")
@@ -120,8 +127,8 @@ def test_offline_hub_id_run_is_one_line_and_leaves_nothing(tmp_path):
 # ---- item 8: a failed run's folder --------------------------------------------------------------
 def test_failed_run_into_output_dir_logs_the_error(tmp_path):
     out = tmp_path / "run"
-    r = _run("localization_heads_finder.py", "stage=collect", f"image_file={IMG}", "query=hi",
-             "model.name_or_path=/no/such/folder", f"output_dir={out}", cwd=tmp_path, HF_HUB_OFFLINE="1")
+    r = _run_here("localization_heads_finder.py", "stage=collect", f"image_file={IMG}", "query=hi",
+                  "model.name_or_path=/no/such/folder", f"output_dir={out}", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip() == "error: model.name_or_path=/no/such/folder: folder does not exist"
     log = (out / "localization_heads_finder.log").read_text()
     assert "error: model.name_or_path=/no/such/folder: folder does not exist" in log

@@ -1,13 +1,13 @@
 """The explorer's sample list, map controls and head grid in Chromium (issue 24, item 13): one page
 built once for the module (the toy run of 16 samples, three answers made wrong), a fresh tab per test.
-Skips like tests/test_report_browser.py when Chromium or Playwright is missing (fails under CI=true)."""
+Skips (tests/conftest.py `browser`) when Chromium or Playwright is missing (fails under CI=true)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from test_report_browser import Page, browser  # noqa: F401  (the module-scoped Chromium fixture)
+from browser_page import Page
 
 from lab.records.record import AttentionRecord
 from lab.report import explorer_html

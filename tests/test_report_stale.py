@@ -8,8 +8,8 @@ import json
 import shutil
 
 import pytest
+from browser_page import Page
 from helpers import make_cfg
-from test_report_browser import Page, browser  # noqa: F401  (the module-scoped Chromium fixture)
 
 from lab.report.rundata import build_run_data
 from lab.report.staleness import stale_tables

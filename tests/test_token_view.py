@@ -18,15 +18,13 @@ batch size 1, as their code runs; our records come from the capture attention fu
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace as NS
 
 import numpy as np
 import pytest
+from inprocess import run_script
 import torch
 from helpers import make_cfg
 from hypothesis import given, settings
@@ -46,6 +44,9 @@ TOL = 1e-5
 
 
 # ---- the references (numpy, from the published code's behaviour) -------------------------------
+pytestmark = pytest.mark.versions  # also run on the floor transformers (tests/README.md)
+
+
 def vlmvis_llm_row(step_layers: list[np.ndarray]) -> np.ndarray:
     """One generation step: `step_layers[l]` is layer l's attention [H, Q, K] (batch 1). Returns the
     length-K+1 vector of VLM-Visualizer (index = sequence position; trailing slot 0)."""
@@ -111,9 +112,8 @@ def _cut_at_eos(gen: list[int], eos: int) -> list[int]:
 
 
 def _run(script: str, *args: str, cwd=None):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd or tempfile.mkdtemp(prefix="lhf_tok_"),
-                          capture_output=True, text=True, env=env, timeout=300)
+    """An entry point as `python <script> <args>` runs it, in this process (tests/inprocess.py)."""
+    return run_script(ROOT / script, *args, cwd=cwd or tempfile.mkdtemp(prefix="lhf_tok_"))
 
 
 def _load_maps(path: Path) -> tuple[dict[str, np.ndarray], dict]:

@@ -4,7 +4,7 @@ interleaved M-RoPE and deepstack.
 Deepstack adds the features of some vision layers to the hidden states of the image positions after
 the first text layers (`_deepstack_process`, between decoder layers); it changes what the next layer's
 attention sees, not how attention is computed, so the capture (inside the attention function) stays
-exact: tests/test_families_new.py checks it against eager attention on transformers' tester config.
+exact: tests/test_families_tester_configs.py checks it against eager attention on transformers' tester config.
 Interleaved M-RoPE is applied to q/k before the attention function, so it is in the captured logits.
 """
 

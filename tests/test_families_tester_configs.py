@@ -22,6 +22,9 @@ FAMILY_NAMES = ["internvl", "qwen3_vl", "qwen3_vl_merge2", "idefics3", "idefics3
 TILED = ("internvl", "idefics3", "idefics3_gap", "smolvlm")
 
 
+pytestmark = pytest.mark.versions  # also run on the floor transformers (tests/README.md)
+
+
 def _build(name, folder):
     if name == "qwen3_vl_merge2":  # the hub models' 2x2 merge (the tester uses 1)
         return save_tiny_qwen3_vl(folder, seed=3, spatial_merge_size=2, max_pixels=16 * 16 * 12)
