@@ -5,12 +5,10 @@ method=paper, must select exactly those heads; capture must equal eager attentio
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import transformers
 from helpers import make_cfg
 
 from lab.capture.station import Strategy, collect
@@ -33,6 +31,7 @@ def planted(tmp_path_factory):
     return out, plan, vlm
 
 
+@pytest.mark.versions
 def test_geometry_is_llava15_7b(planted):
     out, plan, vlm = planted
     cfg = json.loads((out / "checkpoint" / "config.json").read_text())
@@ -72,6 +71,7 @@ def test_scenes_are_realistic_and_labelled():
     assert any(w != h for w, h in sizes) and groups == {"plain", "same_shape", "same_color", "both"}
 
 
+@pytest.mark.versions
 def test_capture_equals_eager(planted):
     out, _, vlm = planted
     rows = [json.loads(line) for line in (out / "data" / "planted_grounding.jsonl").read_text().splitlines()[:1]]
@@ -144,12 +144,11 @@ def test_cli_refuses_bad_heads():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(int(transformers.__version__.split(".")[0]) < 5,
-                    reason="one 1,000-sample run per CI (newest transformers); the floor runs the 24-sample test")
-def test_thousand_samples_select_exactly_the_planted_heads(tmp_path):
-    """The paper's setting unscaled: 1,000 samples, k=10, the elbow over 1,024 heads (one forward per
-    sample: the selection reads the last input token only)."""
-    out = save_planted(tmp_path / "p", seed=0, samples=1000)
+def test_hundred_samples_select_exactly_the_planted_heads(tmp_path):
+    """The paper's setting at 100 samples: k=10, the elbow over 1,024 heads, one forward per sample (the
+    selection reads the last input token only). The same claim at 1,000 samples, unscaled, is
+    benchmarks/bench_planted_selection.py (it exits 1 unless the selection is exactly the planted heads)."""
+    out = save_planted(tmp_path / "p", seed=0, samples=100)
     plan = json.loads((out / "checkpoint" / "planted.json").read_text())
     vlm = load_vlm(str(out / "checkpoint"), device="cpu", dtype="float32")
     run = tmp_path / "run"
@@ -159,6 +158,7 @@ def test_thousand_samples_select_exactly_the_planted_heads(tmp_path):
     heads = json.loads((run / "heads.json").read_text())
     assert sorted((h["layer"], h["head"]) for h in heads["heads"]) == sorted(tuple(h) for h in plan["localization_heads"])
     assert heads["ranked"][3]["frequency"] < heads["ranked"][2]["frequency"]
+    assert [h["frequency"] for h in heads["ranked"][:3]] == [100, 100, 100]  # each in every sample, as at 1,000
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from inprocess import run_line
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = re.compile(r"<!--\s*readme-test:\s*skip\s*\((?P<why>[^)]+)\)\s*-->")
@@ -89,8 +90,7 @@ def _env() -> dict:
 def helps() -> dict[str, str]:
     out = {}
     for script in ENTRIES:
-        r = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
-                           timeout=120, env=_env(), cwd=ROOT)
+        r = run_line(f"python {script} --help", ROOT)
         assert r.returncode == 0, r.stderr[-2000:]
         out[script] = r.stdout
     return out
@@ -235,12 +235,19 @@ def _farm(tmp: Path) -> tuple[Path, dict]:
     return tmp, env
 
 
-def _run_all(cmds: list[Command], cwd: Path, env: dict) -> None:
+def _run_all(cmds: list[Command], cwd: Path, done: set[str] | None = None) -> None:
+    """Run each command in this process (tests/inprocess.py), in order; a line already run in this
+    folder (`done`) is not run twice."""
+    from inprocess import run_line
+
     for cmd in cmds:
-        r = subprocess.run(["bash", "-c", cmd.line], cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
-                           stdin=subprocess.DEVNULL)
+        if done is not None and cmd.line in done:
+            continue
+        r = run_line(cmd.line, cwd)
         assert r.returncode == 0, f"{cmd.where} failed (exit {r.returncode}): {cmd.line}\n{r.stderr[-3000:]}"
         assert "Traceback" not in r.stderr, f"{cmd.where}: {r.stderr[-3000:]}"
+        if done is not None:
+            done.add(cmd.line)
 
 
 def _new_top_level(cwd: Path) -> list[str]:
@@ -253,29 +260,40 @@ def _new_top_level(cwd: Path) -> list[str]:
     return [n for n in new if n + "/" not in ignored and n not in ignored]
 
 
+PROMISED = ("pipeline/attention/toy_0000.safetensors", "toy/heads.json", "toy/index.html", "toy/metrics.json",
+            "toy/ablation.json", "toy_release/metrics.json", "text/attention/toy_0000.safetensors",
+            "chat/attention/toy_0000.safetensors", "views/figures/toy_0000_L1H0.png", "views/index.html",
+            "views_small/index.html", "tokens/toy_0000_tokens.safetensors", "tokens/figures/toy_0000_tokens.png")
+
+
 @pytest.mark.slow
-def test_readme_commands_run_in_order(tmp_path):
+def test_readme_and_help_commands_run_in_order(tmp_path, monkeypatch):
+    """The README's commands in order, then each entry point's --help examples in order, in one
+    fresh-clone folder and one process (the help chains' lines that the README already ran are not
+    run again; each help chain composes and chains on its own in test_help_examples_compose_and_chain),
+    then the README's python blocks."""
+    for key, value in _env().items():
+        if key != "PYTHONPATH":
+            monkeypatch.setenv(key, value)
     cwd, env = _farm(tmp_path)
-    _run_all(readme_commands(), cwd, env)
+    done: set[str] = set()
+    _run_all(readme_commands(), cwd, done)
     runs = cwd / "runs"
-    for f in ("pipeline/attention/toy_0000.safetensors", "toy/heads.json", "toy/index.html", "toy/metrics.json",
-              "toy/ablation.json", "toy_release/metrics.json", "text/attention/toy_0000.safetensors",
-              "chat/attention/toy_0000.safetensors", "views/figures/toy_0000_L1H0.png", "views/index.html",
-              "views_small/index.html", "tokens/toy_0000_tokens.safetensors", "tokens/figures/toy_0000_tokens.png"):
+    for f in PROMISED:
         assert (runs / f).is_file(), f"runs/{f} missing after the README's commands"
     assert list(cwd.glob("outputs/localization_heads/*/index.html")), "the quick start wrote no index.html"
     assert _new_top_level(cwd) == []
+    helps = {}
+    for script in ENTRIES:
+        r = run_line(f"python {script} --help", cwd)
+        assert r.returncode == 0, r.stderr[-2000:]
+        helps[script] = r.stdout
+    for script in ENTRIES:
+        _run_all(help_commands(script, helps[script]), cwd, done)
+        assert _new_top_level(cwd) == [], f"{script} --help examples left files outside runs/"
     for n, (lang, start, body, skip) in enumerate(readme_blocks()):
         if lang == "python" and not skip:
             script = cwd / f"readme_block_{n}.py"
             script.write_text("\n".join(body) + "\n", encoding="utf-8")
             r = subprocess.run(["python", script.name], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
             assert r.returncode == 0, f"README.md:{start} (python block) failed\n{r.stderr[-3000:]}"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("script", list(ENTRIES))
-def test_help_examples_run_in_order(script, helps, tmp_path):
-    cwd, env = _farm(tmp_path)
-    _run_all(help_commands(script, helps[script]), cwd, env)
-    assert _new_top_level(cwd) == []

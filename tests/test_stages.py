@@ -1,13 +1,9 @@
-"""Stages through Hydra's compose API (in process) and real subprocess runs of the batch stage."""
+"""Stages through Hydra's compose API (in process). The batch stage killed (-9) and resumed in a real
+process: tests/test_edges_batch.py (test_kill_9_then_resume_gives_the_same_records_and_heads)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +18,6 @@ from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 register_configs()
-
-
 
 
 @pytest.fixture(scope="module")
@@ -123,34 +117,3 @@ def test_shard_and_range_selection():
     assert sorted(sum(shards, [])) == sorted(r.id for r in rows) and shards[0] == ["0", "3", "6", "9"]
     with pytest.raises(UserError):
         select_rows(rows, shard="3/3")
-
-
-def test_resume_after_sigkill(dataset, tiny_ckpt, tmp_path):
-    """Kill a real batch run at a random moment, start it again: every record complete, none twice."""
-    rows = [json.loads(x) for x in (dataset / "data.jsonl").read_text().splitlines()]
-    big = tmp_path / "big.jsonl"
-    with big.open("w") as f:
-        for k in range(8):
-            for r in rows:
-                r2 = dict(r, id=f"{r['id']}_{k}", image_path=str(dataset / r["image_path"]))
-                f.write(json.dumps(r2) + "\n")
-    out = tmp_path / "run"
-    args = [sys.executable, str(ROOT / "localization_heads_finder.py"), "stage=batch", f"data_file={big}",
-            f"output_dir={out}", f"model.name_or_path={tiny_ckpt}", "model.builder=null", "model.name=t",
-            "model.device=cpu", "batch_size=2", "max_new_tokens=0", "selection.exclude_layers=[]"]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    p = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list((out / "attention").glob("*.safetensors"))) < 5:
-        time.sleep(0.02)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    partial = len(list((out / "attention").glob("*.safetensors")))
-    assert 0 < partial < 48
-    r = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    files = sorted((out / "attention").glob("*.safetensors"))
-    assert len(files) == 48 and not list((out / "attention").glob(".*.tmp"))
-    for f in files:
-        AttentionRecord.load(f)
-    assert f"skipped {partial}" in r.stdout or f"skipped {partial - 1}" in r.stdout or "skipped" in r.stdout
