@@ -13,6 +13,9 @@ from utils.capture import active_sink
 TOL = 1e-5
 
 
+pytestmark = pytest.mark.versions  # also run on the floor transformers (tests/README.md)
+
+
 def _images():
     return [
         Image.new("RGB", (80, 50), (220, 30, 30)),

@@ -20,6 +20,9 @@ TOL = 1e-5
 FAMILY_NAMES = ["llava_next", "qwen2_5_vl", "llava_onevision", "gemma3", "qwen2_vl"]
 
 
+pytestmark = pytest.mark.versions  # also run on the floor transformers (tests/README.md)
+
+
 @pytest.fixture(scope="module", params=FAMILY_NAMES)
 def family(request, tmp_path_factory):
     name = request.param

@@ -33,6 +33,9 @@ REF_IMPL = "ref_eager_intervene"
 _NOISE = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 60, 3), dtype=np.uint8))
 
 
+pytestmark = pytest.mark.versions  # also run on the floor transformers (tests/README.md)
+
+
 def _images():
     return [
         Image.new("RGB", (80, 50), (220, 30, 30)),

@@ -30,6 +30,9 @@ DATA = ROOT / "examples" / "toy" / "toy_small.jsonl"
 
 
 # ---- the release, re-implemented ------------------------------------------------------------------
+pytestmark = pytest.mark.versions  # also run on the floor transformers (tests/README.md)
+
+
 def release_elbow_chord(values):
     """analyze.py elbow_chord: ascending values, x = rank, chord to the last point, first farthest point."""
     if len(values) <= 2:

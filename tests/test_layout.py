@@ -12,6 +12,9 @@ from llava.model import load_vlm
 from utils.layout import ImageLayout
 
 
+pytestmark = pytest.mark.versions  # also run on the floor transformers (tests/README.md)
+
+
 @pytest.fixture(scope="module")
 def crop_ckpt(tmp_path_factory):
     out = tmp_path_factory.mktemp("crop14")

@@ -23,6 +23,9 @@ TOY = str(Path(__file__).resolve().parents[1] / "llava" / "toy" / "checkpoint")
 IMG = Image.fromarray(np.random.default_rng(5).integers(0, 255, (40, 70, 3), dtype=np.uint8))
 
 
+pytestmark = pytest.mark.versions  # also run on the floor transformers (tests/README.md)
+
+
 @pytest.fixture(scope="module")
 def metaspace_vlm(tiny_vlm):
     from tokenizers import Tokenizer, models, pre_tokenizers, processors

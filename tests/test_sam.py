@@ -15,6 +15,9 @@ from utils.errors import UserError
 SIDE = 64  # SAM's input side (longest edge and padded square); the mask decoder works at SIDE / 2
 
 
+pytestmark = pytest.mark.versions  # also run on the floor transformers (tests/README.md)
+
+
 def tiny_sam(seed: int = 0) -> Segmenter:
     from transformers import SamConfig, SamModel, SamProcessor
 

@@ -18,6 +18,9 @@ TOL = 1e-5
 _NOISE = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 60, 3), dtype=np.uint8))
 
 
+pytestmark = pytest.mark.versions  # also run on the floor transformers (tests/README.md)
+
+
 def _samples():
     return [(Image.new("RGB", (80, 50), (220, 30, 30)), "what color is the circle ?", "s0"),
             (_NOISE.copy(), "where is the red object on the left ?", "s1")]

@@ -17,6 +17,9 @@ DATA = ROOT / "examples" / "toy" / "toy_grounding.jsonl"
 
 
 # ----------------------------------------------------------------------------- generator
+pytestmark = pytest.mark.versions  # also run on the floor transformers (tests/README.md)
+
+
 @pytest.mark.parametrize("seed", range(60))
 def test_objects_inside_tight_boxes(seed):
     scene = S.make_scene(seed)

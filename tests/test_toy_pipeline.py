@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 register_configs()
 
 
+pytestmark = pytest.mark.versions  # also run on the floor transformers (tests/README.md)
+
+
 def cfg(*overrides):
     return make_cfg(*overrides)
 

@@ -31,6 +31,9 @@ TOL = 1e-5
 IMPL = "visual_head_reference"
 
 
+pytestmark = pytest.mark.versions  # also run on the floor transformers (tests/README.md)
+
+
 class _Bi:
     """Their `Strategy` singleton, reduced to what `maskout` / `modify` read."""
 
