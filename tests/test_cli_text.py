@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import make_cfg
-from inprocess import Result, run_line, run_script
+from inprocess import run_line, run_script
 
 from lab.sessions.chat import HELP
 from lab.records.record import AttentionRecord
@@ -51,20 +51,15 @@ def farm(tmp_path_factory):
 README_QUERIES = ["what shape is the blue one, près du bord?", TEXT, None, TEXT]
 
 
-def _bash(line: str, cwd: Path, env: dict) -> Result:
-    """The line as bash reads it (tests/inprocess.py: bash makes the words, this process runs python)."""
-    return run_line(line, cwd)
-
-
 def test_the_readme_quoting_lines_reach_the_config_as_written(farm):
     """Each README line, exactly as written plus Hydra's `--cfg job` (print the composed config, run nothing)."""
     import yaml
 
-    cwd, env = farm
+    cwd, _ = farm
     lines = _readme_block("### Free text on the command line")
     assert len(lines) == len(README_QUERIES)
     for line, want in zip(lines, README_QUERIES):
-        r = _bash(line if want is None else line + " --cfg job", cwd, env)
+        r = run_line(line if want is None else line + " --cfg job", cwd)
         assert r.returncode == 0, f"{line}\n{r.stderr[-2000:]}"
         if want is not None:
             cfg = yaml.safe_load(r.stdout)
@@ -74,11 +69,11 @@ def test_the_readme_quoting_lines_reach_the_config_as_written(farm):
 @pytest.mark.slow
 def test_the_readme_quoting_lines_run_as_written(farm):
     """The same lines, run: the model answers and its record holds the text exactly."""
-    cwd, env = farm
+    cwd, _ = farm
     record = cwd / "runs" / "text" / "attention" / "toy_0000.safetensors"  # output_dir=runs/text, named after the image
     for i, (line, want) in enumerate(zip(_readme_block("### Free text on the command line"), README_QUERIES)):
         record.unlink(missing_ok=True)
-        r = _bash(line, cwd, env)
+        r = run_line(line, cwd)  # bash reads the words, this process runs python (tests/inprocess.py)
         assert r.returncode == 0, f"README line {i + 1} failed: {line}\n{r.stderr[-2000:]}"
         if want is None:
             continue
