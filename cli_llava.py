@@ -10,7 +10,7 @@ Chat (`cli_mode=true`) reads stdin lines: plain text is a user turn (history kep
 `/image PATH`, `/save`, `/heads L:H,L:H`, `/reset`, `/help`, `exit` are commands (lab/sessions/chat.py).
 Records carry every generated token's attention and, when the model supports it (`vision=`), the
 vision tower's token->patch matrices: `visualize_attention.py mode=tokens` draws them per token.
-Configuration: config/cli_config.yaml (typed by utils/config.py, ChatConfig).
+Configuration: config/cli_config.yaml (typed by utils/settings/declarations.py, ChatConfig).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from utils.cli import output_dir, run_entry  # noqa: E402
-from utils.config import ChatConfig, register_configs  # noqa: E402
+from utils.settings.declarations import ChatConfig, register_configs  # noqa: E402
 from utils.preflight import check_output_dir_arg  # noqa: E402
 
 register_configs()

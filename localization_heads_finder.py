@@ -2,7 +2,7 @@
 
     python localization_heads_finder.py stage=collect|analyze|select|visualize|evaluate|ablate|pipeline|batch ...
 
-Configuration: config/localization_config.yaml (typed by utils/config.py); `--help` lists options.
+Configuration: config/localization_config.yaml (typed by utils/settings/declarations.py); `--help` lists options.
 The stages are lab/stages/ (one module each); this file only wires the model loader to them.
 """
 
@@ -17,7 +17,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from utils.cli import output_dir, run_entry  # noqa: E402
-from utils.config import FinderConfig, register_configs  # noqa: E402
+from utils.settings.declarations import FinderConfig, register_configs  # noqa: E402
 from utils.preflight import check_output_dir_arg  # noqa: E402
 
 register_configs()

@@ -1,6 +1,6 @@
 """Views of saved records: `mode=single attention_file=... [layer=.. head=..]` or `mode=batch`.
 
-Configuration: config/visualization_config.yaml (typed by utils/config.py); `--help` lists options.
+Configuration: config/visualization_config.yaml (typed by utils/settings/declarations.py); `--help` lists options.
 Views read records only (lab/sessions/views.py); the model is loaded by no view.
 """
 
@@ -15,7 +15,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from utils.cli import output_dir, run_entry  # noqa: E402
-from utils.config import VisualizeConfig, register_configs  # noqa: E402
+from utils.settings.declarations import VisualizeConfig, register_configs  # noqa: E402
 from utils.preflight import check_output_dir_arg  # noqa: E402
 
 register_configs()

@@ -21,7 +21,7 @@ from PIL import Image  # noqa: E402
 
 from lab.capture.station import AttentionStation, RunInputs, Strategy  # noqa: E402
 from llava import attention  # noqa: E402
-from llava.builders import TinyLlavaSpec, build_config, build_processor  # noqa: E402
+from llava.tiny.llava15 import TinyLlavaSpec, build_config, build_processor  # noqa: E402
 from llava.model import VLM  # noqa: E402
 
 

@@ -81,7 +81,7 @@ def compose(overrides: list[str]):
     """The entry point's config, composed in process as Hydra does from the command line."""
     from hydra import compose as hydra_compose, initialize_config_dir
 
-    from utils.config import register_configs
+    from utils.settings.declarations import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "config"), version_base="1.3"):
@@ -98,7 +98,7 @@ def run_one(args) -> dict:
     from llava.loader import model_loader
     from llava.sam import sam_loader
     from utils.cli import output_dir
-    from utils.settings import settings_from_config
+    from utils.settings.reading import settings_from_config
 
     n, planted, run_dir = args.child, Path(args.planted), Path(args.run_dir)
     overrides = ["model=planted", f"model.name_or_path={planted / 'checkpoint'}",

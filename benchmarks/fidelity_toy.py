@@ -31,7 +31,7 @@ from lab.records.record import AttentionRecord  # noqa: E402
 from lab.stages import StageContext, run_stage  # noqa: E402
 from lab.capture.station import Strategy, collect  # noqa: E402
 from llava.model import load_vlm  # noqa: E402
-from utils.config import register_configs  # noqa: E402
+from utils.settings.declarations import register_configs  # noqa: E402
 from utils.data import load_rows  # noqa: E402
 
 register_configs()

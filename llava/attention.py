@@ -4,7 +4,7 @@ Registered once with transformers' `AttentionInterface` under `ATTN_IMPLEMENTATI
 `sdpa` boolean mask builder registered under the same name in `AttentionMaskInterface` so that
 padding masks arrive exactly as SDPA would see them.
 
-With no active sink (see `utils.capture`) or for modules without `layer_idx` (the vision tower),
+With no active sink (see `utils.contracts.capture`) or for modules without `layer_idx` (the vision tower),
 it *is* transformers' `sdpa_attention_forward`. Under an active sink, for each text layer it asks
 `sink.plan(layer_idx, q_len, kv_len, batch, device)` for a `LayerPlan`, and then:
 
@@ -50,7 +50,7 @@ from transformers import AttentionInterface  # noqa: E402
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward  # noqa: E402
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask  # noqa: E402
 
-from utils.capture import LayerPlan, active_sink
+from utils.contracts.capture import LayerPlan, active_sink
 
 ATTN_IMPLEMENTATION = "capture_sdpa"
 

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 
 def model_loader(cfg) -> Callable[[], Any]:
-    """A callable that loads the model of the `model` settings (`utils.config.ModelConfig`) when a stage first needs it.
+    """A callable that loads the model of the `model` settings (`utils.settings.declarations.ModelConfig`) when a stage first needs it.
     Under torchrun / accelerate launch with `device=auto`, each rank takes its own GPU."""
 
     def load() -> Any:

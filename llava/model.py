@@ -23,7 +23,7 @@ from llava import attention, compat
 from llava.families import FAMILIES, Family, family_for
 from llava.prompts import lone_space_ids, referseg_prompt, strip_tokens
 from utils.errors import UserError
-from utils.layout import ImageLayout
+from utils.contracts.layout import ImageLayout
 
 log = logging.getLogger(__name__)
 
@@ -324,11 +324,11 @@ def load_vlm(
 
 
 def load_from_config(cfg, device: str | None = None) -> VLM:
-    """Build a VLM from the `model` settings (`utils.config.ModelConfig`, config/model/*.yaml);
+    """Build a VLM from the `model` settings (`utils.settings.declarations.ModelConfig`, config/model/*.yaml);
     `device` overrides `cfg.device` (each rank's GPU under torchrun)."""
     name = cfg.name_or_path
     if getattr(cfg, "builder", None) == "tiny_random":
-        from llava.builders import TinyLlavaSpec, save_tiny_llava
+        from llava.tiny.llava15 import TinyLlavaSpec, save_tiny_llava
 
         folder = Path(cfg.cache_dir) / "tiny_random"
         if not (folder / "config.json").exists():

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from utils.errors import UserError
-from utils.layout import Grid, ImageLayout
+from utils.contracts.layout import Grid, ImageLayout
 
 
 def mosaic_index(tile_rows: int, tile_cols: int, side: int) -> tuple[int, ...]:

@@ -29,7 +29,7 @@ if os.environ.get("CI"):
 
 
 def _build(tmp_path_factory, name, **spec_kwargs) -> Path:
-    from llava.builders import TinyLlavaSpec, save_tiny_llava
+    from llava.tiny.llava15 import TinyLlavaSpec, save_tiny_llava
 
     out = tmp_path_factory.mktemp(name)
     save_tiny_llava(out, TinyLlavaSpec(**spec_kwargs))

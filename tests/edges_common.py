@@ -23,7 +23,7 @@ from lab.stages import StageContext, run_stage
 from utils.data import file_stem
 from utils.errors import UserError
 from utils.io import read_jsonl_lenient
-from utils.settings import check_config
+from utils.settings.reading import check_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = int(os.environ.get("LHF_EDGE_EXAMPLES_FACTOR", "1"))  # e.g. 10 for a longer hunt

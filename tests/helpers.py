@@ -6,7 +6,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from utils.config import register_configs
+from utils.settings.declarations import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 register_configs()

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from lab.records.record import AttentionRecord, RecordMeta, record_path
-from utils.layout import Grid, ImageLayout, square_grid_layout
+from utils.contracts.layout import Grid, ImageLayout, square_grid_layout
 
 L, H = 2, 3  # layers x heads of the synthetic model
 

@@ -14,7 +14,7 @@ from PIL import Image
 from lab.runs.conditions import answer_correct, normalize_answer
 from lab.stages import StageContext, run_stage
 from lab.capture.station import Strategy, collect
-from utils.config import register_configs
+from utils.settings.declarations import register_configs
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -42,7 +42,7 @@ def test_contracts_kept():
     ("lab/records/record.py", "import llava.model", "lab never imports the model layer"),
     ("lab/analysis/grounding.py", "import transformers", "lab never imports the model layer"),
     ("utils/io.py", "import lab.records.record", "utils imports neither"),
-    ("llava/families/layout_builders.py", "import lab.records.record", "Rooms"),
+    ("llava/families/layouts.py", "import lab.records.record", "Rooms"),
     ("lab/criteria/image_sum.py", "import lab.records.record", "Inside lab"),
     ("lab/capture/station.py", "import omegaconf", "Settings reach lab typed"),
     ("lab/criteria/entropy.py", "import torch", "Pure floors"),
@@ -75,3 +75,13 @@ def test_every_path_the_architecture_names_exists():
     assert len(named) > 50, sorted(named)  # the pattern still finds the map's paths
     missing = sorted(p for p in named if not (ROOT / p).exists())
     assert not missing, f"docs/architecture.md names paths that do not exist: {missing}"
+
+
+def test_the_model_lab_drives_has_every_member_of_the_protocol(tiny_vlm):
+    """utils/contracts/vlm.py is the one written form of what lab calls on a model: llava's VLM has it all."""
+    from utils.contracts.vlm import VisionLanguageModel
+
+    assert isinstance(tiny_vlm, VisionLanguageModel)
+    members = [m for m in vars(VisionLanguageModel) if not m.startswith("_")]
+    missing = [m for m in members + list(VisionLanguageModel.__annotations__) if not hasattr(tiny_vlm, m)]
+    assert not missing and len(members) >= 8, (missing, members)

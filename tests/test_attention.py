@@ -8,7 +8,7 @@ from PIL import Image
 
 from lab.capture.station import AttentionStation, RunInputs, Strategy, collect
 from llava.model import load_vlm
-from utils.capture import active_sink
+from utils.contracts.capture import active_sink
 
 TOL = 1e-5
 

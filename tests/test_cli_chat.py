@@ -18,7 +18,7 @@ from PIL import Image
 
 from lab.records.record import AttentionRecord
 from lab.stages import StageContext
-from utils.config import register_configs
+from utils.settings.declarations import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -193,8 +193,8 @@ TINY_FINGERPRINTS = {
 def test_tiny_models_do_not_depend_on_transformers_init(name, tmp_path):
     from transformers import AutoModelForImageTextToText
 
-    from llava.builders import TinyLlavaSpec, save_tiny_llava
-    from llava.family_builders import TINY_BUILDERS
+    from llava.tiny.llava15 import TinyLlavaSpec, save_tiny_llava
+    from llava.tiny.families import TINY_BUILDERS
 
     if name == "llava":
         folder = save_tiny_llava(tmp_path, TinyLlavaSpec(seed=3))
@@ -207,7 +207,7 @@ def test_tiny_models_do_not_depend_on_transformers_init(name, tmp_path):
 # ---- processors -----------------------------------------------------------------------------
 
 def _word_tokenizer():
-    from llava.builders import DEFAULT_WORDS, build_word_tokenizer
+    from llava.tiny.llava15 import DEFAULT_WORDS, build_word_tokenizer
 
     return build_word_tokenizer(DEFAULT_WORDS)
 
@@ -231,7 +231,7 @@ def test_processor_without_video_processor_works():
     from transformers import Qwen2VLProcessor
 
     ip = compat.pil_image_processor("Qwen2VLImageProcessor")(min_pixels=28 * 28, max_pixels=28 * 28 * 4)
-    from llava.family_builders import QWEN_CHAT_TEMPLATE, _special_tokenizer
+    from llava.tiny.families import QWEN_CHAT_TEMPLATE, _special_tokenizer
 
     tok = _special_tokenizer(["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"],
                              QWEN_CHAT_TEMPLATE, {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"})
@@ -256,9 +256,9 @@ def test_assembled_processor_equals_auto_processor(name, tmp_path):
     AutoProcessor can build this family's processor in this environment)."""
     from transformers import AutoProcessor
 
-    from llava.builders import TinyLlavaSpec, save_tiny_llava
+    from llava.tiny.llava15 import TinyLlavaSpec, save_tiny_llava
     from llava.families import FAMILIES
-    from llava.family_builders import TINY_BUILDERS
+    from llava.tiny.families import TINY_BUILDERS
 
     folder = save_tiny_llava(tmp_path, TinyLlavaSpec(pad_to_square=True)) if name == "llava" else TINY_BUILDERS[name](tmp_path)
     try:

@@ -21,7 +21,7 @@ from lab.analysis.gt_boxes import clip_to_image
 from lab.analysis.grounding import iou
 from utils.data import load_rows, load_selection, select_rows
 from utils.errors import UserError
-from utils.row_checks import bbox_problem
+from utils.row_values import bbox_problem
 
 FAST = settings(max_examples=60 * EXAMPLES, deadline=None)
 NUM = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6))

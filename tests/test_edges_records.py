@@ -45,7 +45,7 @@ def view(out: Path, *overrides: str) -> tuple[int, str]:
     that failure's message is returned as if it were the run's one line."""
     cfg = make_cfg(*overrides, f"output_dir={out}", config_name="visualization_config")
     try:
-        from utils.settings import check_config
+        from utils.settings.reading import check_config
 
         check_config(cfg)
         res = run_view(cfg, StageContext(loader=lambda: None, output_dir=out))

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from utils.errors import UserError
-from utils.config import FinderConfig
-from utils.settings import check_config, rules
+from utils.settings.declarations import FinderConfig
+from utils.settings.reading import check_config, rules
 
 BAD = [
     ("top_k=0", "top_k=0 must be an integer >= 1"),

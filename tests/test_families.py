@@ -12,8 +12,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from lab.capture.station import Strategy, collect
-from llava.family_builders import TINY_BUILDERS
-from llava.families.layout_builders import anyres_geometry
+from llava.tiny.families import TINY_BUILDERS
+from llava.families.layouts import anyres_geometry
 from llava.model import load_vlm
 
 TOL = 1e-5
@@ -241,7 +241,7 @@ def test_stages_batch_evaluate_visualize(family, dataset, tmp_path):
 
     from lab.stages import StageContext, run_stage
     from llava.model import load_from_config
-    from utils.config import register_configs
+    from utils.settings.declarations import register_configs
 
     register_configs()
     name, folder, _, _ = family
@@ -272,7 +272,7 @@ def test_stages_batch_evaluate_visualize(family, dataset, tmp_path):
 
 def test_gemma3_sliding_window_shorter_than_the_prompt(tmp_path):
     """Prefill with a sliding window (8) much shorter than the prompt: sliding + bidirectional masks arrive."""
-    from llava.family_builders import save_tiny_gemma3
+    from llava.tiny.families import save_tiny_gemma3
 
     folder = save_tiny_gemma3(tmp_path, seed=4, sliding_window=8)
     vlm = load_vlm(str(folder), device="cpu", dtype="float32")
@@ -301,7 +301,7 @@ def test_gemma3_generation_past_the_sliding_window(tmp_path):
     """Decoding with a sliding cache shorter than the sequence: image columns shift into the cache frame."""
     import torch
 
-    from llava.family_builders import save_tiny_gemma3
+    from llava.tiny.families import save_tiny_gemma3
 
     folder = save_tiny_gemma3(tmp_path, seed=5, sliding_window=8)
     vlm = load_vlm(str(folder), device="cpu", dtype="float32")

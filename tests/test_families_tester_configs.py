@@ -1,5 +1,5 @@
 """InternVL, Qwen3-VL, Idefics3 and SmolVLM on tiny checkpoints with transformers' own tester configs
-(llava/family_builders.py): capture == eager attention (padding, batching, generation), every
+(llava/tiny/families.py): capture == eager attention (padding, batching, generation), every
 image token placed once, maps planted on a region land on it in original pixels, the processors' tile
 grids and the models' pixel-shuffle order are what the layouts assume, refusals are one line."""
 
@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from lab.capture.station import Strategy, collect
-from llava.family_builders import TINY_BUILDERS
-from llava.family_builders import save_tiny_idefics3, save_tiny_qwen3_vl
+from llava.tiny.families import TINY_BUILDERS
+from llava.tiny.families import save_tiny_idefics3, save_tiny_qwen3_vl
 from llava.model import load_vlm
 
 TOL = 1e-5
@@ -411,7 +411,7 @@ def test_stages_and_views(family, dataset, tmp_path):
     from lab.stages import StageContext, run_stage
     from lab.sessions.views import run_view
     from llava.model import load_from_config
-    from utils.config import register_configs
+    from utils.settings.declarations import register_configs
 
     register_configs()
     name, folder, _, _ = family
@@ -512,7 +512,7 @@ NEW_MODEL_GROUPS = {"internvl3_8b": "OpenGVLab/InternVL3-8B-hf", "qwen3_vl_8b": 
 def test_model_groups_compose_and_pass_the_settings_check(group):
     from helpers import make_cfg
 
-    from utils.settings import check_config
+    from utils.settings.reading import check_config
 
     cfg = make_cfg(f"model={group}")
     check_config(cfg)

@@ -18,10 +18,10 @@ from helpers import make_cfg
 from lab.analysis.across_samples import MIN_SAMPLES, sample_count_warning
 from lab.records.record import _span
 from llava import sources
-from utils.config import ChatConfig, FinderConfig, VisualizeConfig
+from utils.settings.declarations import ChatConfig, FinderConfig, VisualizeConfig
 from utils.errors import UserError
 from utils.preflight import config_groups
-from utils.settings import check_override_keys, unknown_override_keys
+from utils.settings.reading import check_override_keys, unknown_override_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 IMG = ROOT / "examples" / "toy" / "images" / "toy_0000.png"
@@ -67,7 +67,7 @@ def test_mistyped_key_on_the_command_line(tmp_path):
     r = _run_here("localization_heads_finder.py", "topk=5", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip() == ("error: unknown key topk (did you mean top_k?): not in the FinderConfig schema "
-                                "(utils/config.py)")
+                                "(utils/settings/declarations.py)")
     assert "To append" not in r.stderr + r.stdout and list(tmp_path.iterdir()) == []
 
 

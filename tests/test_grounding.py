@@ -19,7 +19,7 @@ from lab.analysis.grounding import (
     random_head_sets,
     summarize,
 )
-from utils.layout import square_grid_layout
+from utils.contracts.layout import square_grid_layout
 
 SIZES = [(200, 120), (90, 160)]
 GRIDS = [24, 6]

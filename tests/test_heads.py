@@ -15,8 +15,8 @@ from lab.analysis import across_samples as selection
 from lab.analysis import visual_heads
 from lab.runs import heads_files as writers
 from utils.io import atomic_write_json, jsonable
-from utils.config import SelectionConfig
-from utils.layout import square_grid_layout
+from utils.settings.declarations import SelectionConfig
+from utils.contracts.layout import square_grid_layout
 
 LN2 = math.log(2.0)
 

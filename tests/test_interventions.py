@@ -23,7 +23,7 @@ from transformers.models.llama.modeling_llama import eager_attention_forward, re
 
 from lab.capture.station import AttentionStation, RunInputs, Strategy, collect
 from llava.model import load_vlm
-from utils.capture import active_sink
+from utils.contracts.capture import active_sink
 from utils.errors import UserError
 
 TOL = 1e-5

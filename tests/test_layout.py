@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from llava.builders import TinyLlavaSpec, save_tiny_llava
-from llava.families.layout_builders import crop_box, pad_box
+from llava.tiny.llava15 import TinyLlavaSpec, save_tiny_llava
+from llava.families.layouts import crop_box, pad_box
 from llava.model import load_vlm
-from utils.layout import ImageLayout
+from utils.contracts.layout import ImageLayout
 
 
 pytestmark = pytest.mark.versions  # also run on the floor transformers (tests/README.md)
@@ -79,7 +79,7 @@ def test_crop_and_pad_boxes_arithmetic():
 
 
 def test_layout_roundtrip_and_to_grid():
-    from utils.layout import square_grid_layout
+    from utils.contracts.layout import square_grid_layout
 
     lay = square_grid_layout((200, 120), range(10, 26), 4, pad_box((200, 120)), "pad")
     back = ImageLayout.from_dict(lay.to_dict())

@@ -16,7 +16,7 @@ from pycocotools import mask as coco
 
 from lab.analysis import grounding as G
 from lab.analysis import masks as M
-from llava.families.layout_builders import anyres_layout, crop_box, llava15_layout, resize_grid_layout
+from llava.families.layouts import anyres_layout, crop_box, llava15_layout, resize_grid_layout
 from utils.data import load_rows
 from utils.errors import UserError
 from utils.masks import _rle_counts_from_string, check_mask, decode_mask, encode_mask, mask_box_xywh
@@ -29,7 +29,7 @@ def _layouts():
     crop = llava15_layout((300, 200), range(576), 24, "crop", {"shortest_edge": 336}, {"height": 336, "width": 336})
     tall = llava15_layout((180, 420), range(576), 24, "pad")
     side = 24  # LLaVA-NeXT: 24 x 24 features per 336 px crop
-    from llava.families.layout_builders import anyres_geometry
+    from llava.families.layouts import anyres_geometry
 
     geo = anyres_geometry((500, 300), side, 336, PINPOINTS)
     n = side * side + geo["rows"] * (geo["cols"] + 1)

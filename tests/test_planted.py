@@ -16,7 +16,7 @@ from lab.stages import StageContext, run_stage
 from llava.model import load_vlm
 from llava.planted.build import save_planted
 from llava.planted.scenes import make_scene, question, render, side_of
-from utils.config import register_configs
+from utils.settings.declarations import register_configs
 from utils.errors import UserError
 
 register_configs()

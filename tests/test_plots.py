@@ -15,7 +15,7 @@ from lab.analysis.grounding import coverage_mask
 from lab.figures import base
 from lab.report import write_index_html
 from lab.analysis.grounding import predict_box
-from utils.layout import square_grid_layout
+from utils.contracts.layout import square_grid_layout
 
 
 def pad_layout(W, H, G):

@@ -121,7 +121,7 @@ def check_chain(cmds: list[Command]) -> None:
     """Each command composes and passes the settings check; what it reads exists or was written before."""
     from helpers import make_cfg
 
-    from utils.settings import check_config
+    from utils.settings.reading import check_config
 
     written: list[str] = []  # folders (output_dir=) and files (echo ... > f) made by earlier commands
     for cmd in cmds:

@@ -125,7 +125,7 @@ def test_failures_run_config_and_the_old_call_signature(tmp_path):
                                                            ([29, 30, 31], 2, 2), ([29, 30, 31], -1, 2)])
 def test_the_analysed_row_follows_the_stages_rule(positions, query_row, expect):
     """One rule (lab.analysis.record_numbers.analysis_row) for the page and the stages."""
-    from utils.config import GroundingConfig
+    from utils.settings.declarations import GroundingConfig
 
     img_lay = synthetic_pad(20, 20)
     rec = make_record("r", "none.png", img_lay, peaked(img_lay, (0, 0), rows=len(positions)))

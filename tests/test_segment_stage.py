@@ -136,7 +136,7 @@ def test_refine_sam_without_a_loader_is_one_line(collected, tmp_path, toy_vlm):
 @pytest.mark.parametrize("bad", ["grounding.output=masks", "grounding.refine=sam2", "grounding.sam.prompt=point",
                                  "grounding.sam.num_points=0", "grounding.sam.multimask=all", "grounding.mask_edges=soft"])
 def test_bad_settings_are_refused(bad):
-    from utils.settings import check_config
+    from utils.settings.reading import check_config
 
     with pytest.raises(UserError, match=bad.split("=")[0]):
         check_config(make_cfg(bad))

@@ -13,7 +13,7 @@ from PIL import Image
 
 from lab.records.record import AttentionRecord
 from lab.stages import StageContext, run_stage
-from utils.config import register_configs
+from utils.settings.declarations import register_configs
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -458,7 +458,7 @@ def test_llava_with_a_siglip_tower(tmp_path):
     """No CLS token: every patch is an image token ("full" strategy); nothing is dropped."""
     from transformers import LlavaForConditionalGeneration, SiglipVisionConfig
 
-    from llava.builders import TinyLlavaSpec, build_config, build_processor
+    from llava.tiny.llava15 import TinyLlavaSpec, build_config, build_processor
     from llava.model import load_vlm
 
     spec = TinyLlavaSpec(vision_feature_select_strategy="full", seed=5)
@@ -487,7 +487,7 @@ def test_llava_with_a_siglip_tower(tmp_path):
 def test_first_token_column_matches_eager_in_every_family(name, tmp_path):
     """The extra captured column is the eager probability at the sample's first real key (left padding;
     Gemma 3's sliding layers: 0 once it left the cache), so vlm_visualizer weighting works everywhere."""
-    from llava.family_builders import TINY_BUILDERS, save_tiny_gemma3
+    from llava.tiny.families import TINY_BUILDERS, save_tiny_gemma3
     from llava.model import load_vlm
 
     folder = save_tiny_gemma3(tmp_path, seed=4, sliding_window=8) if name == "gemma3_window8" \

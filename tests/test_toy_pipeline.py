@@ -14,7 +14,7 @@ from helpers import make_cfg
 
 from lab.records.record import AttentionRecord
 from lab.stages import StageContext, run_stage
-from utils.config import register_configs
+from utils.settings.declarations import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 register_configs()

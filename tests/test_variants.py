@@ -21,7 +21,7 @@ from lab.criteria.variants import (
 )
 from lab.stages import StageContext, run_stage
 from lab.criteria.entropy import entropy_components
-from utils.config import SelectionConfig
+from utils.settings.declarations import SelectionConfig
 from utils.errors import UserError
 
 

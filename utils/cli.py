@@ -26,7 +26,7 @@ def output_dir(cfg) -> Path:
 
 
 def run_entry(job: Callable[[Any], Any], cfg: Any) -> Any:
-    """Read the composed config once (utils.settings.settings_from_config: unknown keys, value ranges,
+    """Read the composed config once (utils.settings.reading.settings_from_config: unknown keys, value ranges,
     then the frozen settings object) and run `job(settings)`.
 
     A UserError prints `error: ...` (no traceback) and exits with status 2; so does an OSError that
@@ -35,7 +35,7 @@ def run_entry(job: Callable[[Any], Any], cfg: Any) -> Any:
     that holds nothing but `.hydra`, the log and the lock is removed (`_drop_idle_run_folder`)."""
     logging.raiseExceptions = False  # a log file on a full disk must not print a traceback per message
     try:
-        from utils.settings import settings_from_config
+        from utils.settings.reading import settings_from_config
 
         return job(settings_from_config(cfg))
     except UserError as e:

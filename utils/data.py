@@ -11,7 +11,7 @@ meet (the same id, ids differing only in case, a hash collision) are reported up
 Large files are validated streaming (`load_selection`): every line must parse and carry a valid
 id (the id and file-name clash checks see every row, 8 bytes each: a hash of its file-name key);
 only the rows inside `start_index`/`end_index`/`shard` get the full row checks (`_check_row`,
-utils/row_checks.py) and are kept. Only when two hashes meet is the file read a second time, to
+utils/row_values.py) and are kept. Only when two hashes meet is the file read a second time, to
 name the clashing lines exactly.
 """
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from utils.errors import UserError
 from utils.jsonl import LineError, iter_json_lines
-from utils.row_checks import row_value_problem
+from utils.row_values import row_value_problem
 from utils.masks import check_mask
 
 KNOWN_KEYS = {"id", "prompt", "image_path", "bbox", "answer", "group", "mask"}

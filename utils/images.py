@@ -27,7 +27,7 @@ import numpy as np
 
 from utils.errors import UserError
 from utils.files import open_regular
-from utils.row_checks import image_path_problem
+from utils.row_values import image_path_problem
 
 DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
 _LIMIT = {"max_image_pixels": DEFAULT_MAX_IMAGE_PIXELS}
@@ -49,7 +49,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None):
     from PIL import Image
 
     cap = int(max_pixels or _LIMIT["max_image_pixels"])
-    url = image_path_problem(str(path))  # utils/row_checks.py: URLs are not read
+    url = image_path_problem(str(path))  # utils/row_values.py: URLs are not read
     if url:
         raise UserError(url.replace('"image_path" ', "image ", 1))
     fd = open_regular(path, "image")

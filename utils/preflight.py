@@ -100,7 +100,7 @@ def multirun_problem(argv: list[str]) -> str | None:
 
 def config_groups() -> tuple[str, ...]:
     """The config group names (folders of config/: `model`, `method`), which `key=value` may pick."""
-    from utils.config import REPO_ROOT
+    from utils.settings.declarations import REPO_ROOT
 
     return tuple(sorted(p.name for p in (REPO_ROOT / "config").iterdir() if p.is_dir()))
 
@@ -111,16 +111,16 @@ def check_output_dir_arg(argv: list[str] | None = None, schema: type | None = No
 
     Args:
         argv: the command line (default: sys.argv[1:]).
-        schema: the entry point's settings class (utils/config.py): a plain `key=value` whose key it
+        schema: the entry point's settings class (utils/settings/declarations.py): a plain `key=value` whose key it
             lacks is refused here, in the project's words ("unknown key topk (did you mean top_k?)"),
-            before Hydra answers with its advice to add `+topk=...` (utils.settings.check_override_keys).
+            before Hydra answers with its advice to add `+topk=...` (utils.settings.reading.check_override_keys).
     """
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help", "--hydra-help") or a.startswith(("--shell-completion", "-sc")) for a in argv):
         return
     try:
         if schema is not None:
-            from utils.settings import check_override_keys
+            from utils.settings.reading import check_override_keys
 
             check_override_keys(argv, schema, config_groups())
         if any(a in ("--info", "-i") or a.startswith(("--cfg", "-c")) for a in argv):

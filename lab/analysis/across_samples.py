@@ -11,8 +11,8 @@ import numpy as np
 from lab.analysis.per_sample import SampleAnalysis
 from lab.criteria.elbow import Elbow, elbow_threshold
 from lab.criteria.image_sum import excluded_list, layer_mask
-from utils.choices import ElbowMethod
-from utils.config import SelectionConfig
+from utils.settings.choices import ElbowMethod
+from utils.settings.declarations import SelectionConfig
 from utils.io import jsonable
 
 

@@ -5,7 +5,7 @@ the attention maps of a few selected heads (text query -> image tokens) are each
 Gaussian, summed, binarised at the mean, and the largest connected region gives the box (or, with
 its convex hull filled, a mask).
 
-Everything here is model-agnostic numpy/scipy. Geometry goes through `utils.layout.ImageLayout`:
+Everything here is model-agnostic numpy/scipy. Geometry goes through `utils.contracts.layout.ImageLayout`:
 grid cells -> original-image pixels via `layout.cells_box` / `layout.cell_center` /
 `layout.to_image`, so the LLaVA-1.5 pad-to-square grid (extends beyond the image) and the llava-hf
 centre-crop grid (covers a central square) both land on the right pixels.
@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Sequence, Union
 import numpy as np
 from scipy import ndimage
 
-from utils.layout import ImageLayout
+from utils.contracts.layout import ImageLayout
 
 Threshold = Union[str, float, Callable[[np.ndarray], float]]
 

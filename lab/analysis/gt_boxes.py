@@ -1,6 +1,6 @@
 """Ground-truth boxes against their image, before any is scored (stage=evaluate).
 
-Finite values are guaranteed at validation (utils/row_checks.py, `file:line`). Here, with the
+Finite values are guaranteed at validation (utils/row_values.py, `file:line`). Here, with the
 image size the record was made from:
 * a box that does not intersect the image (no area in common) is an error of that row: it is
   written to the manifest as failed, and the other rows are scored;

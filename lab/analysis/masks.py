@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from lab.analysis.grounding import Grounding, coverage_mask, grid_mask_to_image
-from utils.layout import ImageLayout
+from utils.contracts.layout import ImageLayout
 
 PRECISION_AT = (0.5, 0.7, 0.9)
 

@@ -10,9 +10,9 @@ import numpy as np
 from lab.criteria.entropy import DEFAULT_RTOL, bottom_row_share, entropy_components
 from lab.criteria.image_sum import excluded_list, image_attention_sum, layer_mask
 from lab.criteria.variants import bottom_row_any_cell
-from utils.config import SelectionConfig
+from utils.settings.declarations import SelectionConfig
 from utils.io import jsonable
-from utils.layout import ImageLayout
+from utils.contracts.layout import ImageLayout
 
 
 def _to_maps(image_attention: np.ndarray, layout_or_grid_shape: ImageLayout | Sequence[int], grid: str | None) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Every per-record number the tool shows, one function each, from the typed settings.
 
 The stages, the views, the chat and the explorer all call these (never their own variants), with
-the run's `SelectionConfig` (criteria + selection) and `GroundingConfig` (utils/config.py):
+the run's `SelectionConfig` (criteria + selection) and `GroundingConfig` (utils/settings/declarations.py):
 
 * `analysis_row`: which captured query row is analysed;
 * `analyze_record` / `thresholded_analysis` / `selection_analysis`: both criteria for every head
@@ -24,7 +24,7 @@ from lab.analysis import grounding as G
 from lab.analysis.per_sample import SampleAnalysis, analyze_sample
 from lab.criteria.elbow import Elbow, elbow_threshold
 from lab.records.record import AttentionRecord
-from utils.config import GroundingConfig, SelectionConfig, smoothing_sigma
+from utils.settings.declarations import GroundingConfig, SelectionConfig, smoothing_sigma
 from utils.errors import UserError
 
 Head = tuple[int, int]

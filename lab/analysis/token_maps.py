@@ -31,9 +31,9 @@ from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 
-from utils.choices import TokenWeighting, VisionView, options
+from utils.settings.choices import TokenWeighting, VisionView, options
 from utils.errors import UserError
-from utils.layout import ImageLayout, square_grid_layout
+from utils.contracts.layout import ImageLayout, square_grid_layout
 
 Axis = Literal["steps", "layers", "heads"]
 _AXES = {"steps": 0, "layers": 1, "heads": 2}

@@ -10,7 +10,7 @@ Notebook use, three steps (load, run under a context, read tensors):
     run.image_attention(0)          # (Q, L, H, V) float32 for sample 0
 
 The station implements the sink protocol read by `llava/attention.py` (`plan`, `deliver`),
-and is activated through `utils.capture` (a ContextVar): nothing leaks outside the `with` block,
+and is activated through `utils.contracts.capture` (a ContextVar): nothing leaks outside the `with` block,
 even on exceptions, and nested runs see their own strategy.
 """
 
@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import torch
 
 from lab.records.record import VISION_AGGREGATES
-from utils.capture import LayerPlan, activate
-from utils.config import StrategyConfig
-from utils.choices import MaskoutMode, ModifyMode, QueryMode, Steps, check_choice, options
+from utils.contracts.capture import LayerPlan, activate
+from utils.settings.declarations import StrategyConfig
+from utils.settings.choices import MaskoutMode, ModifyMode, QueryMode, Steps, check_choice, options
 from utils.errors import UserError
+from utils.contracts.vlm import VisionLanguageModel
 
 if TYPE_CHECKING:
     from lab.records.record import AttentionRecord
@@ -370,7 +371,7 @@ class AttentionStation:
             yield run
 
 
-def collect(vlm: Any, samples: Sequence[Any], strategy: Strategy, *, max_new_tokens: int = 0,
+def collect(vlm: VisionLanguageModel, samples: Sequence[Any], strategy: Strategy, *, max_new_tokens: int = 0,
             station: AttentionStation | None = None) -> list["AttentionRecord"]:
     """Run one batch through `vlm` under `strategy` and return one AttentionRecord per sample.
 
@@ -473,7 +474,7 @@ def collect(vlm: Any, samples: Sequence[Any], strategy: Strategy, *, max_new_tok
     return records
 
 
-def _vision_capture(vlm: Any, strategy: Strategy):
+def _vision_capture(vlm: VisionLanguageModel, strategy: Strategy):
     """The model's context manager for the vision tower's token->patch matrices (duck-typed:
     `vlm.vision_capture(aggregates)` yields an object with `result(b) -> ({name: [V, P]}, meta)`)."""
     capture = getattr(vlm, "vision_capture", None)

@@ -14,7 +14,7 @@ image-token columns. Rows do not sum to 1 (the rest of the mass sits on text tok
   more scattered the above-mean attention, the larger ``H``. ``inf`` when nothing survives.
 
 Per-sample use is `lab.analysis.per_sample`, selection across samples `lab.analysis.across_samples`.
-The choices (component weights, connectivity, elbow methods) are declared in utils/choices.py.
+The choices (component weights, connectivity, elbow methods) are declared in utils/settings/choices.py.
 """
 
 from lab.criteria.elbow import Elbow, elbow_threshold

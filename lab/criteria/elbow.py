@@ -10,7 +10,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from lab.criteria.variants import chord_raw_threshold
-from utils.choices import ElbowMethod, is_choice, options
+from utils.settings.choices import ElbowMethod, is_choice, options
 from utils.io import jsonable
 
 

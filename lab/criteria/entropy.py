@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from utils.choices import ComponentWeight, Connectivity, options
+from utils.settings.choices import ComponentWeight, Connectivity, options
 
 #: Default relative tolerance for "above the mean": a cell survives when
 #: ``A > mean(A) + rtol * max|A|``. Guards against float round-off turning a constant map into

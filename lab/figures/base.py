@@ -2,7 +2,7 @@
 
 Figures are built with matplotlib's object API on the Agg canvas (no pyplot state, nothing to
 leak); `show=True` opens a pyplot window as well. Geometry goes through
-`utils.layout.ImageLayout`: a `[rows, cols]` map is resampled onto the original image with
+`utils.contracts.layout.ImageLayout`: a `[rows, cols]` map is resampled onto the original image with
 `layout.to_image` and drawn with the image's own extent `(0, W, H, 0)`, so pad-to-square grids
 (extending beyond the image) and centre-crop grids (a central square) land on the right pixels.
 """
@@ -29,7 +29,7 @@ from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from utils.layout import ImageLayout
+from utils.contracts.layout import ImageLayout
 
 PathLike = str | os.PathLike
 

@@ -39,7 +39,7 @@ from lab.figures.base import (
     _tok,
     _tx,
 )
-from utils.layout import ImageLayout
+from utils.contracts.layout import ImageLayout
 
 
 def overlay_heads(

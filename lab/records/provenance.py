@@ -26,6 +26,7 @@ from typing import Any
 
 from utils.errors import UserError
 from utils.files import file_digest
+from utils.contracts.vlm import VisionLanguageModel
 
 FINGERPRINT_VERSION = 1
 IMAGE_LOADER_VERSION = "v1"  # bump when utils/images.py changes what pixels a file gives
@@ -37,7 +38,7 @@ def _hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def model_part(vlm: Any) -> dict[str, Any]:
+def model_part(vlm: VisionLanguageModel) -> dict[str, Any]:
     """The VLM's `fingerprint` (llava.model.VLM), or what a duck-typed model without one offers."""
     fp = getattr(vlm, "fingerprint", None)
     if isinstance(fp, dict):

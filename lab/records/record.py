@@ -15,7 +15,7 @@ Tensors
                    matrix for aggregate <name> (mean | rollout | vlm_visualizer): row = image token,
                    columns = input patches in row-major order on the patch grid of `meta.vision`
 Metadata: see `RecordMeta`; `fingerprint` says what made the record (lab/records/provenance.py).
-Loading checks everything before use (lab/records/checks.py): a regular file, metadata types and
+Loading checks everything before use (lab/records/validation.py): a regular file, metadata types and
 sizes against the tensors, attention values finite, non-negative, rows summing to <= 1.
 """
 
@@ -30,14 +30,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from lab.records.provenance import check_compatible_fingerprints
-from lab.records.checks import (FORMAT, FORMAT_VERSION, check_meta, check_tensor_shapes, check_values, read_header,
+from lab.records.validation import (FORMAT, FORMAT_VERSION, check_meta, check_tensor_shapes, check_values, read_header,
                                same_regular_file)
-from utils.choices import VisionAggregate, options
-from utils.config import excluded_layers
+from utils.settings.choices import VisionAggregate, options
+from utils.settings.declarations import excluded_layers
 from utils.data import file_stem
 from utils.errors import UserError
 from utils.io import atomic_write_bytes
-from utils.layout import ImageLayout
+from utils.contracts.layout import ImageLayout
 
 META_KEY = "attention_record"
 VISION_PREFIX = "vision_"
@@ -145,7 +145,7 @@ class AttentionRecord:
         return out
 
     def validate(self, where: str = "record") -> None:
-        """Shapes, metadata and values agree with each other (lab/records/checks.py); UserError naming `where`."""
+        """Shapes, metadata and values agree with each other (lab/records/validation.py); UserError naming `where`."""
         dtypes = {"image_attention": "F32" if self.image_attention.dtype == np.float32 else str(self.image_attention.dtype),
                   "input_ids": "I64" if self.input_ids.dtype == np.int64 else str(self.input_ids.dtype)}
         if self.generated_ids is not None:

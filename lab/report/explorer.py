@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def plain_config(cfg: Any) -> dict[str, Any] | None:
-    """A settings object (utils/config.py) or a mapping -> a plain dict (what run_config.json keeps)."""
+    """A settings object (utils/settings/declarations.py) or a mapping -> a plain dict (what run_config.json keeps)."""
     if cfg is None:
         return None
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):

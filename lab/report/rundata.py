@@ -22,7 +22,7 @@ from lab.report.encode import float32_table
 from lab.analysis.across_samples import select_from_analyses
 from lab.analysis.record_numbers import HeadSet, selection_analysis
 from lab.report.samples import LEVELS, map_bytes, sample_data
-from lab.report.settings import PageSettings, page_settings
+from lab.report.page_settings import PageSettings, page_settings
 from lab.report.mask_overlay import mask_overlays
 from lab.report.staleness import needs_sample_heads, stale_tables
 from utils.data import file_stem
@@ -93,7 +93,7 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
     """The explorer's data: a run folder (its records under `attention/` or `attention_dir=`), or
     `records` given directly (then `run_dir` may be None). `cfg`: the plain settings of whoever writes
     the page now; the analysis settings are those the stages wrote into run_config.json
-    (`lab.report.settings.page_settings`). `ids`: list only the folder's records of these sample ids
+    (`lab.report.page_settings.page_settings`). `ids`: list only the folder's records of these sample ids
     (visualize_attention.py mode=batch data_file=)."""
     configs = load_run_config(run_dir) if run_dir else {}
     st = page_settings(configs, cfg)

@@ -22,7 +22,7 @@ from lab.analysis.record_numbers import (HeadSet, analysis_row, ground, score, s
 from lab.records.record import AttentionRecord
 from lab.runs.conditions import answer_correct
 from lab.report.encode import float16_table, quantize_maps, thumbnail_data_url
-from lab.report.settings import PageSettings
+from lab.report.page_settings import PageSettings
 
 LEVELS = ("full", "row", "selected")  # every row x every head | analysed row x every head | analysed row x selected heads
 

@@ -33,6 +33,7 @@ from lab.capture.station import Strategy, collect
 from utils.data import Row, file_stem, parse_shard
 from utils.errors import UserError
 from utils.io import append_jsonl, host_tag, load_image, pid_alive, read_jsonl_lenient, temp_owner
+from utils.contracts.vlm import VisionLanguageModel
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +291,7 @@ def _plan(rows: list[Row], output_dir: Path, strategy: Strategy, max_new_tokens:
     return todo, found
 
 
-def _check_found(found, output_dir: Path, vlm: Any, strategy: Strategy, max_new_tokens: int, again: dict[str, str],
+def _check_found(found, output_dir: Path, vlm: VisionLanguageModel, strategy: Strategy, max_new_tokens: int, again: dict[str, str],
                  summary: BatchSummary, in_manifest: dict[str, str]) -> list[Row]:
     """Records on disk against the loaded model and each row's image and query: reuse (and make sure
     the manifest names them), collect again, or stop when another model made them."""

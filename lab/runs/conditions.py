@@ -25,6 +25,7 @@ import numpy as np
 
 from lab.capture.station import Strategy, collect
 from utils.errors import UserError
+from utils.contracts.vlm import VisionLanguageModel
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class ConditionResult:
         return d
 
 
-def run_condition(vlm: Any, items: Sequence[tuple[Any, Any]], heads: Sequence[tuple[int, int]], *, name: str,
+def run_condition(vlm: VisionLanguageModel, items: Sequence[tuple[Any, Any]], heads: Sequence[tuple[int, int]], *, name: str,
                   batch_size: int, max_new_tokens: int, match: Match, maskout_mode: str = "zero",
                   steps: str = "all", progress: Any = None) -> ConditionResult:
     """Answer every (row, image) with `heads` masked out (none = baseline); capture off for speed."""

@@ -27,8 +27,9 @@ from lab.stages.visualize import visualize_record
 from lab.capture.station import Strategy, collect
 from utils.cli import resolve_query
 from utils.errors import UserError
-from utils.settings import settings_from_config
+from utils.settings.reading import settings_from_config
 from utils.io import load_image
+from utils.contracts.vlm import VisionLanguageModel
 
 log = logging.getLogger("cli_llava")
 
@@ -102,7 +103,7 @@ class _TurnVLM:
     """The VLM as `lab.stations.collect` sees it for one chat turn: prepare() with the conversation
     so far, generate() streaming its tokens. Everything else is the wrapped VLM."""
 
-    def __init__(self, vlm: Any, history: list[tuple[str, str]], streamer: Any):
+    def __init__(self, vlm: VisionLanguageModel, history: list[tuple[str, str]], streamer: Any):
         self._vlm, self._history, self._streamer = vlm, history, streamer
 
     def __getattr__(self, name: str) -> Any:
@@ -137,7 +138,7 @@ def parse_heads(spec: str, num_layers: int, num_heads: int) -> list[tuple[int, i
 class ChatSession:
     """One image, a conversation about it, and the attention record of the last answer."""
 
-    def __init__(self, vlm: Any, cfg: Any, out_dir: Path, heads: list[tuple[int, int]] | None = None,
+    def __init__(self, vlm: VisionLanguageModel, cfg: Any, out_dir: Path, heads: list[tuple[int, int]] | None = None,
                  out: TextIO | None = None):
         self.vlm, self.cfg, self.out_dir = vlm, cfg, Path(out_dir)
         self.heads = heads
@@ -274,7 +275,7 @@ def _overlay(rec: Any, cfg: Any, out_dir: Path, heads: list[tuple[int, int]] | N
         return visualize_record(rec, cfg, out_dir, fallback)
 
 
-def _vision_setting(vlm: Any, cfg: Any) -> bool:
+def _vision_setting(vlm: VisionLanguageModel, cfg: Any) -> bool:
     """vision=true: required (a model that cannot is an error); null: when the model supports it; false: off."""
     want = cfg.vision
     if want is False:
@@ -302,7 +303,7 @@ def _heads_option(cfg, vlm=None) -> list[tuple[int, int]] | None:
 
 
 def run_cli(cfg, ctx: StageContext) -> dict:
-    """Dispatch: one query, or the chat loop (`utils.config.ChatConfig`, or a composed config from Python)."""
+    """Dispatch: one query, or the chat loop (`utils.settings.declarations.ChatConfig`, or a composed config from Python)."""
     cfg = settings_from_config(cfg)
     if cfg.cli_mode:
         return chat(cfg, ctx)

@@ -22,7 +22,7 @@ from lab.stages.visualize import short_text, visualize_record
 from lab.sessions.token_view import tokens_view
 from utils.data import file_stem, load_rows
 from utils.errors import UserError
-from utils.settings import settings_from_config
+from utils.settings.reading import settings_from_config
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ VIEWS = {"single": single_view, "batch": batch_view, "tokens": tokens_view}
 
 
 def run_view(cfg, ctx: StageContext) -> dict:
-    """Dispatch `cfg.mode` (`utils.config.VisualizeConfig`, or a composed config from Python)."""
+    """Dispatch `cfg.mode` (`utils.settings.declarations.VisualizeConfig`, or a composed config from Python)."""
     cfg = settings_from_config(cfg)
     if cfg.mode not in VIEWS:
         raise UserError(f"unknown mode={cfg.mode!r}; valid modes: {', '.join(VIEWS)}")

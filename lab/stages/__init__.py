@@ -22,7 +22,7 @@ from lab.stages.visualize import visualize_stage
 from utils.data import parse_shard
 from utils.errors import UserError
 from utils.runlock import run_lock
-from utils.settings import settings_from_config
+from utils.settings.reading import settings_from_config
 
 STAGES: dict[str, Callable[[Any, StageContext], dict]] = {
     "collect": collect_stage,
@@ -45,8 +45,8 @@ def run_stage(cfg, ctx: StageContext) -> dict:
     """Dispatch `cfg.stage`; an unknown stage is answered with the list of valid ones.
 
     Args:
-        cfg: the run's settings (`utils.config.FinderConfig`), or a composed config from Python, which
-            is checked and built into them here (`utils.settings.settings_from_config`).
+        cfg: the run's settings (`utils.settings.declarations.FinderConfig`), or a composed config from Python, which
+            is checked and built into them here (`utils.settings.reading.settings_from_config`).
         ctx: the model loader and the output folder.
     """
     cfg = settings_from_config(cfg)

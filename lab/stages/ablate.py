@@ -21,7 +21,7 @@ from lab.runs.heads_files import heads_from_file
 from lab.stages.context import StageContext
 from lab.stages.select import select_stage
 from utils.io import jsonable
-from utils.config import excluded_layers
+from utils.settings.declarations import excluded_layers
 from utils.data import load_selection
 from utils.errors import UserError
 from utils.io import atomic_write_json, load_image
@@ -51,7 +51,7 @@ def _heads_for(cfg, ctx: StageContext) -> tuple[list[tuple[int, int]], str]:
 
 def ablate_stage(cfg, ctx: StageContext) -> dict:
     """Accuracy: baseline vs selected heads masked vs random heads masked; see the module docstring."""
-    ab = cfg.ablation  # its values were checked with the config (utils/settings.py, run_stage)
+    ab = cfg.ablation  # its values were checked with the config (utils/settings/reading.py, run_stage)
     match = str(ab.match)
     rows = load_selection(cfg.data_file, ("answer",), cfg.start_index, cfg.end_index, cfg.shard).rows
     heads, source = _heads_for(cfg, ctx)

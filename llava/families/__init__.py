@@ -22,9 +22,9 @@ from typing import Sequence
 from PIL import Image
 
 from llava import compat
-from llava.families.layout_builders import anyres_layout, llava15_layout, resize_grid_layout
+from llava.families.layouts import anyres_layout, llava15_layout, resize_grid_layout
 from utils.errors import UserError
-from utils.layout import ImageLayout
+from utils.contracts.layout import ImageLayout
 
 
 class Family:
@@ -100,7 +100,7 @@ class Llava15(Family):
 
 
 class LlavaNext(Family):
-    """Base grid + unpadded high-res grid with one newline per row (see `llava.families.layout_builders.anyres_layout`)."""
+    """Base grid + unpadded high-res grid with one newline per row (see `llava.families.layouts.anyres_layout`)."""
 
     name = "llava_next"
     aspects = ("anyres",)

@@ -12,7 +12,7 @@ FORMAT = 1
 
 def planted_spec(seed: int):
     """TinyLlavaSpec at LLaVA-1.5-7B's geometry (336 px, patch 14, 32 x 32 heads), narrow widths."""
-    from llava.builders import DEFAULT_WORDS, TinyLlavaSpec
+    from llava.tiny.llava15 import DEFAULT_WORDS, TinyLlavaSpec
     from llava.planted.scenes import WORDS
 
     return TinyLlavaSpec(
@@ -28,7 +28,7 @@ def build_planted(seed: int = 0, localization: list[tuple[int, int]] | None = No
     import torch
     from transformers import LlamaConfig, LlavaForConditionalGeneration
 
-    from llava.builders import build_config, build_processor
+    from llava.tiny.llava15 import build_config, build_processor
     from llava.compat import rope_config
     from llava.planted.text_weights import text_weights
     from llava.planted.weights import projector_weights, strengths, vision_weights

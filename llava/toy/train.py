@@ -6,7 +6,7 @@ Stage 1 pretrains the vision tower alone on a dense per-patch shape/colour task 
 LLaVA's pretrained CLIP); stage 2 freezes it and trains projector + Llama on the answer loss.
 
 The model is a genuine `LlavaForConditionalGeneration` (CLIP vision tower + Llama text model)
-built by `llava.builders.build_tiny_llava` with LLaVA-1.5 pad-to-square preprocessing. The loss is
+built by `llava.tiny.llava15.build_tiny_llava` with LLaVA-1.5 pad-to-square preprocessing. The loss is
 cross-entropy on the answer word and `</s>` only; attention is never supervised. Scenes are
 rendered and preprocessed once (by the checkpoint's own image processor) and kept in memory, and the
 prompt token ids come from the processor's chat template, so training sees exactly what
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from llava.builders import TinyLlavaSpec, build_tiny_llava
+from llava.tiny.llava15 import TinyLlavaSpec, build_tiny_llava
 from llava.compat import make_portable
 from llava.toy import scenes as S
 

@@ -1,10 +1,10 @@
 """The settings, declared once: frozen dataclasses, one per group, typed with the choices of
-utils/choices.py and carrying their value checks (`setting(..., check=...)`).
+utils/settings/choices.py and carrying their value checks (`setting(..., check=...)`).
 
-* Hydra composes the config against mutable twins of these classes (`utils.hydra_schema`,
+* Hydra composes the config against mutable twins of these classes (`utils.settings.hydra_twins`,
   registered by `register_configs`), so every key has a type and a misspelled key or a wrong type
   is an error naming the key (never a silent default).
-* utils/settings.py checks the composed config against these declarations and builds the frozen
+* utils/settings/reading.py checks the composed config against these declarations and builds the frozen
   settings object (`settings_from_config`) once, at the edge; stages, views, the chat and the
   explorer get those objects whole (no function in lab/ reads a DictConfig).
 
@@ -21,13 +21,13 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING, OmegaConf
 
-from utils import checks as C
-from utils.choices import (AnswerMatch, BottomRowRule, ChatQueryMode, ComponentWeight, Connectivity, Dtype, ElbowMethod,
+from utils.settings import checks as C
+from utils.settings.choices import (AnswerMatch, BottomRowRule, ChatQueryMode, ComponentWeight, Connectivity, Dtype, ElbowMethod,
                            ElbowScope, Geometry, ImageAspect, MaskoutMode, ModifyMode, PromptTemplate, QueryMode,
                            Ranking, ReduceAxis, Region, Steps, TieBreak, TokenWeighting, ViewMode, VisionAggregate,
                            VisionView, GroundingOutput, MaskEdges, Refine, SamPrompt, SamMultimask, SamDtype)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # utils/settings/declarations.py -> the repository
 
 
 def _repo_path(rel: str = "") -> str:
@@ -56,7 +56,7 @@ if not OmegaConf.has_resolver("run_subdir"):
 
 
 def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, check: Any = None) -> Any:
-    """A settings field whose value check (utils/checks.py) travels with its declaration.
+    """A settings field whose value check (utils/settings/checks.py) travels with its declaration.
 
     Args:
         default: the default value (or `factory` for a mutable one).
@@ -307,7 +307,7 @@ def register_configs() -> None:
     """Register the schemas (idempotent); entry points call this before `hydra.main` runs."""
     from hydra.core.config_store import ConfigStore
 
-    from utils.hydra_schema import hydra_schema
+    from utils.settings.hydra_twins import hydra_schema
 
     cs = ConfigStore.instance()
     cs.store(name="finder_schema", node=hydra_schema(FinderConfig))

@@ -2,7 +2,7 @@
 
 Each builder answers: which prompt positions are this image's tokens, which 2D grid(s) they
 form, and which rectangle of the *original* image each grid spans after the processor's
-resize / centre crop / pad-to-square. See `utils/layout.py` for the geometry model.
+resize / centre crop / pad-to-square. See `utils/contracts/layout.py` for the geometry model.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from utils.errors import UserError
-from utils.layout import ImageLayout, square_grid_layout
+from utils.contracts.layout import ImageLayout, square_grid_layout
 
 
 def _size_of(d, key):
@@ -146,7 +146,7 @@ def anyres_layout(
 
     V order = prompt order: [base row-major (side*side)] + [row 0 cols, newline, row 1 cols, newline, ...].
     """
-    from utils.layout import Grid
+    from utils.contracts.layout import Grid
 
     geo = anyres_geometry(image_size, side, crop_px, pinpoints, max_num_patches)
     rows, cols = geo["rows"], geo["cols"]
@@ -183,7 +183,7 @@ def resize_grid_layout(image_size: tuple[int, int], token_positions: Sequence[in
 
     Qwen2-VL: rows, cols = grid_thw h/2, w/2 after the 2x2 merge; Gemma 3: the pooled 16x16 grid.
     """
-    from utils.layout import Grid
+    from utils.contracts.layout import Grid
 
     if len(token_positions) != rows * cols:
         raise UserError(f"{family}: the prompt has {len(token_positions)} image tokens but the grid is {rows}x{cols}")

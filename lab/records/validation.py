@@ -28,7 +28,7 @@ import numpy as np
 from utils.errors import UserError
 from utils.images import max_image_pixels
 from utils.files import open_regular
-from utils.layout import ImageLayout
+from utils.contracts.layout import ImageLayout
 
 FORMAT = "attention_record"
 FORMAT_VERSION = 1

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from utils.config import GroundingConfig, ReportConfig, SelectionConfig
-from utils.settings import from_plain
+from utils.settings.declarations import GroundingConfig, ReportConfig, SelectionConfig
+from utils.settings.reading import from_plain
 
 # stages whose settings decide the heads, the analyses and the boxes of a run folder
 ANALYSIS_STAGES = ("stage=select", "stage=batch", "stage=evaluate", "stage=ablate", "stage=analyze")

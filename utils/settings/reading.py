@@ -1,6 +1,6 @@
 """Settings checked when the config is composed, before any stage runs or any model loads.
 
-* Keys: every key of the composed config must be a field of its schema (utils/config.py). Hydra
+* Keys: every key of the composed config must be a field of its schema (utils/settings/declarations.py). Hydra
   rejects a misspelled `key=value` in struct mode with the advice to add `+key=value`, and accepts
   that; the entry points check plain overrides before Hydra composes (`check_override_keys`, from
   utils/preflight.py: "unknown key topk (did you mean top_k?)" at the first try), and we compare the
@@ -20,9 +20,9 @@ from typing import Any, Callable, Literal, Union
 
 from omegaconf import DictConfig, OmegaConf
 
-from utils.choices import describe, is_choice, options
+from utils.settings.choices import describe, is_choice, options
 from utils.errors import UserError
-from utils.hydra_schema import declared_class, field_types
+from utils.settings.hydra_twins import declared_class, field_types
 
 
 def _choice_check(choice: Any, optional: bool) -> Callable[[Any], str | None]:
@@ -105,7 +105,7 @@ def unknown_override_keys(overrides: list[str], schema: type, groups: tuple[str,
 
     Args:
         overrides: command-line words (flags such as `-m` are ignored).
-        schema: the entry point's settings class (utils/config.py), e.g. `FinderConfig`.
+        schema: the entry point's settings class (utils/settings/declarations.py), e.g. `FinderConfig`.
         groups: config group names (`model`, `method`: `method=paper` picks a file, it is no field).
     `+key` / `++key` / `~key`, `hydra.*`, group paths (`hydra/launcher=...`) and words Hydra cannot
     parse are left to Hydra and to `check_config`.
@@ -140,7 +140,7 @@ def check_override_keys(overrides: list[str], schema: type, groups: tuple[str, .
     bad = unknown_override_keys(overrides, schema, groups)
     if bad:
         name = declared_class(schema).__name__
-        raise UserError("; ".join(f"unknown key {k}: not in the {name} schema (utils/config.py)" for k in bad))
+        raise UserError("; ".join(f"unknown key {k}: not in the {name} schema (utils/settings/declarations.py)" for k in bad))
 
 
 def _value(cfg: DictConfig, key: str) -> tuple[bool, Any]:
@@ -155,7 +155,7 @@ def _value(cfg: DictConfig, key: str) -> tuple[bool, Any]:
 def check_config(cfg: DictConfig) -> None:
     """Unknown keys and out-of-range values, all named in one UserError; then apply side settings."""
     schema = OmegaConf.get_type(cfg)
-    problems = [f"unknown key {k}: not in the {getattr(schema, '__name__', 'config')} schema (utils/config.py); "
+    problems = [f"unknown key {k}: not in the {getattr(schema, '__name__', 'config')} schema (utils/settings/declarations.py); "
                 "remove the + override" for k in _unknown_keys(cfg, schema)]
     for key, check in (rules(schema) if dataclasses.is_dataclass(schema) else {}).items():
         present, v = _value(cfg, key)
@@ -185,7 +185,7 @@ def from_plain(cls: type, data: Any, *, strict: bool = True) -> Any:
     """A frozen settings object from plain containers (a resolved config or a run_config.json entry).
 
     Args:
-        cls: the settings class (utils/config.py), e.g. `FinderConfig` or `SelectionConfig`.
+        cls: the settings class (utils/settings/declarations.py), e.g. `FinderConfig` or `SelectionConfig`.
         data: a mapping of its fields; absent fields take the declared defaults.
         strict: an unknown key is an error (False: ignored, e.g. keys a later version added).
     """
@@ -194,7 +194,7 @@ def from_plain(cls: type, data: Any, *, strict: bool = True) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     extra = sorted(set(map(str, data)) - names)
     if extra and strict:
-        raise UserError(f"unknown key {extra[0]}: not in the {cls.__name__} settings (utils/config.py)")
+        raise UserError(f"unknown key {extra[0]}: not in the {cls.__name__} settings (utils/settings/declarations.py)")
     kwargs = {}
     for name in names & set(data):
         t, v = hints[name], data[name]

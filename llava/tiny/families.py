@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llava.builders import DEFAULT_WORDS, LLAVA15_CHAT_TEMPLATE, build_word_tokenizer, seeded_weights
+from llava.tiny.llava15 import DEFAULT_WORDS, LLAVA15_CHAT_TEMPLATE, build_word_tokenizer, seeded_weights
 from llava.compat import pil_image_processor, processor_from_parts, rope_config
 
 # ---- tokenizers -------------------------------------------------------------------------

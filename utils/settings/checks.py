@@ -1,7 +1,7 @@
 """Value checks of the settings: each returns None for a good value, else why it is not (the
-compose-time check, utils/settings.py, prefixes the key and the value). The schemas in
-utils/config.py attach them to their fields (`setting(..., check=...)`); choices come from the
-`Literal` declarations of utils/choices.py instead."""
+compose-time check, utils/settings/reading.py, prefixes the key and the value). The schemas in
+utils/settings/declarations.py attach them to their fields (`setting(..., check=...)`); choices come from the
+`Literal` declarations of utils/settings/choices.py instead."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Every choice a setting can take, declared once.
 
-Each `Literal` below is the one declaration of a mode: the settings schemas (utils/config.py)
-annotate their fields with it, the compose-time checks (utils/settings.py) derive their allowed
+Each `Literal` below is the one declaration of a mode: the settings schemas (utils/settings/declarations.py)
+annotate their fields with it, the compose-time checks (utils/settings/reading.py) derive their allowed
 values from it, and the functions that take the mode check Python callers' values with
 `check_choice`. A new mode is one entry here plus its implementation.
 """
