@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from llava import compat
+from utils.settings.choices import VisionAggregate, check_choice, options
 
 Method = Literal["rollout", "mean"]
 
@@ -263,7 +264,7 @@ def image_token_maps(vlm: Any, pixel_values: torch.Tensor, token_weights: Any, m
 
 
 # ---- compact capture for records (strategy.vision=true) -------------------------------------------
-VISION_AGGREGATES = ("mean", "rollout", "vlm_visualizer")
+VISION_AGGREGATES = options(VisionAggregate)  # the one declaration: utils/settings/choices.py
 
 _UNSUPPORTED = {
     "llava_next": "each image is a base view plus anyres crops whose high-res tokens are unpadded, so its tokens "
@@ -365,9 +366,10 @@ def capture_token_patch(model: Any, aggregates: Sequence[str] = VISION_AGGREGATE
     why = vision_support(model)
     if why:
         raise UserError(why)
-    bad = [a for a in aggregates if a not in VISION_AGGREGATES]
-    if bad or not aggregates:
-        raise UserError(f"vision aggregates {list(aggregates)}: use a non-empty list of {', '.join(VISION_AGGREGATES)}")
+    if not aggregates:
+        raise UserError(f"vision aggregates []: name at least one of {', '.join(VISION_AGGREGATES)}")
+    for a in aggregates:
+        check_choice("vision aggregate", a, VisionAggregate)
     config = model.config
     vc = config.vision_config
     tower = vision_tower(model)

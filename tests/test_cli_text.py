@@ -152,3 +152,27 @@ def test_help_of_every_entry_point_says_what_it_does():
         assert "'query=\"what shape is the blue one, près du bord?\"'" in text
         assert "\"query=\\\"what's the shape of the blue one, près du bord?\\\"\"" in text
     assert "powered by Hydra" not in vis + cli  # not Hydra's generic page any more
+
+
+def test_printed_overrides_read_back_exactly():
+    """utils.console.override_word: bash, then Hydra's override parser, give the value back (issue 29 item 7)."""
+    import subprocess
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from utils.console import override_word, printable
+
+    parser = OverridesParser.create()
+    for v in ["runs/x/a_b~a76d.safetensors", "runs/my sample~1.safetensors", "it's", 'say "hi"', "a\\", "001",
+              "plain/path.safetensors", "$HOME", "a,b"]:
+        w = override_word("k", v)
+        out = subprocess.run(["bash", "-c", "printf '%s\\0' " + w], capture_output=True).stdout.decode()
+        (word,) = out.split("\0")[:-1]
+        assert parser.parse_override(word).value() == v, w
+    assert printable("g\x1b]0;pwned\x07") == "g\\x1b]0;pwned\\x07"
+
+
+def test_heads_deduped():
+    from lab.sessions.chat import parse_heads
+
+    assert parse_heads("1:1,1:1,2:0", 4, 4) == [(1, 1), (2, 0)]

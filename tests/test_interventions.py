@@ -350,7 +350,7 @@ def test_collect_with_maskout_records_interventions(tiny_vlm):
 @pytest.mark.parametrize("kwargs,needle", [
     (dict(maskout=[[4, 0]]), "strategy.maskout has [4, 0]"),
     (dict(maskout=[[0, 4]]), "strategy.maskout has [0, 4]"),
-    (dict(maskout=[[-1, 0]]), "strategy.maskout has [-1, 0]"),
+    (dict(maskout=[[-1, 0]]), "strategy.maskout=[[-1, 0]] must be a list of [layer, head] pairs of integers >= 0"),
     (dict(modify=[[1, 9]], modify_factor=2.0), "strategy.modify has [1, 9]"),
     (dict(layers=[7]), "strategy.layers=[7]"),
     (dict(heads=[4]), "strategy.heads=[4]"),
@@ -361,7 +361,7 @@ def test_out_of_range_is_a_user_error(tiny_vlm, kwargs, needle):
 
 
 @pytest.mark.parametrize("kwargs,needle", [
-    (dict(maskout=[[1]]), "strategy.maskout entries are [layer, head] pairs"),
+    (dict(maskout=[[1]]), "strategy.maskout=[[1]] must be a list of [layer, head] pairs"),
     (dict(maskout_mode="half"), "strategy.maskout_mode='half'"),
     (dict(modify_mode="bias"), "strategy.modify_mode='bias'"),
     (dict(modify_factor=-1.0), "strategy.modify_factor=-1.0"),

@@ -106,10 +106,11 @@ def test_reduce_chosen_layers_heads_pairs(att):
     out = TK.reduce_token_maps(att, pairs=pairs, over=("steps", "heads"))
     np.testing.assert_allclose(out, np.mean([att[:, l, h] for l, h in pairs], axis=0).mean(0))
     assert TK.reduce_token_maps(att, pairs=pairs, over=("steps",)).shape == (3, 6)
-    for bad in (dict(layers=[4]), dict(heads=[]), dict(pairs=[(4, 0)]), dict(pairs=[(0, 0)], layers=[0]),
-                dict(over=("tokens",))):
+    for bad in (dict(layers=[4]), dict(heads=[]), dict(pairs=[(4, 0)]), dict(pairs=[(0, 0)], layers=[0])):
         with pytest.raises(ValueError):
             TK.reduce_token_maps(att, **bad)
+    with pytest.raises(UserError, match="tokens.reduce='tokens' must be one of heads, layers, steps"):
+        TK.reduce_token_maps(att, over=("tokens",))  # the one axis check (ReduceAxis), as token_view's
     with pytest.raises(ValueError, match="\\[T, L, H, V\\]"):
         TK.reduce_token_maps(att[0])
 

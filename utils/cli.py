@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from utils.console import escape_log_handlers, printable
 from utils.errors import UserError
 from utils.files import open_regular
 
@@ -34,6 +35,7 @@ def run_entry(job: Callable[[Any], Any], cfg: Any) -> Any:
     into the run's log file; a Hydra run folder (`outputs/<entry>/<date_time>/`, no `output_dir=`)
     that holds nothing but `.hydra`, the log and the lock is removed (`_drop_idle_run_folder`)."""
     logging.raiseExceptions = False  # a log file on a full disk must not print a traceback per message
+    escape_log_handlers()  # a row's text never reaches the terminal or the log raw (utils/console.py)
     try:
         from utils.settings.reading import settings_from_config
 
@@ -49,6 +51,7 @@ def run_entry(job: Callable[[Any], Any], cfg: Any) -> Any:
 
 def _fail(message: str, cfg: Any) -> None:
     """`error: <message>` on stderr and in the run's log file, the idle run folder removed, exit 2."""
+    message = printable(message, keep="\n")
     print(f"error: {message}", file=sys.stderr)
     record = logging.LogRecord("lhf", logging.ERROR, __file__, 0, "error: %s", (message,), None)
     for handler in _file_handlers():  # the file only: the console already has the line

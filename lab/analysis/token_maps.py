@@ -27,16 +27,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from utils.settings.choices import TokenWeighting, VisionView, options
+from utils.settings.choices import ReduceAxis, TokenWeighting, VisionView, check_choice, options
 from utils.errors import UserError
 from utils.contracts.layout import ImageLayout, square_grid_layout
 
-Axis = Literal["steps", "layers", "heads"]
-_AXES = {"steps": 0, "layers": 1, "heads": 2}
+Axis = ReduceAxis  # the one declaration of the axes (utils/settings/choices.py)
+_AXES = {"steps": 0, "layers": 1, "heads": 2}  # each axis's position in image_attention [T, L, H, V]
 WEIGHTINGS = options(TokenWeighting)
 VISION_VIEWS = options(VisionView)
 
@@ -92,6 +92,15 @@ def parse_steps(spec: Any, num_steps: int) -> list[int]:
     return out
 
 
+def check_axes(over: Iterable[Any], key: str = "tokens.reduce") -> tuple:
+    """`over` as a tuple when every entry is an axis of `ReduceAxis`, else a UserError naming `key`
+    and the allowed axes (the one check, used by `reduce_token_maps` and `token_view`)."""
+    over = tuple(over)
+    for axis in over:
+        check_choice(key, axis, ReduceAxis)
+    return over
+
+
 def reduce_token_maps(
     att: np.ndarray,
     layers: Sequence[int] | None = None,
@@ -119,10 +128,7 @@ def reduce_token_maps(
     all-zero map stays zero).
     """
     a = _check(att).astype(np.float64, copy=False)
-    over = tuple(over)
-    unknown = [o for o in over if o not in _AXES]
-    if unknown:
-        raise ValueError(f"over={over}: unknown axis {unknown}; use steps, layers, heads")
+    over = check_axes(over)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting={weighting!r}: use {' or '.join(WEIGHTINGS)}")
     f = None
@@ -365,10 +371,7 @@ def token_view(rec: Any, *, steps: Any = None, layers: Sequence[int] | None = No
     steps: all / list / "a:b"; layers, heads, pairs: model indices (None = all captured);
     reduce: axes to average; weighting: plain | vlm_visualizer; vision: none | mean | rollout |
     vlm_visualizer (needs the record's vision matrices)."""
-    reduce = tuple(reduce)
-    unknown = [r for r in reduce if r not in _AXES]
-    if unknown:
-        raise UserError(f"reduce={list(reduce)}: unknown axis {unknown}; use heads, layers, steps")
+    reduce = check_axes(reduce)
     if vision not in VISION_VIEWS:
         raise UserError(f"vision.aggregate={vision!r} is not valid: use {', '.join(VISION_VIEWS)}")
     _require_generated(rec)

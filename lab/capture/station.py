@@ -17,7 +17,8 @@ even on exceptions, and nested runs see their own strategy.
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+import numbers
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
@@ -25,26 +26,38 @@ import torch
 from lab.records.record import VISION_AGGREGATES
 from utils.contracts.capture import LayerPlan, activate
 from utils.settings.declarations import StrategyConfig
-from utils.settings.choices import MaskoutMode, ModifyMode, QueryMode, Steps, check_choice, options
+from utils.settings.reading import rules
 from utils.errors import UserError
 from utils.contracts.vlm import VisionLanguageModel
 
 if TYPE_CHECKING:
     from lab.records.record import AttentionRecord
 
-QUERY_MODES = options(QueryMode)
+_CHECKS = rules(StrategyConfig, "strategy.")  # the declared value checks, one per field
+
+
+def _plain(v: Any) -> Any:
+    """Tuples as lists and integer-like scalars (numpy) as ints, so the declared checks and the
+    fingerprint (lab/records/provenance.py) see the values a composed config would give."""
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        return int(v)
+    return v
 
 
 @dataclass(frozen=True)
-class Strategy:
-    """What one run captures and how it intervenes (`strategy_from_settings` builds it from the
-    `strategy` settings group; Python callers construct it directly).
+class Strategy(StrategyConfig):
+    """What one run captures and how it intervenes: the `strategy` settings group
+    (utils/settings/declarations.py `StrategyConfig`: its fields, defaults and value checks) plus
+    `capture`. `strategy_from_settings` builds it from the settings; Python callers construct it
+    directly (`Strategy(maskout=[[1, 0]])`).
 
     query_positions: "last_input" (default: the token that produces the answer), "generated"
     (every generated token's query: row t is the query that produced generated token t),
     "all_input" (every prompt position), "first_generated" (only the query of the first generated
     token, i.e. the first decoding step: what Bi et al.'s released `analyize` records), or a list of
-    prompt positions (negative = from the end).
+    prompt positions (negative = from the end; the settings' `positions`, folded in here).
     layers / heads: text-model indices to capture (None = all).
     maskout / modify: [[layer, head], ...] (0-based text-model indices).
     maskout_mode "visual_head" / modify_mode "visual_head": Bi et al.'s released semantics
@@ -54,55 +67,43 @@ class Strategy:
     steps: apply interventions on every forward ("all") or only during prefill ("prefill").
     vision: also record the vision tower's compact token->patch matrices (`vision_aggregates`, each
     `[V, P]`) through the model's `vision_capture` (LLaVA-1.5-style models; others are refused).
+    capture: record attention at all (False: interventions only, e.g. the ablation's answers).
     """
 
-    query_positions: QueryMode | list[int] = "last_input"
-    layers: list[int] | None = None
-    heads: list[int] | None = None
     capture: bool = True
-    maskout: list[list[int]] = field(default_factory=list)
-    maskout_mode: MaskoutMode = "zero"
-    modify: list[list[int]] = field(default_factory=list)
-    modify_factor: float = 1.0
-    modify_mode: ModifyMode = "image_reweight"
-    steps: Steps = "all"
-    vision: bool = False
-    vision_aggregates: list[str] = field(default_factory=lambda: list(VISION_AGGREGATES))
-    highlight_box: list[float] | None = None
 
     def __post_init__(self) -> None:
-        qp = self.query_positions
-        if isinstance(qp, str) and qp not in QUERY_MODES:
-            raise UserError(
-                f"strategy.query_positions={qp!r} is not valid: use {', '.join(QUERY_MODES)} or a list of positions"
-            )
-        check_choice("strategy.maskout_mode", self.maskout_mode, MaskoutMode)
-        check_choice("strategy.modify_mode", self.modify_mode, ModifyMode)
-        check_choice("strategy.steps", self.steps, Steps)
+        qp = _plain(self.query_positions)
+        if isinstance(qp, list):  # explicit positions given as query_positions (Python callers)
+            self._set("positions", qp)
+        if self.positions is not None:
+            self._set("query_positions", _plain(self.positions))
+            self._set("positions", None)  # one place: query_positions holds them (and the fingerprint)
+        for name in ("layers", "heads", "maskout", "modify", "vision_aggregates", "highlight_box"):
+            self._set(name, _plain(getattr(self, name)))
+        self._check_declared()
         if self.highlight_box is not None:
-            box = [float(x) for x in self.highlight_box]
-            if len(box) != 4 or box[2] <= 0 or box[3] <= 0:
-                raise UserError(f"strategy.highlight_box={list(self.highlight_box)} must be [x, y, w, h] with w, h > 0")
             if self.modify_mode != "visual_head":
                 raise UserError("strategy.highlight_box applies to strategy.modify_mode=visual_head only")
-            self._set("highlight_box", box)
-        if self.modify_factor < 0:
-            raise UserError(f"strategy.modify_factor={self.modify_factor} must be >= 0")
-        for name in ("maskout", "modify"):
-            pairs = getattr(self, name)
-            if any(len(p) != 2 for p in pairs):
-                bad = next(list(p) for p in pairs if len(p) != 2)
-                raise UserError(f"strategy.{name} entries are [layer, head] pairs; got {bad!r}")
-            self._set(name, [[int(p[0]), int(p[1])] for p in pairs])
-        if not isinstance(qp, str):
-            self._set("query_positions", [int(p) for p in qp])
-        self._set("layers", None if self.layers is None else [int(x) for x in self.layers])
-        self._set("heads", None if self.heads is None else [int(x) for x in self.heads])
-        self._set("vision_aggregates", [str(a) for a in self.vision_aggregates])
-        bad = [a for a in self.vision_aggregates if a not in VISION_AGGREGATES]
-        if bad or (self.vision and not self.vision_aggregates):
-            raise UserError(f"strategy.vision_aggregates={self.vision_aggregates}: use a non-empty list of "
+            self._set("highlight_box", [float(x) for x in self.highlight_box])
+        if self.vision and not self.vision_aggregates:
+            raise UserError(f"strategy.vision_aggregates=[] with strategy.vision=true: name at least one of "
                             f"{', '.join(VISION_AGGREGATES)}")
+
+    def _check_declared(self) -> None:
+        """Every field's declared check (the same as at compose time); a list of query positions is
+        checked as `strategy.positions`."""
+        values = {f.name: getattr(self, f.name) for f in fields(StrategyConfig)}
+        if isinstance(values["query_positions"], list):
+            values["positions"], values["query_positions"] = values["query_positions"], None
+        for key, check in _CHECKS.items():
+            name = key.split(".", 1)[1]
+            if name == "query_positions" and values[name] is None:
+                continue
+            why = check(values[name])
+            if why:
+                shown = repr(values[name]) if isinstance(values[name], str) else values[name]
+                raise UserError(f"{key}={shown} {why}")
 
     def _set(self, name: str, value: Any) -> None:
         """Normalise a field while the frozen object is being built (lists of ints, floats)."""
@@ -145,10 +146,7 @@ class Strategy:
 
 def strategy_from_settings(s: StrategyConfig) -> Strategy:
     """The Strategy of a run from its `strategy` settings group (`positions` overrides `query_positions`)."""
-    return Strategy(query_positions=list(s.positions) if s.positions is not None else s.query_positions,
-                    layers=s.layers, heads=s.heads, maskout=s.maskout, maskout_mode=s.maskout_mode, modify=s.modify,
-                    modify_factor=float(s.modify_factor), modify_mode=s.modify_mode, steps=s.steps, vision=bool(s.vision),
-                    vision_aggregates=list(s.vision_aggregates), highlight_box=s.highlight_box)
+    return Strategy(**{f.name: getattr(s, f.name) for f in fields(StrategyConfig)})
 
 
 @dataclass
@@ -375,19 +373,35 @@ def collect(vlm: VisionLanguageModel, samples: Sequence[Any], strategy: Strategy
             station: AttentionStation | None = None) -> list["AttentionRecord"]:
     """Run one batch through `vlm` under `strategy` and return one AttentionRecord per sample.
 
-    `vlm` is duck-typed (llava.model.VLM): prepare / forward / generate / decode / tokens,
-    num_layers, num_heads, model_id, model_type, prompt_template, image_aspect. Generation runs
-    when `max_new_tokens > 0` or the strategy captures generated tokens.
+    Args:
+        vlm: the model (utils/contracts/vlm.py `VisionLanguageModel`, e.g. llava.model.VLM).
+        samples: (image, query[, id[, image_path]]) tuples or samples `vlm.prepare` takes.
+        strategy: what to capture and how to intervene.
+        max_new_tokens: generation length; generation runs when > 0 or the strategy captures
+            generated tokens.
+        station: the station to run under (a fresh one by default).
     """
-    import numpy as np
-
-    from lab.records.provenance import image_id, model_part, run_fingerprint, sample_fingerprint
-    from lab.records.record import AttentionRecord, RecordMeta
+    from lab.records.provenance import model_part, run_fingerprint
 
     strategy.check_against(vlm.num_layers, vlm.num_heads)
     run_fp = run_fingerprint(model_part(vlm), strategy, max_new_tokens)
     batch = vlm.prepare(samples)
-    station = station or AttentionStation()
+    run, vis, generated = _run_model(vlm, batch, strategy, max_new_tokens, station or AttentionStation())
+    return [_record(vlm, batch, b, _Captured(run, vis, generated[b]), strategy, run_fp) for b in range(len(batch.samples))]
+
+
+@dataclass
+class _Captured:
+    """What one batch's run left for sample b's record: the station run, the vision capture, its generated ids."""
+
+    run: StationRun
+    vision: Any  # the model's vision capture (`result(b)`), or None
+    generated: torch.Tensor  # (G,) this sample's generated ids
+
+
+def _run_model(vlm: VisionLanguageModel, batch: Any, strategy: Strategy, max_new_tokens: int,
+               station: AttentionStation) -> tuple[StationRun, Any, list[torch.Tensor]]:
+    """Forward (or generate) the prepared batch under the station; the run, the vision capture, the generated ids."""
     qp = strategy.query_positions
     do_generate = max_new_tokens > 0 or qp in ("generated", "first_generated")
     least = 2 if qp == "first_generated" else 1  # the first generated token is a query in decoding step 1
@@ -398,80 +412,86 @@ def collect(vlm: VisionLanguageModel, samples: Sequence[Any], strategy: Strategy
         else:
             vlm.forward(batch)
             generated = [torch.zeros(0, dtype=torch.long) for _ in range(len(batch))]
-    layers = run.layers if strategy.capture else []
-    heads = strategy.heads if strategy.heads is not None else list(range(vlm.num_heads))
-    records = []
-    for b, sample in enumerate(batch.samples):
-        ids = batch.input_ids[b]
-        s_len = int(ids.numel())
-        gen = generated[b]
-        if not strategy.capture:
-            att = torch.zeros(0, 0, len(heads), batch.layouts[b].num_tokens)
-            first = torch.zeros(0, 0, len(heads))
-            qpos: list[int] = []
-            mode = "none"
-        elif qp == "generated":
-            att = run.image_attention(b, num_steps=int(gen.numel()))
-            first = run.first_attention(b, num_steps=int(gen.numel()))
-            qpos = [s_len - 1 + t for t in range(att.shape[0])]
-            mode = "generated"
-        elif qp == "first_generated":
-            if not run.layers:
-                raise UserError(f"strategy.query_positions=first_generated: generation ended after one token for "
-                                f"every sample of the batch (sample {sample.sample_id or b}), so no decoding step "
-                                "took the first generated token as its query")
-            att, first = run.image_attention(b), run.first_attention(b)
-            qpos, mode = [s_len], "first_generated"
-        else:
-            att, first = run.image_attention(b), run.first_attention(b)
-            if qp == "last_input":
-                qpos, mode = [s_len - 1], "last_input"
-            elif qp == "all_input":
-                off = batch.pad_offsets[b]
-                att, first = att[off: off + s_len], first[off: off + s_len]
-                qpos, mode = list(range(s_len)), "all_input"
-            else:
-                qpos = [p if p >= 0 else s_len + p for p in qp]
-                mode = "positions"
-        all_ids = torch.cat([ids.cpu(), gen.cpu()])
-        meta = RecordMeta(
-            sample_id=sample.sample_id or f"sample_{b}",
-            model_id=vlm.model_id,
-            model_type=vlm.model_type,
-            num_layers=vlm.num_layers,
-            num_heads=vlm.num_heads,
-            layers=list(layers),
-            heads=list(heads),
-            prompt=batch.prompts[b],
-            query=sample.query,
-            query_mode=mode,
-            query_positions=qpos,
-            query_tokens=vlm.tokens(all_ids[qpos].tolist()) if qpos else [],
-            image_path=sample.image_path,
-            image_size=list(sample.image.size),
-            image_aspect=vlm.image_aspect,
-            layout=batch.layouts[b].to_dict(),
-            prompt_template=vlm.prompt_template,
-            generated_text=vlm.decode(gen) if gen.numel() else "",
-            generated_tokens=vlm.tokens(gen.tolist()) if gen.numel() else [],
-            interventions=strategy.interventions() if strategy.intervenes() else {},
-            dtype=str(getattr(vlm.model, "dtype", "")).replace("torch.", ""),
-            fingerprint={**run_fp, **sample_fingerprint(sample.query, image_id(sample.image, sample.image_path))}
-            if strategy.capture else {},
-        )
-        matrices: dict[str, np.ndarray] = {}
-        if vis is not None:  # tokens = patches (LLaVA-1.5): the patch grid covers the token grid's box
-            matrices, meta.vision = vis.result(b)
-            meta.vision["box"] = list(batch.layouts[b].grid().box)
-        records.append(AttentionRecord(
-            image_attention=att.numpy().astype(np.float32),
-            input_ids=ids.cpu().numpy().astype(np.int64),
-            meta=meta,
-            generated_ids=gen.cpu().numpy().astype(np.int64) if gen.numel() else None,
-            first_attention=first.numpy().astype(np.float32) if strategy.capture else None,
-            vision=matrices,
-        ))
-    return records
+    return run, vis, generated
+
+
+def _query_attention(run: StationRun, strategy: Strategy, batch: Any, b: int, gen: torch.Tensor,
+                     num_heads: int) -> tuple[torch.Tensor, torch.Tensor, list[int], str]:
+    """Sample b's captured rows: (image attention (Q, L, H, V), first-token attention (Q, L, H),
+    the query positions in the unpadded sequence, the query mode); `num_heads`: heads captured."""
+    qp = strategy.query_positions
+    s_len = int(batch.input_ids[b].numel())
+    if not strategy.capture:
+        return torch.zeros(0, 0, num_heads, batch.layouts[b].num_tokens), torch.zeros(0, 0, num_heads), [], "none"
+    if qp == "generated":
+        att = run.image_attention(b, num_steps=int(gen.numel()))
+        first = run.first_attention(b, num_steps=int(gen.numel()))
+        return att, first, [s_len - 1 + t for t in range(att.shape[0])], "generated"
+    if qp == "first_generated" and not run.layers:
+        sample = batch.samples[b]
+        raise UserError(f"strategy.query_positions=first_generated: generation ended after one token for "
+                        f"every sample of the batch (sample {sample.sample_id or b}), so no decoding step "
+                        "took the first generated token as its query")
+    att, first = run.image_attention(b), run.first_attention(b)
+    if qp == "first_generated":
+        return att, first, [s_len], "first_generated"
+    if qp == "last_input":
+        return att, first, [s_len - 1], "last_input"
+    if qp == "all_input":
+        off = batch.pad_offsets[b]
+        return att[off: off + s_len], first[off: off + s_len], list(range(s_len)), "all_input"
+    return att, first, [p if p >= 0 else s_len + p for p in qp], "positions"
+
+
+def _record(vlm: VisionLanguageModel, batch: Any, b: int, cap: _Captured, strategy: Strategy,
+            run_fp: dict[str, Any]) -> "AttentionRecord":
+    """Sample b's AttentionRecord: its captured attention, ids and metadata (fingerprint included)."""
+    import numpy as np
+
+    from lab.records.provenance import image_id, sample_fingerprint
+    from lab.records.record import AttentionRecord, RecordMeta
+
+    sample, ids, gen = batch.samples[b], batch.input_ids[b], cap.generated
+    heads = list(strategy.heads if strategy.heads is not None else range(vlm.num_heads))
+    att, first, qpos, mode = _query_attention(cap.run, strategy, batch, b, gen, len(heads))
+    all_ids = torch.cat([ids.cpu(), gen.cpu()])
+    meta = RecordMeta(
+        sample_id=sample.sample_id or f"sample_{b}",
+        model_id=vlm.model_id,
+        model_type=vlm.model_type,
+        num_layers=vlm.num_layers,
+        num_heads=vlm.num_heads,
+        layers=list(cap.run.layers if strategy.capture else []),
+        heads=heads,
+        prompt=batch.prompts[b],
+        query=sample.query,
+        query_mode=mode,
+        query_positions=qpos,
+        query_tokens=vlm.tokens(all_ids[qpos].tolist()) if qpos else [],
+        image_path=sample.image_path,
+        image_size=list(sample.image.size),
+        image_aspect=vlm.image_aspect,
+        layout=batch.layouts[b].to_dict(),
+        prompt_template=vlm.prompt_template,
+        generated_text=vlm.decode(gen) if gen.numel() else "",
+        generated_tokens=vlm.tokens(gen.tolist()) if gen.numel() else [],
+        interventions=strategy.interventions() if strategy.intervenes() else {},
+        dtype=str(getattr(vlm.model, "dtype", "")).replace("torch.", ""),
+        fingerprint={**run_fp, **sample_fingerprint(sample.query, image_id(sample.image, sample.image_path))}
+        if strategy.capture else {},
+    )
+    matrices: dict[str, np.ndarray] = {}
+    if cap.vision is not None:  # tokens = patches (LLaVA-1.5): the patch grid covers the token grid's box
+        matrices, meta.vision = cap.vision.result(b)
+        meta.vision["box"] = list(batch.layouts[b].grid().box)
+    return AttentionRecord(
+        image_attention=att.numpy().astype(np.float32),
+        input_ids=ids.cpu().numpy().astype(np.int64),
+        meta=meta,
+        generated_ids=gen.cpu().numpy().astype(np.int64) if gen.numel() else None,
+        first_attention=first.numpy().astype(np.float32) if strategy.capture else None,
+        vision=matrices,
+    )
 
 
 def _vision_capture(vlm: VisionLanguageModel, strategy: Strategy):

@@ -49,7 +49,8 @@ def model_part(vlm: VisionLanguageModel) -> dict[str, Any]:
 
 def strategy_part(strategy: Any) -> dict[str, Any]:
     d = asdict(strategy)
-    d.pop("capture", None)
+    d.pop("capture", None)  # capture off records nothing to fingerprint
+    d.pop("positions", None)  # Strategy folds the settings' `positions` into query_positions
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(d.items())}
 
 

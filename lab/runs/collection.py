@@ -30,6 +30,7 @@ from typing import Any, Callable
 from lab.records.provenance import SAMPLE_KEYS, difference, image_id, model_part, run_fingerprint, sample_fingerprint
 from lab.records.record import AttentionRecord, record_path
 from lab.capture.station import Strategy, collect
+from utils.console import printable
 from utils.data import Row, file_stem, parse_shard
 from utils.errors import UserError
 from utils.io import append_jsonl, host_tag, load_image, pid_alive, read_jsonl_lenient, temp_owner
@@ -67,13 +68,15 @@ class BatchSummary:
             s += (f"; {len(self.again)} of the collected replaced records made otherwise (e.g. {_short(i)}: {r}; "
                   "old files kept in attention/replaced/)")
         if self.failed:
-            s += f" (reasons in {self.manifest}):\n" + "\n".join(f"  {_short(i)}: {r}" for i, r in self.failed[:20])
+            s += f" (reasons in {self.manifest}):\n" + "\n".join(f"  {_short(i)}: {printable(r)}" for i, r in self.failed[:20])
             if len(self.failed) > 20:
                 s += f"\n  ... and {len(self.failed) - 20} more"
         return s
 
 
 def _short(text: str, n: int = 60) -> str:
+    """`text` shortened to `n` characters, control characters escaped (it is printed)."""
+    text = printable(text)
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
@@ -133,7 +136,7 @@ def collect_rows(
     rows: list[Row],
     *,
     output_dir: Path,
-    load_vlm: Callable[[], Any],
+    load_vlm: Callable[[], VisionLanguageModel],
     strategy: Strategy,
     batch_size: int = 8,
     max_new_tokens: int = 0,
@@ -145,115 +148,147 @@ def collect_rows(
 ) -> BatchSummary:
     """Collect a record for every row into `<output_dir>/attention/`; see the module docstring.
 
-    on_record(rec, row) may return fields for the row's manifest line (e.g. {"figure": path}); an
-    exception there is recorded as the row's `figure_error`. exclusive_since: when this process took
-    the output folder's lock exclusively (temp-file clean-up), None when shards may share it."""
-    from tqdm import tqdm
-
+    Args:
+        rows: the rows to collect (validated).
+        output_dir: the run folder; records go to its `attention/`.
+        load_vlm: loads the model, called only when some row needs collecting.
+        strategy: what to capture (and intervene).
+        batch_size / max_new_tokens: rows per forward, generation length.
+        overwrite: collect every row again (old records set aside in `attention/replaced/`).
+        shard: `i/n`: this process's manifest (`manifest.shard<i>-of-<n>.jsonl`).
+        on_record: `(rec, row) -> fields for the row's manifest line` (e.g. {"figure": path}); an
+            exception there is recorded as the row's `figure_error`.
+        progress: show a progress bar.
+        exclusive_since: when this process took the output folder's lock exclusively (temp-file
+            clean-up), None when shards may share it.
+    """
     t0 = time.perf_counter()
     summary = BatchSummary(manifest=manifest_path(output_dir, shard))
     clean_stale_temp_files(output_dir / "attention", exclusive_since)
     in_manifest = _manifest_ok(summary.manifest)
     again: dict[str, str] = {}
     todo, found = _plan(rows, output_dir, strategy, max_new_tokens, overwrite, again)
-    if not todo and not found:
-        summary.seconds = time.perf_counter() - t0
-        return summary
-    vlm = load_vlm()
-    strategy.check_against(vlm.num_layers, vlm.num_heads)  # once, right after loading: not once per row
-    todo += _check_found(found, output_dir, vlm, strategy, max_new_tokens, again, summary, in_manifest)
-    todo.sort(key=lambda r: r.line)
-    summary.again = [(r.id, again[r.id]) for r in todo if r.id in again]
-
-    def write(entry: dict) -> None:
-        try:
-            append_jsonl(summary.manifest, entry)
-        except OSError as e:
-            raise _fatal(e, summary.manifest) from None
-
-    def fail(row: Row, reason: str) -> None:
-        summary.failed.append((row.id, reason))
-        write({"id": row.id, "line": row.line, "file": file_stem(row.id), "status": "failed", "reason": reason,
-               "image_path": row.image_path})
-
-    def store(row: Row, rec: AttentionRecord) -> None:
-        path = record_path(output_dir, row.id)
-        rec.meta.extra.update(row.meta())
-        try:
-            if row.id in again and os.path.lexists(path):
-                _set_aside(path)
-            rec.save(path)
-        except UserError as e:  # e.g. the model produced non-finite attention
-            fail(row, str(e))
-            return
-        except OSError as e:
-            if e.errno in PER_ROW_ERRNOS:
-                fail(row, f"cannot write {path}: {e.strerror or e}")
-                return
-            raise _fatal(e, path) from None
-        entry = {"id": row.id, "line": row.line, "file": file_stem(row.id), "status": "ok", "record": str(path),
-                 "answer": rec.meta.generated_text}
-        if row.id in again:
-            entry["collected_again"] = again[row.id]
-        if on_record is not None:
-            try:
-                entry.update(on_record(rec, row) or {})
-            except Exception as e:  # noqa: BLE001 - a figure never sinks the batch; the record stands
-                entry["figure_error"] = f"{type(e).__name__}: {str(e)[:300]}"
-                log.warning("no figure for %s: %s", row.id, entry["figure_error"])
-        write(entry)
-        summary.ok.append(row.id)
-
-    def run(items: list[tuple[Row, Any]]) -> None:
-        recs = collect(vlm, [(img, row.prompt, row.id, row.image_path) for row, img in items], strategy,
-                       max_new_tokens=max_new_tokens)
-        for (row, _), rec in zip(items, recs):
-            store(row, rec)
-
-    def reason(e: Exception) -> str:
-        return str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {str(e)[:500]}"
-
-    bs = max(1, batch_size)
-    bar = tqdm(total=len(todo), desc="collect", unit="sample", disable=not progress)
-    try:  # the bar is closed (its line ended) before any error line is printed
-        for start in range(0, len(todo), bs):
-            chunk = todo[start: start + bs]
-            items = []
-            for row in chunk:
-                try:
-                    items.append((row, load_image(row.image_path)))
-                except UserError as e:
-                    fail(row, str(e))
-            if items:
-                try:
-                    run(items)
-                except WriteError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - model / processor errors are per-row failures
-                    _one_by_one(items, e, run, fail, reason, summary)
-            bar.update(len(chunk))
-    finally:
-        bar.close()
+    if todo or found:
+        vlm = load_vlm()
+        strategy.check_against(vlm.num_layers, vlm.num_heads)  # once, right after loading: not once per row
+        todo += _check_found(found, output_dir, vlm, strategy, max_new_tokens, again, summary, in_manifest)
+        todo.sort(key=lambda r: r.line)
+        summary.again = [(r.id, again[r.id]) for r in todo if r.id in again]
+        job = _Collector(vlm, strategy, output_dir, max_new_tokens, summary, again, on_record)
+        job.collect_all(todo, max(1, batch_size), progress)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _one_by_one(items, e: Exception, run, fail, reason, summary: BatchSummary) -> None:
-    """A batch failed in the model: retry its rows one at a time so only the bad row fails."""
-    if len(items) == 1:
-        fail(items[0][0], reason(e))
-        return
-    log.warning("batch failed (%s); retrying its %d rows one by one", reason(e)[:200], len(items))
-    done = {i for i, _ in summary.failed} | set(summary.ok)
-    for item in items:
-        if item[0].id in done:
-            continue
+def _reason(e: Exception) -> str:
+    """A row's failure in one line: a UserError's own words, else the exception's type and start."""
+    return str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {str(e)[:500]}"
+
+
+@dataclass
+class _Collector:
+    """One collection's state: collects batches of rows, stores each record and its manifest line,
+    records failures (a failing batch is retried row by row)."""
+
+    vlm: VisionLanguageModel
+    strategy: Strategy
+    output_dir: Path
+    max_new_tokens: int
+    summary: BatchSummary
+    again: dict[str, str]  # id -> why its record is collected again
+    on_record: Callable[[AttentionRecord, Row], dict | None] | None
+
+    def collect_all(self, todo: list[Row], batch_size: int, progress: bool) -> None:
+        """Every row of `todo`, `batch_size` at a time, under a progress bar."""
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="collect", unit="sample", disable=not progress)
+        try:  # the bar is closed (its line ended) before any error line is printed
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start: start + batch_size]
+                self.collect_chunk(chunk)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+
+    def collect_chunk(self, chunk: list[Row]) -> None:
+        items = []
+        for row in chunk:
+            try:
+                items.append((row, load_image(row.image_path)))
+            except UserError as e:
+                self.fail(row, str(e))
+        if not items:
+            return
         try:
-            run([item])
+            self.run(items)
         except WriteError:
             raise
-        except Exception as e1:  # noqa: BLE001
-            fail(item[0], reason(e1))
+        except Exception as e:  # noqa: BLE001 - model / processor errors are per-row failures
+            self.one_by_one(items, e)
+
+    def run(self, items: list[tuple[Row, Any]]) -> None:
+        recs = collect(self.vlm, [(img, row.prompt, row.id, row.image_path) for row, img in items], self.strategy,
+                       max_new_tokens=self.max_new_tokens)
+        for (row, _), rec in zip(items, recs):
+            self.store(row, rec)
+
+    def one_by_one(self, items: list[tuple[Row, Any]], e: Exception) -> None:
+        """A batch failed in the model: retry its rows one at a time so only the bad row fails."""
+        if len(items) == 1:
+            self.fail(items[0][0], _reason(e))
+            return
+        log.warning("batch failed (%s); retrying its %d rows one by one", printable(_reason(e)[:200]), len(items))
+        done = {i for i, _ in self.summary.failed} | set(self.summary.ok)
+        for item in items:
+            if item[0].id in done:
+                continue
+            try:
+                self.run([item])
+            except WriteError:
+                raise
+            except Exception as e1:  # noqa: BLE001
+                self.fail(item[0], _reason(e1))
+
+    def write(self, entry: dict) -> None:
+        try:
+            append_jsonl(self.summary.manifest, entry)
+        except OSError as e:
+            raise _fatal(e, self.summary.manifest) from None
+
+    def fail(self, row: Row, reason: str) -> None:
+        self.summary.failed.append((row.id, reason))
+        self.write({"id": row.id, "line": row.line, "file": file_stem(row.id), "status": "failed", "reason": reason,
+                    "image_path": row.image_path})
+
+    def store(self, row: Row, rec: AttentionRecord) -> None:
+        """Write the row's record (setting aside the one it replaces) and its manifest line."""
+        path = record_path(self.output_dir, row.id)
+        rec.meta.extra.update(row.meta())
+        try:
+            if row.id in self.again and os.path.lexists(path):
+                _set_aside(path)
+            rec.save(path)
+        except UserError as e:  # e.g. the model produced non-finite attention
+            self.fail(row, str(e))
+            return
+        except OSError as e:
+            if e.errno in PER_ROW_ERRNOS:
+                self.fail(row, f"cannot write {path}: {e.strerror or e}")
+                return
+            raise _fatal(e, path) from None
+        entry = {"id": row.id, "line": row.line, "file": file_stem(row.id), "status": "ok", "record": str(path),
+                 "answer": rec.meta.generated_text}
+        if row.id in self.again:
+            entry["collected_again"] = self.again[row.id]
+        if self.on_record is not None:
+            try:
+                entry.update(self.on_record(rec, row) or {})
+            except Exception as e:  # noqa: BLE001 - a figure never sinks the batch; the record stands
+                entry["figure_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                log.warning("no figure for %s: %s", printable(row.id), printable(entry["figure_error"]))
+        self.write(entry)
+        self.summary.ok.append(row.id)
 
 
 def _plan(rows: list[Row], output_dir: Path, strategy: Strategy, max_new_tokens: int, overwrite: bool,

@@ -26,6 +26,7 @@ from lab.stages.context import StageContext
 from lab.stages.visualize import visualize_record
 from lab.capture.station import Strategy, collect
 from utils.cli import resolve_query
+from utils.console import command_line, printable
 from utils.errors import UserError
 from utils.settings.reading import settings_from_config
 from utils.io import load_image
@@ -129,6 +130,9 @@ def parse_heads(spec: str, num_layers: int, num_heads: int) -> list[tuple[int, i
             raise UserError(f"/heads: {part!r} is not LAYER:HEAD (e.g. /heads 14:3,20:7)") from None
         if not (0 <= layer < num_layers and 0 <= head < num_heads):
             raise UserError(f"/heads: L{layer}H{head} is outside the model's {num_layers} layers x {num_heads} heads")
+        if (layer, head) in heads:
+            log.info("/heads: L%dH%d named twice, kept once", layer, head)
+            continue
         heads.append((layer, head))
     if not heads:
         raise UserError("/heads needs LAYER:HEAD pairs, e.g. /heads 14:3,20:7")
@@ -153,7 +157,7 @@ class ChatSession:
         self.vision = _vision_setting(vlm, cfg)  # store the vision tower's token->patch matrices in records
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        print(printable(text, keep="\n"), file=self.out, flush=True)
 
     # ---- state ----------------------------------------------------------------------------
     def set_image(self, path: str) -> None:
@@ -212,12 +216,13 @@ class ChatSession:
                                                  title=f"{rec.meta.generated_text}   (per token; heads {names})"))
             paths["image_share"] = str(token_figures.token_curve(rec, figs / f"{sid}_image_share.png"))
         heads_txt = ", ".join(f"L{l}H{h}" for l, h in vis["heads"])
-        self.say(f"heads: {heads_txt} ({'chosen' if self.heads else 'top heads of this answer'})")
+        self.say(f"heads: {heads_txt} ({'chosen' if self.heads else 'this answer own top heads, not a run selection: give heads_file= for those'})")
         for k, v in paths.items():
             self.say(f"{k}: {v}")
         if rec.meta.query_mode == "generated" and rec.image_attention.shape[0]:
             extra = " vision.aggregate=vlm_visualizer" if rec.vision else ""
-            self.say(f"per-token view: python visualize_attention.py mode=tokens attention_file={paths['record']}{extra}")
+            cmd = command_line("visualize_attention.py", "mode=tokens", attention_file=paths["record"])
+            self.say(f"per-token view: {cmd}{extra}")
         return paths
 
     # ---- chat commands --------------------------------------------------------------------------
@@ -239,6 +244,9 @@ class ChatSession:
             self.set_image(arg)
             self.say(f"image: {self.image_path} ({self.image.size[0]}x{self.image.size[1]}); conversation cleared")
         elif cmd == "/save":
+            if arg:
+                raise UserError(f"/save takes no argument (got {printable(arg)!r}): files go to {self.out_dir}; "
+                                "name them with save_id= on the command line")
             self.save()
         elif cmd == "/heads":
             if not arg:
@@ -348,6 +356,6 @@ def chat(cfg, ctx: StageContext, stdin: TextIO | None = None) -> dict:
                 break
             turns += not line.startswith("/")
         except UserError as e:
-            print(f"error: {str(e).splitlines()[0]}", file=sys.stderr, flush=True)
+            print(f"error: {printable(str(e).splitlines()[0])}", file=sys.stderr, flush=True)
     session.say("bye")
     return {"turns": turns}

@@ -17,7 +17,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, get_args
 
 from omegaconf import MISSING, OmegaConf
 
@@ -102,7 +102,7 @@ class StrategyConfig:
     modify_mode: ModifyMode = "image_reweight"  # visual_head: Bi et al.; empty modify = all heads
     steps: Steps = "all"
     vision: bool = False  # also store the vision tower's token->patch matrices (LLaVA-1.5-style models)
-    vision_aggregates: List[VisionAggregate] = field(default_factory=lambda: ["mean", "rollout", "vlm_visualizer"])
+    vision_aggregates: List[VisionAggregate] = field(default_factory=lambda: list(get_args(VisionAggregate)))
     highlight_box: Optional[List[float]] = setting(None, check=C.optional(C.box))  # modify_mode=visual_head: only image cells overlapping [x, y, w, h] (pixels)
 
 
