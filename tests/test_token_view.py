@@ -514,3 +514,16 @@ def test_first_token_column_matches_eager_in_every_family(name, tmp_path):
     if vlm.vision_support() is not None:
         with pytest.raises(UserError, match="LLaVA-1.5-style models only"):
             collect(vlm, samples[:1], Strategy(query_positions="generated", vision=True), max_new_tokens=1)
+
+
+def test_a_second_view_says_what_it_replaced_and_clears_what_it_did_not_write(toy_record, tmp_path, capsys):
+    """The README's two mode=tokens commands on one folder: the figures there belong to the last view
+    (an earlier view's _tokens_vision.png is removed and said; files written again are said)."""
+    _view(toy_record, tmp_path)
+    stale = tmp_path / "figures" / "toy_0000_tokens_vision.png"
+    stale.write_bytes(b"an earlier view's vision figure")
+    capsys.readouterr()
+    _view(toy_record, tmp_path)
+    out = capsys.readouterr().out
+    assert not stale.exists() and f"removed: {stale}" in out
+    assert f"replaced: {tmp_path / 'figures' / 'toy_0000_tokens.png'}" in out

@@ -204,7 +204,11 @@ class ChatSession:
             raise UserError("nothing to save yet: ask a question first")
         if rec is not self.saved_rec and self.last_num is not None:
             self.saved, self.saved_rec = self.last_num, rec
-        paths = {"record": str(rec.save(record_path(self.out_dir, rec.meta.sample_id)))}
+        target = record_path(self.out_dir, rec.meta.sample_id)
+        if target.exists():
+            self.say(f"replacing the record {target} (an earlier answer saved under the same id; "
+                     f"save_id=<name> keeps both)")
+        paths = {"record": str(rec.save(target))}
         figs = self.out_dir / "figures"
         vis = _overlay(rec, self.cfg, figs, self.heads)
         paths["overlay"] = vis["figure"]

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from lab import figures as plots
+from utils.console import printable
 from lab.analysis import token_maps as TK
 from lab.records.record import AttentionRecord, safe_id
 from lab.stages.common import image_or_blank
@@ -85,6 +86,7 @@ def tokens_view(cfg, ctx: StageContext) -> dict:
     view = TK.token_view(rec, **opts)
     sid = safe_id(rec.meta.sample_id)
     out = ctx.output_dir
+    before = {p for p in _view_files(out, sid) if p.exists()}
     res = {"maps": str(save_token_maps(view, rec, out / f"{sid}_tokens.safetensors"))}
     t = cfg.tokens
     image = image_or_blank(rec)
@@ -113,9 +115,40 @@ def tokens_view(cfg, ctx: StageContext) -> dict:
             [f"{s}:{lab}" for s, lab in zip(view.steps, view.labels)], view.shares,
             out / "figures" / f"{sid}_image_share.png", title=_wrap(f"attention on the image per generated token ({what})", 80),
             show=bool(cfg.show_plot)))
+    for line in _left_by_earlier_views(out, sid, before, res):
+        print(line)
     for k, v in res.items():
         print(f"{k}: {v}")
     return res
+
+
+def _view_files(out: Path, sid: str) -> list[Path]:
+    """Every file a per-token view of sample `sid` may write into `out` (module docstring)."""
+    figs = out / "figures"
+    return [out / f"{sid}_tokens.safetensors", figs / f"{sid}_tokens.png", figs / f"{sid}_tokens_vision.png",
+            figs / f"{sid}_image_share.png"]
+
+
+def _left_by_earlier_views(out: Path, sid: str, before: set[Path], written: dict) -> list[str]:
+    """The files of this sample's view belong to this run: an earlier view's file this run replaced is
+    said, one it did not write again (e.g. `_tokens_vision.png` of a view with the vision tower) is
+    removed and said, so the folder never mixes two views of one sample.
+
+    Args:
+        out: the view's output folder.
+        sid: the sample's file stem.
+        before: which of `_view_files(out, sid)` existed before this run wrote anything.
+        written: this run's results (paths as strings).
+    """
+    now = {Path(v) for v in written.values()}
+    lines = []
+    for path in _view_files(out, sid):
+        if path in before and path in now:
+            lines.append(f"replaced: {path} (an earlier per-token view of {printable(sid)})")
+        elif path in before and path.exists():
+            path.unlink()
+            lines.append(f"removed: {path} (left by an earlier per-token view of {printable(sid)}; not part of this one)")
+    return lines
 
 
 def _wrap(text: str, width: int) -> str:
