@@ -207,3 +207,23 @@ def test_explorer_html_without_a_folder(tmp_path):
     rec = make_record("solo", img, lay, peaked(lay, (2, 1)))
     data = page_data(explorer_html(None, records=[rec]))
     assert data["summary"]["records"] == 1 and data["heads"]["selected"] and data["samples"][0]["combined"]
+
+
+UNSAFE = ("<", ">", "&", "\u2028", "\u2029")
+_pieces = st.sampled_from(list("<>&!-/ab \u2028\u2029\"\\") + ["<!--", "<script", "</script>", "-->", "\U0001f600"])
+_text = st.lists(_pieces, max_size=8).map("".join) | st.text()
+_json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _text,
+                            lambda kids: st.lists(kids, max_size=4) | st.dictionaries(_text, kids, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_json_values)
+def test_embedded_json_round_trips_and_holds_no_raw_markup_characters(value):
+    """Issue 29.1: whatever a row's text holds, the page's data block has none of `<`, `>`, `&`,
+    U+2028, U+2029 raw (so `<!-- <script>` cannot change the HTML parser's state) and reads back equal."""
+    from lab.report.page import script_json
+
+    blob = script_json({"samples": [{"id": value, "prompt": value}], value if isinstance(value, str) else "k": 1})
+    assert not [c for c in UNSAFE if c in blob]
+    back = json.loads(blob)
+    assert back["samples"] == [{"id": value, "prompt": value}]
