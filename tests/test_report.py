@@ -102,7 +102,7 @@ def test_page_is_self_contained_and_survives_hostile_text(tmp_path):
         assert attr not in html.replace('<link rel="icon" href="data:,">', ""), attr
 
 
-def test_failures_run_config_and_the_old_call_signature(tmp_path):
+def test_failures_run_config_and_the_call_signature(tmp_path):
     img = white_image(tmp_path / "w.png", 30, 20)
     lay = synthetic_pad(30, 20)
     make_record("ok1", img, lay, peaked(lay, (1, 1))).save(record_path(tmp_path, "ok1"))
@@ -111,9 +111,11 @@ def test_failures_run_config_and_the_old_call_signature(tmp_path):
              {"id": "retry", "line": 3, "status": "ok", "record": "x"}]
     (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
     (tmp_path / "metrics.json").write_text("{torn")
-    write_run_index(tmp_path, {"anything": 1})  # the stages' old call still works
-    write_run_index(tmp_path, {}, cfg={"stage": "batch", "top_k": 1, "selection": {"k": 2}})
-    write_run_index(tmp_path, {}, cfg={"stage": "evaluate", "top_k": 1})
+    write_run_index(tmp_path)
+    write_run_index(tmp_path, cfg={"stage": "batch", "top_k": 1, "selection": {"k": 2}})
+    write_run_index(tmp_path, cfg={"stage": "evaluate", "top_k": 1})
+    with pytest.raises(TypeError):  # issue 30.5: the unused `result` is gone
+        write_run_index(tmp_path, {"anything": 1})
     data = page_data((tmp_path / "index.html").read_text(encoding="utf-8"))
     assert data["failures"] == [{"id": "bad", "line": 2, "reason": "image not found: nope.png"}]
     assert data["metrics"] is None and any(n.startswith("metrics.json is not readable JSON") for n in data["notes"])
@@ -207,3 +209,47 @@ def test_explorer_html_without_a_folder(tmp_path):
     rec = make_record("solo", img, lay, peaked(lay, (2, 1)))
     data = page_data(explorer_html(None, records=[rec]))
     assert data["summary"]["records"] == 1 and data["heads"]["selected"] and data["samples"][0]["combined"]
+
+
+UNSAFE = ("<", ">", "&", "\u2028", "\u2029")
+_pieces = st.sampled_from(list("<>&!-/ab \u2028\u2029\"\\") + ["<!--", "<script", "</script>", "-->", "\U0001f600"])
+_text = st.lists(_pieces, max_size=8).map("".join) | st.text()
+_json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _text,
+                            lambda kids: st.lists(kids, max_size=4) | st.dictionaries(_text, kids, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_json_values)
+def test_embedded_json_round_trips_and_holds_no_raw_markup_characters(value):
+    """Issue 29.1: whatever a row's text holds, the page's data block has none of `<`, `>`, `&`,
+    U+2028, U+2029 raw (so `<!-- <script>` cannot change the HTML parser's state) and reads back equal."""
+    from lab.report.page import script_json
+
+    blob = script_json({"samples": [{"id": value, "prompt": value}], value if isinstance(value, str) else "k": 1})
+    assert not [c for c in UNSAFE if c in blob]
+    back = json.loads(blob)
+    assert back["samples"] == [{"id": value, "prompt": value}]
+
+
+def test_write_run_index_leaves_any_stage_s_page_true(toy_run, tmp_path, capsys):
+    """Issue 31.2: the one function a stage calls (stage=select included): after heads.json changed
+    under metrics.json it prints the stale-table line and the page marks the table; in a folder with
+    records and heads.json only, it writes a page."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(toy_run, run)
+    heads = json.loads((run / "heads.json").read_text())
+    heads["heads"] = heads["heads"][:2]  # what stage=select top_k=2 leaves
+    (run / "heads.json").write_text(json.dumps(heads))
+    out = write_run_index(run, cfg={"stage": "select", "top_k": 2})
+    printed = capsys.readouterr().out
+    assert "warning: index.html: the Grounding table (metrics.json, stage=evaluate) is stale" in printed
+    data = page_data(out.read_text(encoding="utf-8"))
+    assert list(data["stale"]) == ["metrics"] and len(data["heads"]["selected"]) == 2
+    assert list(data["configs"])[-1] == "stage=select"
+    fresh = tmp_path / "fresh"
+    shutil.copytree(toy_run / "attention", fresh / "attention")
+    shutil.copy(run / "heads.json", fresh / "heads.json")
+    data = page_data(write_run_index(fresh, cfg={"stage": "select", "top_k": 2}).read_text(encoding="utf-8"))
+    assert len(data["samples"]) == 16 and data["stale"] == {} and data["metrics"] is None

@@ -119,7 +119,7 @@ def test_maps_land_on_the_records_geometry(browser, tmp_path):
     outside = p.pixel(5, 40)  # not covered by the grid (nor the gt box): white image dimmed
     assert outside[0] == outside[1] == outside[2] and outside[0] < 180
     # anyres: high-res 4x4 grid over the whole image; peak (3, 0): x 0..25, y 37.5..50
-    pg.click('tr[data-sample="2"]')
+    pg.click(f'tr[data-sample="{ids.index(HOSTILE[2] + " 2")}"]')
     p.ready()
     assert pg.is_visible("#grid-select") and p.view()["attrs"]["mapGrid"] == "highres"
     assert _reddish(p.pixel(12, 44)) and not _reddish(p.pixel(80, 10)) and p.pixel(12, 44) != p.pixel(45, 30)
@@ -144,5 +144,41 @@ def test_notebook_iframe(browser, toy_run):
     assert frame.locator("[data-sample]").count() == 16
     frame.locator('#head-grid td[data-layer="2"][data-head="2"]').click()
     assert frame.locator("#map-view").get_attribute("data-map-layer") == "2"
+    assert p.errors == [] and _only_local(p.requests) == []
+    p.close()
+
+
+HOSTILE = ["what shape is the yellow one? <!-- <script>", "a </script><script>window.pwned=1</script> &amp; <b>",
+           "line\u2028sep\u2029para <!-- x --> <script>"]
+
+
+def test_row_text_with_markup_cannot_blank_the_page(browser, tmp_path):
+    """Issue 29.1: ids and prompts holding `<!-- <script>`, `</script>` and U+2028 / U+2029: every
+    section is drawn, the code runs, and the texts are shown as they are."""
+    from report_data import make_record, pad_layout, peaked, white_image
+
+    from lab.records.record import record_path
+
+    img = white_image(tmp_path / "w.png", 30, 20)
+    lay = pad_layout(30, 20)
+    for i, text in enumerate(HOSTILE):
+        sid = f"{text} {i}"
+        make_record(sid, img, lay, peaked(lay, (1, i)), query=text).save(record_path(tmp_path, sid))
+    html = write_explorer(tmp_path).read_text(encoding="utf-8")
+    data = html.split('id="lh-data">', 1)[1].split("</script>", 1)[0]
+    assert not [c for c in ("<", ">", "&", "\u2028", "\u2029") if c in data]
+    p = Page(browser, (tmp_path / "index.html").as_uri())
+    p.ready()
+    pg = p.page
+    assert pg.evaluate("() => window.pwned") is None
+    assert pg.locator("#samples-table tr[data-sample]").count() == 3 and pg.inner_text("#summary").strip()
+    assert pg.locator("#head-grid td[data-layer]").count() == 6 and pg.inner_text("#selected-heads").strip()
+    shown = pg.eval_on_selector_all("#samples-table td.prompt", "ts => ts.map(t => t.title)")
+    assert sorted(shown) == sorted(HOSTILE)
+    ids = pg.eval_on_selector_all("#samples-table tr[data-sample] td:first-child", "ts => ts.map(t => t.title)")
+    assert sorted(ids) == sorted(f"{t} {i}" for i, t in enumerate(HOSTILE))
+    pg.click(f'tr[data-sample="{ids.index(HOSTILE[2] + " 2")}"]')
+    p.ready()
+    assert HOSTILE[2] in pg.evaluate("() => document.getElementById('sample-detail').textContent")
     assert p.errors == [] and _only_local(p.requests) == []
     p.close()

@@ -95,12 +95,18 @@ def write_index_html(
     return out
 
 
-def write_run_index(run_dir: Path, result: Mapping[str, Any] | None = None, cfg: Any = None, *,
-                    ids: Collection[str] | None = None) -> Path:
-    """index.html of a run folder: the offline explorer (`lab.report.explorer`). `cfg`: the composed
-    config of the stage writing it (kept in run_config.json and shown on the page). `result` is
-    not needed any more (the page reads the folder's files); kept for callers that pass it. `ids`: list
-    only the records of these sample ids (mode=batch data_file=)."""
+def write_run_index(run_dir: PathLike, *, cfg: Any = None, ids: Collection[str] | None = None) -> Path:
+    """Leave a run folder's page true: write `run_dir/index.html` (the offline explorer,
+    `lab.report.explorer.write_explorer`) from the folder's files as they are now, and print one
+    warning line per results table the page marks stale (`lab.report.staleness`). Every stage that
+    writes into a run folder calls it last.
+
+    Args:
+        run_dir: the run folder (heads.json, metrics.json, ablation.json, attention/ ...).
+        cfg: the settings of the stage writing it (a settings object or a plain mapping), kept in
+            run_config.json under its stage and shown on the page; None: run_config.json as it is.
+        ids: list only the records of these sample ids (visualize_attention.py mode=batch data_file=).
+    """
     from lab.report.explorer import write_explorer
 
     return write_explorer(run_dir, cfg, ids=ids)

@@ -16,11 +16,38 @@ ASSETS = Path(__file__).resolve().parent
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
 
-def render_page(data: dict[str, Any]) -> str:
+# Characters that must not appear raw inside a <script> element: `<` (`</script>`, `<!--` + `<script`
+# change the HTML parser's state), `>` and `&` (for good measure, as Django's json_script does), and
+# U+2028 / U+2029 (line terminators in older JavaScript). JSON reads the escapes back as the same text.
+_SCRIPT_UNSAFE = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
+                  0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def script_json(data: Any) -> str:
+    """`data` as JSON that is safe inside an HTML <script> element: every `<`, `>`, `&`, U+2028 and
+    U+2029 written as a `\\uXXXX` escape (inside strings, the only place JSON has them), so no text of
+    a row (`<!-- <script>`, `</script>`) can end or re-mode the data block; `json.loads` gives `data` back.
+
+    Args:
+        data: anything `utils.io.jsonable` takes (no NaN: `allow_nan=False`).
+    """
     blob = json.dumps(jsonable(data), allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-    blob = blob.replace("</", "<\\/")  # a '</script>' inside a prompt cannot end the data block
-    css = (ASSETS / "explorer.css").read_text(encoding="utf-8")
-    js = (ASSETS / "explorer.js").read_text(encoding="utf-8")
+    return blob.translate(_SCRIPT_UNSAFE)
+
+
+def _asset(name: str, *forbidden: str) -> str:
+    """A file beside this module, inlined into the page; text that would end its element is refused."""
+    text = (ASSETS / name).read_text(encoding="utf-8")
+    bad = [f for f in forbidden if f in text.lower()]
+    if bad:
+        raise ValueError(f"{ASSETS / name} contains {bad[0]!r}: it cannot be inlined into the page")
+    return text
+
+
+def render_page(data: dict[str, Any]) -> str:
+    blob = script_json(data)
+    css = _asset("explorer.css", "</style")
+    js = _asset("explorer.js", "</script", "<!--")
     title = html.escape(str(data.get("title", "localization heads")))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

@@ -89,7 +89,7 @@ def batch_view(cfg, ctx: StageContext) -> dict:
             except UserError as e:
                 failed.append((str(f), str(e)))
                 log.warning("%s", e if str(f) in str(e) else f"{f}: {e}")
-    index = write_run_index(ctx.output_dir, {"records": len(files)}, cfg=cfg, ids=ids)
+    index = write_run_index(ctx.output_dir, cfg=cfg, ids=ids)
     print(f"{len(done)} figure(s) in {out}, {len(failed)} failed; index: {index}")
     return {"figures": done, "failed": failed, "index": str(index)}
 

@@ -127,7 +127,7 @@ def ablate_stage(cfg, ctx: StageContext) -> dict:
         print(f"  {group}: baseline {acc['baseline']:.3f}, selected heads masked {acc['selected_heads']:.3f}, "
               f"random heads masked {rnd_txt} (n={acc['n']})")
     print(f"ablation: {path}")
-    write_run_index(out, {"ablation": str(path)}, cfg=cfg)
+    write_run_index(out, cfg=cfg)
     return {"ablation_file": str(path), "figure": str(fig), "baseline": result["baseline"],
             "selected_heads": result["selected_heads"], "random_heads": {k: v for k, v in random_block.items() if k != "draws"}}
 

@@ -69,7 +69,7 @@ def batch_stage(cfg, ctx: StageContext) -> dict:
             raise UserError(f"no record could be collected: all {len(summary.failed)} row(s) failed "
                             f"(reasons in {summary.manifest})")
         result["select"] = select_stage(cfg, ctx)
-        result["index"] = str(write_run_index(ctx.output_dir, result, cfg=cfg))
+        result["index"] = str(write_run_index(ctx.output_dir, cfg=cfg))
         print(f"index: {result['index']}")
         return result
     finally:

@@ -98,7 +98,7 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
         print(f"{'  ' + group:16s} " + "  ".join(f"{n.split('_')[0]} {ms[n]['acc@0.5']:.3f}/{ms[n]['miou']:.3f}/{ms[n]['pointing']:.3f}"
                                               for n in NAMES) + f"  (Acc@0.5/mIoU/pointing, n={int(ms[NAMES[0]]['n'])})")
     print(f"metrics: {path}")
-    index = write_run_index(ctx.output_dir, {"metrics": str(path)}, cfg=cfg)
+    index = write_run_index(ctx.output_dir, cfg=cfg)
     return {"metrics_file": str(path), "index": str(index), **{n: metrics[n] for n in NAMES}}
 
 
