@@ -87,21 +87,6 @@ def test_the_model_lab_drives_has_every_member_of_the_protocol(tiny_vlm):
     assert not missing and len(members) >= 8, (missing, members)
 
 
-def test_no_package_and_its_module_import_each_other():
-    """A registry that imports its plug-ins which import the registry is a cycle the sibling contract
-    cannot see (a package's __init__ is not a sibling of its modules): none in lab, llava, utils."""
-    import grimp
-
-    graph = grimp.build_graph("lab", "llava", "utils")
-    cycles = []
-    for mod in sorted(graph.modules):
-        parent = mod.rpartition(".")[0]
-        if parent and parent in graph.modules and graph.find_shortest_chain(importer=mod, imported=parent) \
-                and graph.find_shortest_chain(importer=parent, imported=mod):
-            cycles.append((parent, mod))
-    assert not cycles, f"package <-> module import cycles: {cycles}"
-
-
 def test_every_dotted_name_the_architecture_gives_exists():
     """Each `package.module[.attribute]` docs/architecture.md gives in backticks is importable / there."""
     import importlib
@@ -126,29 +111,3 @@ def test_every_dotted_name_the_architecture_gives_exists():
         else:
             missing.append(name)
     assert not missing, f"docs/architecture.md names what does not exist: {missing}"
-
-
-def test_no_function_over_the_size_limits():
-    """No function in lab/, llava/, utils/ takes over 12 parameters or has over 60 lines of code
-    (docstring, blank and comment lines not counted)."""
-    import ast
-
-    over = []
-    for room in ("lab", "llava", "utils"):
-        for path in sorted((ROOT / room).rglob("*.py")):
-            src = path.read_text(encoding="utf-8")
-            lines = src.splitlines()
-            for node in ast.walk(ast.parse(src)):
-                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    continue
-                a = node.args
-                params = [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]
-                n_params = sum(p is not None and p.arg not in ("self", "cls") for p in params)
-                body = node.body
-                if isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
-                    body = body[1:]
-                code = sum(1 for ln in range(body[0].lineno, node.end_lineno + 1)
-                           if lines[ln - 1].strip() and not lines[ln - 1].strip().startswith("#")) if body else 0
-                if n_params > 12 or code > 60:
-                    over.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({n_params} parameters, {code} lines)")
-    assert not over, "functions over the limits:\n" + "\n".join(over)
