@@ -220,7 +220,8 @@ class ChatSession:
                                                  title=f"{rec.meta.generated_text}   (per token; heads {names})"))
             paths["image_share"] = str(token_figures.token_curve(rec, figs / f"{sid}_image_share.png"))
         heads_txt = ", ".join(f"L{l}H{h}" for l, h in vis["heads"])
-        self.say(f"heads: {heads_txt} ({'chosen' if self.heads else 'this answer own top heads, not a run selection: give heads_file= for those'})")
+        whose = "chosen" if self.heads else "this answer's own top heads, not a run's selection: give heads_file= for those"
+        self.say(f"heads: {heads_txt} ({whose})")
         for k, v in paths.items():
             self.say(f"{k}: {v}")
         if rec.meta.query_mode == "generated" and rec.image_attention.shape[0]:
