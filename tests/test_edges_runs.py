@@ -250,6 +250,30 @@ def test_ctrl_c_at_start_up_is_one_line_too(delay, tmp_path):
     assert "run the same command again" in last, last
 
 
+def test_ctrl_c_stays_an_immediate_exit_until_the_job_itself_starts():
+    """An import cut half-way by a KeyboardInterrupt can leave a library broken without a word (torch
+    swallows the error of its first numpy import; `from scipy import ndimage` then recursed, exit 1 with
+    a traceback, in CI): the imports in main() and the settings stay under the one-line exit."""
+    from helpers import make_cfg
+
+    from utils.cli import run_entry
+    from utils.interrupt import _exit_now, quiet_sigint, run_quietly_interruptible
+
+    seen = {}
+
+    def main():
+        seen["main"] = signal.getsignal(signal.SIGINT)
+        run_entry(lambda s: seen.setdefault("job", signal.getsignal(signal.SIGINT)), make_cfg())
+
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        quiet_sigint()
+        run_quietly_interruptible(main)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert seen == {"main": _exit_now, "job": signal.default_int_handler}
+
+
 # ---- 9. late checks ------------------------------------------------------------------------------
 @pytest.mark.parametrize("override,needle", [("strategy.layers=[99]", "strategy.layers=[99] out of range (0..3)"),
                                              ("strategy.maskout=[[99,0]]", "strategy.maskout has [99, 0]")])

@@ -37,9 +37,12 @@ def run_entry(job: Callable[[Any], Any], cfg: Any) -> Any:
     logging.raiseExceptions = False  # a log file on a full disk must not print a traceback per message
     escape_log_handlers()  # a row's text never reaches the terminal or the log raw (utils/console.py)
     try:
+        from utils.interrupt import interruptible_from_here
         from utils.settings.reading import settings_from_config
 
-        return job(settings_from_config(cfg))
+        settings = settings_from_config(cfg)
+        interruptible_from_here()  # imports done: Ctrl-C is a KeyboardInterrupt from here on
+        return job(settings)
     except UserError as e:
         _fail(str(e), cfg)
     except KeyboardInterrupt as e:

@@ -83,14 +83,27 @@ def quiet_sigint() -> None:
     signal.signal(signal.SIGINT, _exit_now)
 
 
+def interruptible_from_here() -> None:
+    """The job starts: from now on Ctrl-C raises Python's usual KeyboardInterrupt (so `finally`
+    blocks and atomic writes clean up; utils.cli.run_entry prints the one line).
+
+    Not earlier: an import interrupted half-way can leave a library broken without a word (torch
+    swallows any error while it first imports numpy, and the next `from scipy import ndimage` then
+    recurses without end), so the imports and Hydra's composing stay under `quiet_sigint`'s
+    immediate exit. Only the main thread may set a signal handler; elsewhere nothing changes."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_quietly_interruptible(main) -> None:
-    """Run an entry point's `main()` with Python's usual KeyboardInterrupt (so `finally` blocks and
-    atomic writes clean up); a Ctrl-C outside the job (Hydra's start, composing the config) also
-    ends in one line and exit 130 (inside the job, utils.cli.run_entry says it, naming the output
-    folder). After main, while the interpreter exits, Ctrl-C is one line again (quiet_sigint)."""
+    """Run an entry point's `main()`; a Ctrl-C before the job (Hydra's start, composing the config,
+    the imports in main) ends the process at once with one line and exit 130 (`quiet_sigint`); inside
+    the job (`interruptible_from_here`) utils.cli.run_entry says it, naming the output folder. After
+    main, while the interpreter exits, Ctrl-C is one line again (quiet_sigint)."""
     import sys
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main()
     except KeyboardInterrupt as e:
