@@ -16,7 +16,7 @@ how it is handled here (feature detection, never version-number branches elsewhe
 * Gemma 3: `processor.image_token` names the soft image token before 5.15 and <start_of_image> from
   5.15 on; `boi_token` means <start_of_image> on all versions, so the family uses that;
 * 4.x numpy image processors misread images 1 or 3 px tall as channels-first: `CHANNELS_LAST` (processor
-  keyword the new families pass);
+  keyword every family passes, `Family.fit_image`);
 * SmolVLM's `apply_chat_template` reads the video processor, which no version builds without torchvision:
   `chat_without_video`;
 * InternVL's tile grid: `get_optimal_tiled_canvas` moved to the PIL module in 5.x: `optimal_tiled_canvas`;

@@ -12,6 +12,7 @@ load (missing, unexpected or mismatched keys) is a `UserError`, never a model wi
 from __future__ import annotations
 
 import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, TextIO
@@ -280,7 +281,12 @@ def _load_model(name_or_path: str, dtype: torch.dtype, device: torch.device, dev
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attn_implementation}
     if device_map:
         kwargs["device_map"] = device_map
-    model = compat.load_complete(AutoModelForImageTextToText, name_or_path, **kwargs)
+    try:
+        model = compat.load_complete(AutoModelForImageTextToText, name_or_path, **kwargs)
+    except pickle.UnpicklingError as e:  # weights_only refused a pickle: it was not run
+        from llava.sources import unsafe_pickle_message
+
+        raise UserError(unsafe_pickle_message(name_or_path, e)) from None
     if not device_map:
         model.to(device)
     return model.eval(), processor
@@ -309,9 +315,11 @@ def load_vlm(
     attn_implementation: str | None = None,
 ) -> VLM:
     """Load a checkpoint (hub id or local folder) with the capture attention function on its layers."""
-    from llava.sources import check_source
+    from llava.sources import check_checkpoint_folder, check_source
 
     check_source(str(name_or_path))  # a missing folder, or a hub id offline: one line, at once
+    if Path(str(name_or_path)).expanduser().exists():
+        check_checkpoint_folder(str(name_or_path))  # config.json and weights files readable: one line naming the file
     model_type = _model_type(str(name_or_path))
     if model_type not in FAMILIES:
         raise UserError(f"model type {model_type!r} of {name_or_path} is not supported; supported: {sorted(FAMILIES)}")

@@ -102,3 +102,65 @@ def check_source(name_or_path: str, key: str = "model.name_or_path") -> None:
         raise UserError(f"{key}={name}: not a local folder and not in the Hugging Face cache, and {urlparse(url).hostname} "
                         f"cannot be reached ({why}); connect to download it or give a local folder "
                         "(with HF_HUB_OFFLINE=1 this fails at once, without trying the network)")
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+def check_checkpoint_folder(folder: str | Path, key: str = "model.name_or_path") -> None:
+    """Raise UserError (one line naming the file) when a local checkpoint folder cannot be a checkpoint:
+    config.json missing, not valid JSON or without `model_type`; no weights file; a `.safetensors` file
+    whose header does not cover the file (truncated, empty, or not safetensors). Only headers are read.
+
+    Args:
+        folder: the local folder given as `key`.
+        key: the setting named in the message.
+    """
+    import json
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"{key}={folder}: not a folder (a checkpoint is a folder with config.json and weights)")
+    config = folder / "config.json"
+    if not config.is_file():
+        raise UserError(f"{config}: missing; {key}={folder} is not a saved checkpoint (save_pretrained writes config.json)")
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{config}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
+        raise UserError(f"{config}: has no \"model_type\" (a string such as \"llava\"); it is not a transformers config")
+    weights = sorted(p for pattern in WEIGHT_PATTERNS for p in folder.glob(pattern))
+    if not weights:
+        raise UserError(f"{key}={folder}: no weights file (model.safetensors or pytorch_model.bin) beside config.json")
+    for path in weights:
+        if path.suffix == ".safetensors":
+            _check_safetensors(path)
+
+
+def _check_safetensors(path: Path) -> None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError) as e:
+        size = path.stat().st_size
+        raise UserError(f"{path}: not a readable safetensors file ({size} bytes; {str(e).splitlines()[0]}): "
+                        f"truncated or corrupt; download or build it again") from None
+
+
+def unsafe_pickle_message(folder: str, error: BaseException) -> str:
+    """The one line for weights that `torch.load(weights_only=True)` refused (the pickle was not run).
+
+    Args:
+        folder: the checkpoint folder.
+        error: the `pickle.UnpicklingError` transformers raised.
+    """
+    bins = sorted(Path(folder).expanduser().glob("pytorch_model*.bin"))
+    where = ", ".join(str(p) for p in bins) or f"the weights of {folder}"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    found = re.search(r"Unsupported global: (?:GLOBAL )?([^\s]+)", text)
+    why = f"unsupported global {found.group(1)}" if found else "not a plain tensor pickle"
+    return (f"{where}: a pickle that torch.load(weights_only=True) refuses ({why}); it was not run; "
+            f"convert it to model.safetensors where you trust its source")

@@ -322,3 +322,69 @@ def test_gemma3_generation_past_the_sliding_window(tmp_path):
             shifted = cols - (total - kv) if (t > 0 and kv < total) else cols
             exp = torch.where(shifted >= 0, att[0, :, -1, shifted.clamp(min=0)], torch.zeros(()))
             assert np.abs(rec.image_attention[t, li] - exp.numpy()).max() <= TOL, (t, li)
+
+
+THIN = [(w, h) for h in (1, 2, 3, 4) for w in (40,)] + [(w, h) for w in (1, 2, 3, 4) for h in (40,)]
+
+
+def _halves(w, h):
+    """Left (or top, when taller than wide) half red, the other half blue: orientation is visible in pixels."""
+    a = np.zeros((h, w, 3), dtype=np.uint8)
+    if w >= h:
+        a[:, : w // 2, 0], a[:, w // 2:, 2] = 255, 255
+    else:
+        a[: h // 2, :, 0], a[h // 2:, :, 2] = 255, 255
+    return Image.fromarray(a)
+
+
+def _check_halves(pv, w, h, where):
+    """pv: (3, H, W) of one image: red where the image is red, blue where it is blue."""
+    red_minus_blue = (pv[0] - pv[2]).float()  # (H, W)
+    first, last = (red_minus_blue[:, :2], red_minus_blue[:, -2:]) if w >= h else (red_minus_blue[:2], red_minus_blue[-2:])
+    assert first.mean() > 0 > last.mean(), f"{where}: image {w}x{h} lost its orientation"
+
+
+def _thin_pixels(name, vlm, batch):
+    """The pixel_values (3, H, W) of each sample's first (base) image, or None for patch-flattening families."""
+    pv = batch.inputs.get("pixel_values")
+    if name.startswith("qwen"):
+        return None
+    if pv.dim() == 5:  # (B, crops, 3, H, W): the first crop is the whole image resized
+        return [pv[b, 0] for b in range(pv.shape[0])]
+    return [pv[b] for b in range(pv.shape[0])]
+
+
+def test_images_one_to_four_pixels_thin_keep_their_pixels(family, tiny_vlm):
+    """1-4 px tall and wide images: every family names the channel axis (compat.CHANNELS_LAST), so the
+    processor sees the image's own orientation (4.57 read 3-px-tall images as channels-first and failed
+    on 1-px-tall ones in pad_to_square) and the layout matches the image size."""
+    from llava import compat
+
+    name, _, vlm, _ = family
+    for label, model in ((name, vlm), ("llava", tiny_vlm)):
+        assert model._fit_image(_halves(40, 3))[1]["input_data_format"] == compat.CHANNELS_LAST["input_data_format"]
+        batch = model.prepare([(_halves(w, h), "what") for w, h in THIN])
+        pixels = _thin_pixels(label, model, batch)
+        for b, (w, h) in enumerate(THIN):
+            lay = batch.layouts[b]
+            assert tuple(lay.image_size) == (w, h)
+            if pixels is not None:
+                _check_halves(pixels[b], w, h, label)
+            if label.startswith("qwen"):
+                _, gh, gw = batch.inputs["image_grid_thw"][b].tolist()
+                assert (gw >= gh) == (w >= h), (label, w, h, gh, gw)
+
+
+def test_family_registration_is_one_way():
+    """Plug-in families import llava.families.base, never the registry (llava/families/__init__.py) that imports them."""
+    import ast
+
+    folder = Path(__file__).resolve().parents[1] / "llava" / "families"
+    for path in folder.glob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module != "llava.families", f"{path.name} imports the registry"
+            if isinstance(node, ast.Import):
+                assert all(a.name != "llava.families" for a in node.names), f"{path.name} imports the registry"

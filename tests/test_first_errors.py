@@ -188,3 +188,69 @@ def test_span_never_hides_a_value():
     assert _span(range(32)) == "0..31"
     assert _span([0, 1, 2, 3, 7, 9, 10, 11]) == "[0..3, 7, 9..11]"
     assert _span([2, 5]) == "[2, 5]" and _span([4]) == "[4]"
+
+
+# ---- issue 29 item 6: broken checkpoints and the planted builder: one line naming the file -----------
+class _Evil:
+    def __reduce__(self):
+        return (print, ("the pickle ran",))
+
+
+def _truncate(d):
+    p = d / "model.safetensors"
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _evil_pickle(d):
+    import torch
+
+    (d / "model.safetensors").unlink()
+    torch.save({"x": _Evil()}, d / "pytorch_model.bin")
+
+
+BROKEN = {
+    "truncated": (_truncate, r"model\.safetensors: not a readable safetensors file \(\d+ bytes; .*truncated or corrupt"),
+    "empty weights": (lambda d: (d / "model.safetensors").write_bytes(b""), r"model\.safetensors: .*\(0 bytes"),
+    "no config": (lambda d: (d / "config.json").unlink(), r"config\.json: missing"),
+    "bad json": (lambda d: (d / "config.json").write_text("{not json"), r"config\.json: not valid JSON \(.*line 1 column 2"),
+    "no model_type": (lambda d: (d / "config.json").write_text("{}"), r"config\.json: has no \"model_type\""),
+    "no weights": (lambda d: (d / "model.safetensors").unlink(), r"no weights file"),
+    "pickle": (_evil_pickle, r"pytorch_model\.bin: a pickle that torch\.load\(weights_only=True\) refuses .*it was not run"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_checkpoint_is_one_line_naming_the_file(case, tiny_ckpt, tmp_path, capsys):
+    from llava.model import load_vlm
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_ckpt, folder)
+    breaks, message = BROKEN[case]
+    breaks(folder)
+    with pytest.raises(UserError, match=message) as e:
+        load_vlm(str(folder), device="cpu", dtype="float32")
+    assert "\n" not in str(e.value) and "\x1b" not in str(e.value)
+    assert "the pickle ran" not in capsys.readouterr().out
+
+
+def test_planted_builder_refuses_a_file_and_a_negative_seed(tmp_path, capsys):
+    from llava.planted.__main__ import main
+
+    afile = tmp_path / "f"
+    afile.write_text("x")
+    assert main(["--out", str(afile)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {afile}: {afile} is a file, not a folder; give a folder (new or one an earlier build wrote)"
+    assert main(["--out", str(tmp_path / "p"), "--seed", "-1"]) == 2
+    assert "--seed -1: must be an integer in 0..4294967295" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+
+
+def test_planted_grounding_set_into_an_older_folder_holds_only_its_rows(tmp_path):
+    from llava.planted.scenes import write_grounding_set
+
+    write_grounding_set(tmp_path, 5, seed=0)
+    (tmp_path / "images" / "mine.png").write_bytes(b"")  # not the builder's: kept
+    path = write_grounding_set(tmp_path, 2, seed=0)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    names = sorted(p.name for p in (tmp_path / "images").iterdir())
+    assert names == sorted([Path(r["image_path"]).name for r in rows] + ["mine.png"])

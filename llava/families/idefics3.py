@@ -13,7 +13,7 @@ so V holds exactly the image features. Layout: `llava.tile_layouts.tiled_layout`
 from __future__ import annotations
 
 from llava import compat
-from llava.families import Family
+from llava.families.base import Family
 from llava.tile_layouts import idefics3_tile_grid, size_edge, tiled_layout
 from utils.errors import UserError
 
@@ -41,8 +41,6 @@ class Idefics3(Family):
     def load_processor(self, path: str):
         return compat.chat_without_video(compat.load_processor(path, self.processor_class))
 
-    def fit_image(self, vlm, image):
-        return image, dict(compat.CHANNELS_LAST)
 
     def grid_side(self, config) -> int | None:
         return None

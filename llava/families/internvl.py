@@ -11,7 +11,7 @@ whole image resized to one tile). Each tile: (448/14)^2 = 32x32 patches (CLS dro
 from __future__ import annotations
 
 from llava import compat
-from llava.families import Family
+from llava.families.base import Family
 from llava.tile_layouts import tiled_layout
 from utils.errors import UserError
 
@@ -39,8 +39,6 @@ class InternVL(Family):
     aspects = ("tiles",)
     processor_class = "InternVLProcessor"
 
-    def fit_image(self, vlm, image):
-        return image, dict(compat.CHANNELS_LAST)
 
     def grid_side(self, config) -> int | None:
         return None  # no single square base grid

@@ -10,8 +10,7 @@ Interleaved M-RoPE is applied to q/k before the attention function, so it is in 
 
 from __future__ import annotations
 
-from llava import compat
-from llava.families import QwenVL
+from llava.families.base import QwenVL
 
 
 class Qwen3VL(QwenVL):
@@ -22,5 +21,3 @@ class Qwen3VL(QwenVL):
     def __init__(self):
         super().__init__("Qwen3VLProcessor")
 
-    def fit_image(self, vlm, image):
-        return image, dict(compat.CHANNELS_LAST)

@@ -41,8 +41,9 @@ def main(argv=None) -> int:
         heads = parse_heads(args.heads) if args.heads else None
         if args.samples < 0:
             raise UserError(f"--samples must be >= 0, got {args.samples}")
-        from llava.planted.build import save_planted
+        from llava.planted.build import check_target, save_planted
 
+        check_target(args.out, args.seed)  # before the seconds of building
         t0 = time.perf_counter()
         out = save_planted(args.out, args.seed, heads, args.samples)
     except UserError as e:

@@ -6,8 +6,27 @@ import json
 from pathlib import Path
 
 from llava.planted import layout as Lo
+from utils.errors import UserError
 
 FORMAT = 1
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are non-negative; seed + 7 and seed * 1_000_003 + i stay exact
+
+
+def check_target(out: str | Path, seed: int) -> Path:
+    """Refuse, in one line, a seed outside 0..MAX_SEED or an `out` that is (or holds at checkpoint/ or
+    data/) a file, before anything is built.
+
+    Args:
+        out: the folder `save_planted` writes.
+        seed: the construction's seed.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed {seed!r}: must be an integer in 0..{MAX_SEED}")
+    out = Path(out)
+    for path in (out, out / "checkpoint", out / "data", out / "data" / "images"):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--out {out}: {path} is a file, not a folder; give a folder (new or one an earlier build wrote)")
+    return out
 
 
 def planted_spec(seed: int):
@@ -89,7 +108,7 @@ def save_planted(out: str | Path, seed: int = 0, localization: list[tuple[int, i
     from llava.compat import make_portable
     from llava.planted.scenes import write_grounding_set
 
-    out = Path(out)
+    out = check_target(out, seed)
     ckpt = out / "checkpoint"
     model, processor, plan = build_planted(seed, localization)
     ckpt.mkdir(parents=True, exist_ok=True)

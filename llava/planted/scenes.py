@@ -18,8 +18,10 @@ takes a colour and shape the target does not have, unless it is a distractor.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,12 +159,36 @@ def question(scene: PlantedScene) -> str:
     return f"is the {obj.color} {obj.shape} on the left or the right?"
 
 
+STALE_NAME = re.compile(r"planted_\d+\.png")
+
+
+def remove_stale_images(folder: Path, keep: set[str]) -> int:
+    """Remove the builder's own images (`planted_<digits>.png`) in `folder` whose names are not in `keep`;
+    other files are left alone. Returns how many were removed.
+
+    Args:
+        folder: the images folder of a grounding set.
+        keep: file names the new set writes.
+    """
+    removed = 0
+    for path in folder.iterdir():
+        if STALE_NAME.fullmatch(path.name) and path.name not in keep and path.is_file():
+            path.unlink()
+            removed += 1
+    return removed
+
+
 def write_grounding_set(out: str | Path, n: int, seed: int = 0) -> Path:
-    """Write `out/planted_grounding.jsonl` and `out/images/planted_NNNNN.png`; return the JSONL path."""
+    """Write `out/planted_grounding.jsonl` and `out/images/planted_NNNNN.png`; return the JSONL path.
+    Images named `planted_<digits>.png` that an earlier, larger or differently numbered build left in
+    `out/images/` are removed (and counted in the log), so the folder holds exactly the rows' images."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     width = max(4, int(math.log10(max(n, 1))) + 1)
     rows = []
+    stale = remove_stale_images(out / "images", {f"planted_{i:0{width}d}.png" for i in range(n)})
+    if stale:
+        logging.getLogger("lhf").warning("removed %d images of an earlier build from %s", stale, out / "images")
     for i in range(n):
         scene = make_scene(seed * 1_000_003 + i)
         sid = f"planted_{i:0{width}d}"
