@@ -7,18 +7,25 @@ import math
 import numpy as np
 import pytest
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from lab.analysis.grounding import (
+    IOU_THRESHOLDS,
+    LMMS_EVAL_ACC_AT,
     GroundingMetrics,
+    benchmark_metrics,
+    benchmark_table,
     combine_head_maps,
     coverage_mask,
     fill_convex_hull,
     iou,
-    pointing_hit,
     predict_box,
-    predict_mask,
     random_head_sets,
     summarize,
 )
+from lab.analysis.masks import region_mask
+from lab.analysis.record_numbers import score
 from utils.contracts.layout import square_grid_layout
 
 SIZES = [(200, 120), (90, 160)]
@@ -171,8 +178,9 @@ def test_image_cells_only_ignores_padding_sink():
     assert g_all.peak_cell[0] == 0  # the padding row wins by default
     g_img = predict_box(m, lay, image_cells_only=True)
     assert g_img.grid_box == gb
-    assert not pointing_hit(m, lay, (rect[0], rect[1], rect[2] - rect[0], rect[3] - rect[1]))
-    assert pointing_hit(m, lay, (rect[0], rect[1], rect[2] - rect[0], rect[3] - rect[1]), image_cells_only=True)
+    gt = (rect[0], rect[1], rect[2] - rect[0], rect[3] - rect[1])
+    assert not score(g_all, gt).hit  # pointing as stage=evaluate scores it: the peak in the gt box
+    assert score(g_img, gt).hit
 
 
 def test_largest_region_wins_over_stronger_small_one():
@@ -246,12 +254,12 @@ def test_flat_map_gives_whole_covered_area():
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("W,H", SIZES)
 @pytest.mark.parametrize("G", GRIDS)
-def test_predict_mask_shape_and_crop_outside_is_false(G, W, H):
+def test_region_mask_shape_and_crop_outside_is_false(G, W, H):
     lay = crop_layout(W, H, G)
     m = np.zeros((G, G))
     m[:, 0] = 1.0  # hot on the grid's first column / row edge: right against the cropped-out part
     m[0, :] = 1.0
-    mask = predict_mask(m, lay)
+    mask = region_mask(predict_box(m, lay), lay)
     assert mask.shape == (H, W) and mask.dtype == bool
     assert mask.any()
     cov = coverage_mask(lay)
@@ -262,22 +270,6 @@ def test_predict_mask_shape_and_crop_outside_is_false(G, W, H):
     assert ys.min() >= math.floor(cy0) and ys.max() < math.ceil(cy1)
     # the outside strips really exist for these sizes
     assert (~cov).sum() > 0
-
-
-@pytest.mark.parametrize("W,H", SIZES)
-def test_predict_mask_pad_matches_hot_rect(W, H):
-    lay = pad_layout(W, H, 24)
-    rect = truth_rect(lay)
-    m, _ = hot_map(lay, rect)
-    mask = predict_mask(m, lay, order=0)
-    assert mask.shape == (H, W)
-    ys, xs = np.nonzero(mask)
-    box = (xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min())
-    assert_box_close(box, rect, lay.grid().cell_size)
-    # bilinear: ramps between cell centres push the cut up to ~0.5 cell further out
-    bil = predict_mask(m, lay)
-    ys, xs = np.nonzero(bil)
-    assert_box_close((xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()), rect, lay.grid().cell_size, tol_cells=1.5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,18 +287,18 @@ def test_iou_known_boxes():
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_pointing_hit(mode):
+def test_pointing_through_score(mode):
     lay = make_layout(mode, 200, 120, 24)
     rect = truth_rect(lay)
     gt = (rect[0], rect[1], rect[2] - rect[0], rect[3] - rect[1])
     m = np.zeros((24, 24))
     r, c = lay.pixel_to_cell((rect[0] + rect[2]) / 2, (rect[1] + rect[3]) / 2)
     m[r, c] = 1.0
-    assert pointing_hit(m, lay, gt)
+    assert score(predict_box(m, lay), gt).hit
     m2 = np.zeros((24, 24))
     r2, c2 = lay.pixel_to_cell(rect[2] + 20, rect[1] - 20)
     m2[r2, c2] = 1.0
-    assert not pointing_hit(m2, lay, gt)
+    assert not score(predict_box(m2, lay), gt).hit
 
 
 def test_summarize_and_metrics_accumulator():
@@ -347,3 +339,100 @@ def test_random_head_sets_reproducible_and_valid():
     assert all((0, 0) not in s for s in d)
     with pytest.raises(ValueError):
         random_head_sets(2, 2, 5, 1, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# the numbers other tools report (lmms-eval refcoco_bbox_rec, evaluate_boxes.py)
+# ---------------------------------------------------------------------------------------------
+IMAGE = (640, 480)  # binary fractions of these sizes stay exact through pixels and back
+
+
+def _pixels(xyxy, size=IMAGE):
+    """A normalized [x1, y1, x2, y2] box (as lmms-eval writes them) as our pixel [x, y, w, h]."""
+    W, H = size
+    return (xyxy[0] * W, xyxy[1] * H, (xyxy[2] - xyxy[0]) * W, (xyxy[3] - xyxy[1]) * H)
+
+
+# lmms-eval hand-computed cases (gt, pred normalized xyxy; None = parse failure), IoU, ACC passes, centre hit;
+# checked by running lmms-eval's utils_rec.py functions (/tmp/research/refcoco_metrics.md)
+LMMS_CASES = [
+    ([0, 0, 0.5, 0.5], [0.25, 0.25, 0.75, 0.75], 1 / 7, {0.1}, True),  # centre on the gt corner: inclusive
+    ([0, 0, 1, 0.5], [0, 0, 0.5, 0.5], 0.5, {0.1, 0.3, 0.5}, True),  # IoU exactly 0.5: >=
+    ([0.25, 0.25, 0.75, 0.75], None, 0.0, set(), False),  # parse failure -> [0, 0, 0, 0]
+    ([0.25, 0.25, 0.75, 0.75], [0.375, 0.375, 0.625, 0.625], 0.25, {0.1}, True),
+    ([0, 0, 1, 1], [0, 0, 0.75, 1], 0.75, {0.1, 0.3, 0.5, 0.7}, True),
+]
+
+
+@pytest.mark.parametrize("gt,pred,want_iou,passes,center", LMMS_CASES)
+def test_lmms_eval_hand_cases_one_by_one(gt, pred, want_iou, passes, center):
+    out = benchmark_metrics([None if pred is None else _pixels(pred)], [_pixels(gt)], [IMAGE])["lmms_eval"]
+    assert out["IoU"] == pytest.approx(want_iou, abs=1e-12)
+    assert {t for t in LMMS_EVAL_ACC_AT if out[f"ACC@{t:g}"] == 1.0} == passes
+    assert out["Center_ACC"] == float(center)
+
+
+def test_lmms_eval_hand_cases_aggregate_and_evaluate_boxes_case():
+    preds = [None if p is None else _pixels(p) for _, p, *_ in LMMS_CASES]
+    out = benchmark_metrics(preds, [_pixels(g) for g, *_ in LMMS_CASES], [IMAGE] * len(LMMS_CASES))
+    want = {"IoU": (1 / 7 + 0.5 + 0 + 0.25 + 0.75) / 5, "ACC@0.1": 0.8, "ACC@0.3": 0.4, "ACC@0.5": 0.4,
+            "ACC@0.7": 0.2, "ACC@0.9": 0.0, "Center_ACC": 0.8}
+    assert list(out["lmms_eval"]) == list(want)  # lmms-eval's COCO_REC_METRICS, in its order
+    assert out["lmms_eval"] == pytest.approx(want, abs=1e-12)
+    assert out["iou_thresholds"] == pytest.approx({"0.25": 0.6, "0.5": 0.4, "0.75": 0.2})
+    # evaluate_boxes.py's pixel case: gt xywh [10, 20, 30, 40], pred xyxy [20, 30, 50, 70]: IoU 1/3
+    one = benchmark_metrics([(20, 30, 30, 40)], [(10, 20, 30, 40)], [(100, 100)])
+    assert one["iou_thresholds"] == {"0.25": 1.0, "0.5": 0.0, "0.75": 0.0}
+    assert one["lmms_eval"]["IoU"] == pytest.approx(1 / 3)
+    empty = benchmark_metrics([], [], [])
+    assert all(math.isnan(v) for part in empty.values() for v in part.values())
+    with pytest.raises(ValueError):
+        benchmark_metrics([(0, 0, 1, 1)], [(0, 0, 1, 1)], [(0, 10)])
+
+
+_coord = st.integers(0, 200)
+
+
+@st.composite
+def _sample(draw):
+    W, H = draw(st.integers(8, 400)), draw(st.integers(8, 400))
+    gx, gy = draw(st.integers(0, W - 1)), draw(st.integers(0, H - 1))
+    gt = (gx, gy, draw(st.integers(1, W - gx)), draw(st.integers(1, H - gy)))
+    pred = draw(st.one_of(st.none(), st.tuples(_coord, _coord, _coord, _coord)))
+    return pred, gt, (W, H)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_sample(), min_size=1, max_size=12))
+def test_acc_is_monotone_and_the_share_of_iou_at_or_above(samples):
+    preds, gts, sizes = zip(*samples)
+    out = benchmark_metrics(preds, gts, sizes)
+    lm = out["lmms_eval"]
+    accs = [lm[f"ACC@{t:g}"] for t in LMMS_EVAL_ACC_AT]
+    assert all(a >= b for a, b in zip(accs, accs[1:]))  # non-increasing in t
+    per = [benchmark_metrics([p], [g], [s])["lmms_eval"]["IoU"] for p, g, s in samples]
+    for t in LMMS_EVAL_ACC_AT:
+        assert lm[f"ACC@{t:g}"] == pytest.approx(np.mean([v >= t for v in per]))
+    assert lm["IoU"] == pytest.approx(np.mean(per))
+    pixel = [iou((0, 0, 0, 0) if p is None else p, g) for p, g, _ in samples]
+    assert per == pytest.approx(pixel, abs=1e-9)  # normalizing changes nothing but rounding
+    for t in IOU_THRESHOLDS:
+        assert out["iou_thresholds"][f"{t:g}"] == pytest.approx(np.mean([v >= t for v in pixel]))
+
+
+def test_accumulator_adds_them_only_with_image_sizes_and_per_subset():
+    plain, sized = GroundingMetrics(), GroundingMetrics()
+    cases = [(_pixels(p) if p else (0.0, 0.0, 0.0, 0.0), _pixels(g)) for g, p, *_ in LMMS_CASES]
+    for pred, gt in cases:
+        plain.add(pred, gt, hit=True)
+        sized.add(pred, gt, hit=True, image_size=IMAGE)
+    assert set(plain.summary()) == {"acc@0.5", "miou", "pointing", "n"}  # without sizes: what it always gave
+    s = sized.summary()
+    assert {k: s[k] for k in plain.summary()} == plain.summary()
+    assert s["lmms_eval"]["ACC@0.5"] == 0.4 and s["iou_thresholds"]["0.5"] == s["acc@0.5"]
+    part = sized.subset([1, 4]).summary()
+    assert part["n"] == 2 and part["lmms_eval"]["ACC@0.7"] == 0.5 and part["lmms_eval"]["IoU"] == pytest.approx(0.625)
+    table = benchmark_table([("selected_heads", s), ("no sizes", plain.summary())])
+    assert table.splitlines()[0].split()[2:] == [*s["lmms_eval"], "IoU>=0.25", "IoU>=0.5", "IoU>=0.75"]
+    assert len(table.splitlines()) == 2 and table.splitlines()[1].split()[1:] == [f"{v:.3f}" for v in [*s["lmms_eval"].values(), *s["iou_thresholds"].values()]]
+    assert benchmark_table([("no sizes", plain.summary())]) == ""

@@ -217,6 +217,9 @@ def test_recipe_end_to_end(coco, tmp_path, toy_vlms, method):
         metrics = json.loads(Path(ev["metrics_file"]).read_text())
         assert metrics["selected_heads"]["n"] == len(load_rows(str(files[split])))
         assert 0.0 <= metrics["selected_heads"]["miou"] <= 1.0
+        # the split's numbers as lmms-eval's refcoco_bbox_rec_<split> task names them (group = split)
+        assert metrics["by_group"][split]["selected_heads"]["lmms_eval"] == metrics["selected_heads"]["lmms_eval"]
+        assert metrics["selected_heads"]["iou_thresholds"]["0.5"] == metrics["selected_heads"]["acc@0.5"]
     rec = next((sel_dir / "attention").glob("*.safetensors"))
     from lab.records.record import AttentionRecord
 

@@ -17,7 +17,7 @@ Conventions: boxes are `(x, y, w, h)` in original-image pixels (floats); grid bo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence, Union
+from typing import Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 from scipy import ndimage
@@ -316,29 +316,6 @@ def predict_box(
     )
 
 
-def predict_mask(
-    combined_map: np.ndarray,
-    layout: ImageLayout,
-    threshold: Threshold = "mean",
-    *,
-    grid: str | None = None,
-    order: int = 1,
-) -> np.ndarray:
-    """bool `[H, W]`: the combined map resampled onto the original image (`layout.to_image`,
-    bilinear by default) and cut at `threshold`, computed on the grid values (mean of the cells,
-    the same cut as `predict_box`). False wherever the grid does not cover the image."""
-    combined = _check_map(combined_map, layout, grid)
-    if combined.ndim != 2:
-        raise ValueError(f"predict_mask takes a combined [rows, cols] map, got {combined.shape}")
-    valid = cell_validity(layout, grid)
-    t = threshold_value(combined, threshold, valid)
-    img = layout.to_image(combined, grid=grid, order=order)
-    out = (img > t) & coverage_mask(layout, grid)
-    if not out.any():
-        out = (img >= t) & coverage_mask(layout, grid)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # metrics
 # ---------------------------------------------------------------------------------------------
@@ -363,22 +340,6 @@ def point_in_box(xy: Sequence[float], box_xywh: Sequence[float]) -> bool:
     return bx <= x <= bx + bw and by <= y <= by + bh
 
 
-def pointing_hit(
-    combined_map: np.ndarray,
-    layout: ImageLayout,
-    bbox_xywh: Sequence[float],
-    *,
-    grid: str | None = None,
-    image_cells_only: bool = False,
-) -> bool:
-    """Pointing game: is the centre (pixels) of the map's argmax cell inside the gt box?"""
-    combined = _check_map(combined_map, layout, grid)
-    if combined.ndim != 2:
-        raise ValueError(f"pointing_hit takes a combined [rows, cols] map, got {combined.shape}")
-    r, c = _argmax_cell(combined, cell_validity(layout, grid, image_cells_only))
-    return point_in_box(layout.cell_center(r, c, grid=grid), bbox_xywh)
-
-
 def summarize(ious: Iterable[float], hits: Iterable[bool] | None = None, iou_threshold: float = 0.5) -> dict[str, float]:
     """{"acc@0.5": share of IoU >= 0.5, "miou": mean IoU, "pointing": share of hits, "n"}.
     Empty input gives NaNs and n = 0; `hits=None` gives pointing NaN."""
@@ -395,32 +356,127 @@ def summarize(ious: Iterable[float], hits: Iterable[bool] | None = None, iou_thr
     }
 
 
+# The numbers REC papers report (issue 31): lmms-eval's refcoco*_bbox_rec_* tasks
+# (lmms_eval/tasks/refcoco/utils_rec.py) and the IoU thresholds of evaluate_boxes.py (the
+# liu-hanyu-97/LocalizationHeads fork of Kang et al.'s code).
+LMMS_EVAL_ACC_AT = (0.1, 0.3, 0.5, 0.7, 0.9)
+IOU_THRESHOLDS = (0.25, 0.5, 0.75)
+
+
+def normalized_xyxy(box_xywh: Sequence[float], image_size: Sequence[int]) -> tuple[float, float, float, float]:
+    """A pixel (x, y, w, h) box as lmms-eval's normalized [x1, y1, x2, y2]: ``[x/W, y/H, (x+w)/W,
+    (y+h)/H]`` (its process_docs), no clipping, no reordering."""
+    x, y, w, h = (float(v) for v in box_xywh)
+    W, H = float(image_size[0]), float(image_size[1])
+    if not (W > 0 and H > 0):
+        raise ValueError(f"image size {list(image_size)} must be positive to normalize the box {list(box_xywh)}")
+    return x / W, y / H, (x + w) / W, (y + h) / H
+
+
+def _lmms_iou(gt: Sequence[float], pred: Sequence[float]) -> float:
+    """lmms-eval's compute_iou on xyxy boxes: continuous, areas not clamped; an empty union (where
+    lmms-eval raises ZeroDivisionError) gives 0."""
+    iw = max(0.0, min(gt[2], pred[2]) - max(gt[0], pred[0]))
+    ih = max(0.0, min(gt[3], pred[3]) - max(gt[1], pred[1]))
+    inter = iw * ih
+    union = (gt[2] - gt[0]) * (gt[3] - gt[1]) + (pred[2] - pred[0]) * (pred[3] - pred[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def benchmark_metrics(pred_boxes_xywh: Sequence[Sequence[float] | None], gt_boxes_xywh: Sequence[Sequence[float]],
+                      image_sizes: Sequence[Sequence[int]]) -> dict[str, dict[str, float]]:
+    """The REC numbers other tools report, from per-sample pixel boxes: means over all samples.
+
+    Args:
+        pred_boxes_xywh: predicted (x, y, w, h) per sample, original-image pixels; None for a
+            sample without a prediction: it counts as lmms-eval counts a parse failure,
+            [0, 0, 0, 0] (IoU 0; its centre (0, 0) hits only a box starting at (0, 0)).
+        gt_boxes_xywh: ground-truth (x, y, w, h) per sample, same pixels.
+        image_sizes: (W, H) per sample, to normalize both boxes as lmms-eval does.
+    Returns: {"lmms_eval": {"IoU": mean IoU, "ACC@0.1" .. "ACC@0.9": share of IoU >= t,
+        "Center_ACC": share of predicted-box centres inside the gt box, bounds inclusive},
+        "iou_thresholds": {"0.25", "0.5", "0.75": share of pixel IoU (`iou`) >= t}}; NaN when empty.
+        evaluate_boxes.py skips samples without a prediction; here they count as misses.
+    """
+    n = len(gt_boxes_xywh)
+    if len(pred_boxes_xywh) != n or len(image_sizes) != n:
+        raise ValueError(f"{len(pred_boxes_xywh)} predicted boxes, {n} ground-truth boxes, {len(image_sizes)} image sizes")
+    ious, centers, pixel = [], [], []
+    for pred, gt, size in zip(pred_boxes_xywh, gt_boxes_xywh, image_sizes):
+        pred = (0.0, 0.0, 0.0, 0.0) if pred is None else pred
+        g, p = normalized_xyxy(gt, size), normalized_xyxy(pred, size)
+        ious.append(_lmms_iou(g, p))
+        cx, cy = (p[0] + p[2]) / 2, (p[1] + p[3]) / 2
+        centers.append(g[0] <= cx <= g[2] and g[1] <= cy <= g[3])
+        pixel.append(iou(pred, gt))
+
+    def share(values: list) -> float:
+        return float(np.mean(values)) if n else float("nan")
+
+    lmms = {"IoU": share(ious), **{f"ACC@{t:g}": share([v >= t for v in ious]) for t in LMMS_EVAL_ACC_AT},
+            "Center_ACC": share(centers)}
+    return {"lmms_eval": lmms, "iou_thresholds": {f"{t:g}": share([v >= t for v in pixel]) for t in IOU_THRESHOLDS}}
+
+
+def benchmark_table(rows: Sequence[tuple[str, Mapping]]) -> str:
+    """The console table of `benchmark_metrics` (header + one line per (label, summary) row that
+    holds them); "" when none does."""
+    rows = [(label, m) for label, m in rows if "lmms_eval" in m]
+    if not rows:
+        return ""
+    lm_keys, th_keys = list(rows[0][1]["lmms_eval"]), list(rows[0][1]["iou_thresholds"])
+    width = max(len("lmms-eval REC"), *(len(label) for label, _ in rows))
+    lines = [f"{'lmms-eval REC':{width}s} " + " ".join(f"{k:>10s}" for k in lm_keys + [f"IoU>={k}" for k in th_keys])]
+    for label, m in rows:
+        values = [m["lmms_eval"][k] for k in lm_keys] + [m["iou_thresholds"][k] for k in th_keys]
+        lines.append(f"{label:{width}s} " + " ".join(f"{v:10.3f}" for v in values))
+    return "\n".join(lines)
+
+
 class GroundingMetrics:
-    """Accumulates per-sample IoU and pointing results; `summary()` -> `summarize(...)`."""
+    """Accumulates per-sample IoU and pointing results; `summary()` -> `summarize(...)`, plus
+    `benchmark_metrics(...)` when every sample was added with its image size."""
 
     def __init__(self, iou_threshold: float = 0.5) -> None:
         self.iou_threshold = iou_threshold
         self.ious: list[float] = []
         self.hits: list[bool] = []
+        self.boxes: list[tuple[tuple[float, ...], tuple[float, ...], tuple[int, int] | None]] = []  # (pred, gt, (W, H))
 
-    def add(self, pred_box_xywh: Sequence[float], gt_box_xywh: Sequence[float], hit: bool | None = None) -> float:
-        """Record one sample (pred vs gt box, and the pointing hit if known); returns its IoU."""
+    def add(self, pred_box_xywh: Sequence[float], gt_box_xywh: Sequence[float], hit: bool | None = None,
+            image_size: Sequence[int] | None = None) -> float:
+        """Record one sample (pred vs gt box, the pointing hit if known, the image's (W, H) if
+        known); returns its IoU."""
         v = iou(pred_box_xywh, gt_box_xywh)
         self.ious.append(v)
         if hit is not None:
             self.hits.append(bool(hit))
+        size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        self.boxes.append((tuple(float(x) for x in pred_box_xywh), tuple(float(x) for x in gt_box_xywh), size))
         return v
 
-    def add_grounding(self, g: Grounding, gt_box_xywh: Sequence[float]) -> float:
+    def add_grounding(self, g: Grounding, gt_box_xywh: Sequence[float], image_size: Sequence[int] | None = None) -> float:
         """Record a `Grounding` (its box, and its peak for pointing)."""
-        return self.add(g.box_xywh, gt_box_xywh, point_in_box(g.peak_xy, gt_box_xywh))
+        return self.add(g.box_xywh, gt_box_xywh, point_in_box(g.peak_xy, gt_box_xywh), image_size)
+
+    def subset(self, idx: Sequence[int]) -> "GroundingMetrics":
+        """The samples at `idx` (e.g. one row group), as a new accumulator."""
+        out = GroundingMetrics(self.iou_threshold)
+        out.ious = [self.ious[i] for i in idx]
+        out.hits = [self.hits[i] for i in idx] if self.hits else []
+        out.boxes = [self.boxes[i] for i in idx]
+        return out
 
     def __len__(self) -> int:
         return len(self.ious)
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict:
         hits = self.hits if len(self.hits) == len(self.ious) and self.hits else None
-        return summarize(self.ious, hits, self.iou_threshold)
+        out: dict = summarize(self.ious, hits, self.iou_threshold)
+        if self.boxes and all(size is not None for _, _, size in self.boxes):
+            pred, gt, sizes = zip(*self.boxes)
+            out.update(benchmark_metrics(pred, gt, sizes))
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

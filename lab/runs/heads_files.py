@@ -1,4 +1,4 @@
-"""The head files of a selection: heads.csv written, heads.json read back (`heads_from_file`).
+"""The head files of a selection: heads.csv and heads_by_layer.json written, heads.json read back (`heads_from_file`).
 
 JSON convention: every ``to_dict`` / ``to_json_dict`` of the analysis is strict JSON (no NaN/Infinity
 tokens): non-finite floats are written as ``null``. For spatial entropy ``null`` means "no
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from utils.errors import UserError
 from utils.files import read_text_regular
-from utils.io import atomic_write_text
+from utils.io import atomic_write_json, atomic_write_text
 
 
 def _csv_float(x: float) -> str:
@@ -60,6 +60,21 @@ def write_head_table_csv(
                 [l, h, _csv_float(s[l, h]), _csv_float(e[l, h]), int(f[l, h]), str(bool(el[l, h])).lower(), str(bool(se[l, h])).lower()]
             )
     atomic_write_text(path, buf.getvalue())
+
+
+def write_heads_by_layer(path: Any, heads: Any) -> Path:
+    """heads_by_layer.json: the selected heads as a plain ``{"layer": [head, ...]}`` (model indices,
+    layers and heads ascending; JSON keys are strings), the form other head tools read.
+
+    Args:
+        path: the file to write (atomically).
+        heads: (layer, head) pairs, or heads.json's ``heads`` dicts with ``layer`` and ``head``.
+    """
+    pairs = sorted({(int(h["layer"]), int(h["head"])) if isinstance(h, Mapping) else (int(h[0]), int(h[1])) for h in heads})
+    by_layer: dict[str, list[int]] = {}
+    for layer, head in pairs:
+        by_layer.setdefault(str(layer), []).append(head)
+    return atomic_write_json(path, by_layer, indent=None)
 
 
 def heads_from_file(path: str, top_k: int | None = None) -> list[tuple[int, int]]:

@@ -56,15 +56,15 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
         if mine:
             g = seg.apply(NAMES[0], row, rec, ground(rec, mine, sel, gr))
             sc = score(g, bbox)
-            sel_m.add(g.box_xywh, bbox, sc.hit)
+            sel_m.add(g.box_xywh, bbox, sc.hit, rec.meta.image_size)
             lines.append({"id": row.id, "heads": [list(h) for h in mine], "box": list(g.box_xywh),
                           "peak": list(g.peak_xy), "iou": sc.iou, "hit": sc.hit})
         else:  # per_sample: no head passed both criteria in this sample -> counted as a miss, listed
             no_heads.append(row.id)
             seg.miss(NAMES[0], row, rec)
-            sel_m.add((0.0, 0.0, 0.0, 0.0), bbox, False)
+            sel_m.add((0.0, 0.0, 0.0, 0.0), bbox, False, rec.meta.image_size)
             lines.append({"id": row.id, "heads": [], "box": None, "peak": None, "iou": 0.0, "hit": False})
-        all_m.add_grounding(seg.apply(NAMES[1], row, rec, ground_all_heads(rec, sel, gr)), bbox)
+        all_m.add_grounding(seg.apply(NAMES[1], row, rec, ground_all_heads(rec, sel, gr)), bbox, rec.meta.image_size)
         for i, (m, d) in enumerate(zip(rnd_m, draws)):
             m.add_grounding(seg.apply(f"random_heads_{i}", row, rec, ground(rec, d, sel, gr)), bbox)
     random_summary = _random_summary([m.summary() for m in rnd_m])
@@ -97,6 +97,7 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     for group, ms in by_group.items():
         print(f"{'  ' + group:16s} " + "  ".join(f"{n.split('_')[0]} {ms[n]['acc@0.5']:.3f}/{ms[n]['miou']:.3f}/{ms[n]['pointing']:.3f}"
                                               for n in NAMES) + f"  (Acc@0.5/mIoU/pointing, n={int(ms[NAMES[0]]['n'])})")
+    print(G.benchmark_table([(n, metrics[n]) for n in NAMES] + [(f"  {g} {NAMES[0]}", ms[NAMES[0]]) for g, ms in by_group.items()]))
     print(f"metrics: {path}")
     index = write_run_index(ctx.output_dir, cfg=cfg)
     return {"metrics_file": str(path), "index": str(index), **{n: metrics[n] for n in NAMES}}
@@ -127,7 +128,7 @@ def _by_group(groups: list, sel_m: G.GroundingMetrics, all_m: G.GroundingMetrics
         idx = [i for i, g in enumerate(groups) if str(g) == group]
 
         def part(m: G.GroundingMetrics) -> dict:
-            return G.summarize([m.ious[i] for i in idx], [m.hits[i] for i in idx] if m.hits else None, m.iou_threshold)
+            return m.subset(idx).summary()
 
         out[group] = {NAMES[0]: part(sel_m), NAMES[1]: part(all_m), NAMES[2]: _random_summary([part(m) for m in rnd_m])}
     return out

@@ -15,7 +15,7 @@ from lab.stages.common import record_files
 from lab.records.folder import NameCheck, check_complete, refuse_live_writer
 from lab.stages.context import StageContext
 from lab.analysis.visual_heads import aggregate_visual_head_stats, attention_concentration
-from lab.runs.heads_files import write_head_table_csv
+from lab.runs.heads_files import write_head_table_csv, write_heads_by_layer
 from utils.io import jsonable
 from utils.io import atomic_write_json
 
@@ -56,6 +56,7 @@ def select_stage(cfg, ctx: StageContext) -> dict:
         print(f"warning: {too_few}")
     out = ctx.output_dir
     heads_json = atomic_write_json(out / "heads.json", jsonable(payload))
+    write_heads_by_layer(out / "heads_by_layer.json", payload["heads"])  # plain {layer: [heads]} for other head tools
     write_head_table_csv(out / "heads.csv", selection.mean_s_img, selection.mean_entropy, selection.frequency,
                          selection.eligible, selection.selected)
     S = np.stack([a.s_img for a in analyses])  # (N, L, H)
