@@ -12,7 +12,7 @@ from lab.analysis.per_sample import SampleAnalysis
 from lab.criteria.elbow import Elbow, elbow_threshold
 from lab.criteria.image_sum import excluded_list, layer_mask
 from utils.settings.choices import ElbowMethod
-from utils.settings.declarations import SelectionConfig
+from utils.settings.declarations import SelectionConfig, heads_per_sample
 from utils.io import jsonable
 
 
@@ -275,7 +275,7 @@ def select_from_analyses(analyses: Sequence[SampleAnalysis], exclude_axes: Itera
     return select_heads(
         np.stack([a.s_img for a in analyses]), np.stack([a.entropy for a in analyses]),  # (N, L, H) each
         exclude_layers=list(exclude_axes), elbow_method=sel.elbow.method,
-        k=top_k if sel.ranking == "per_sample" else sel.k, top_k=top_k,
+        k=heads_per_sample(sel, top_k), top_k=top_k,
         bottom_row_mask=np.stack(bottom) if bottom and not per_sample_c1 else None, threshold=threshold,
         elbow_include_excluded=bool(sel.elbow.include_excluded),
         sample_mask=np.stack([a.eligible for a in analyses]) if per_sample_c1 else None, tie_break=sel.tie_break)

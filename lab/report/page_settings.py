@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from utils.settings.declarations import GroundingConfig, ReportConfig, SelectionConfig
+from utils.settings.declarations import TOP_K, GroundingConfig, ReportConfig, SelectionConfig
 from utils.settings.reading import from_plain
 
 # stages whose settings decide the heads, the analyses and the boxes of a run folder
@@ -23,7 +23,7 @@ class PageSettings:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
-    top_k: int = 3
+    top_k: int = TOP_K
     attention_dir: str | None = None
     heads_file: str | None = None
     source: str = "defaults"  # whose settings these are (a run_config.json label, or "this view")
@@ -45,10 +45,10 @@ def page_settings(configs: Mapping[str, Any], current: Mapping[str, Any] | None 
     label, src = staged[-1] if staged else ("this view", current or {})
     caps = current if current is not None else src
     return PageSettings(
-        selection=from_plain(SelectionConfig, src.get("selection"), strict=False),
-        grounding=from_plain(GroundingConfig, src.get("grounding"), strict=False),
-        report=from_plain(ReportConfig, (caps or {}).get("report"), strict=False),
-        top_k=int(src.get("top_k") or 3),
+        selection=from_plain(SelectionConfig, src.get("selection"), strict=False, where=f"run_config.json {label}: selection."),
+        grounding=from_plain(GroundingConfig, src.get("grounding"), strict=False, where=f"run_config.json {label}: grounding."),
+        report=from_plain(ReportConfig, (caps or {}).get("report"), strict=False, where="report."),
+        top_k=src.get("top_k") or TOP_K,
         attention_dir=(current or {}).get("attention_dir") or src.get("attention_dir"),
         heads_file=(current or {}).get("heads_file") or src.get("heads_file"),
         source=label if src else "defaults",

@@ -25,10 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from utils.settings.declarations import FinderConfig, deciding_keys
+
 # stages that always write heads.json; stage=evaluate / stage=ablate do too when they select on the fly
 HEAD_WRITERS = ("stage=batch", "stage=select")
 # settings that decide which heads a stage selects (flattened keys of the composed config)
-DECIDING = ("top_k", "method_name", "selection", "model.name_or_path", "attention_dir")
+DECIDING = deciding_keys(FinderConfig)  # declared with setting(decides=True) (utils/settings/declarations.py)
 TABLES = {"metrics": ("metrics.json", "stage=evaluate", "Grounding"),
           "ablation": ("ablation.json", "stage=ablate", "Ablation")}
 

@@ -62,14 +62,6 @@ def pairs(v: Any) -> str | None:
     return None
 
 
-def subset_of(*allowed: str) -> Callable[[Any], str | None]:
-    def check(v: Any) -> str | None:
-        if isinstance(v, (list, tuple)) and all(x in allowed for x in v) and len(set(v)) == len(v):
-            return None
-        return f"must be a list of distinct values from {', '.join(allowed)}"
-    return check
-
-
 def box(v: Any) -> str | None:
     if isinstance(v, (list, tuple)) and len(v) == 4 and all(
             isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v) and v[2] > 0 and v[3] > 0:

@@ -17,7 +17,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, get_args
+from typing import Any, Optional, Tuple, get_args
 
 from omegaconf import MISSING, OmegaConf
 
@@ -55,26 +55,88 @@ if not OmegaConf.has_resolver("run_subdir"):
     OmegaConf.register_new_resolver("run_subdir", _run_subdir)
 
 
-def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, check: Any = None) -> Any:
+def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, check: Any = None,
+            decides: bool = False) -> Any:
     """A settings field whose value check (utils/settings/checks.py) travels with its declaration.
 
     Args:
-        default: the default value (or `factory` for a mutable one).
+        default: the default value (or `factory` for a settings group).
         check: `f(value) -> None | why`; fields annotated with a `Literal` choice need none (the
             compose-time check derives it from the declaration).
+        decides: the field decides which heads a stage selects (a group: all its fields); a results
+            table made with another value is stale (lab/report/staleness.py, `deciding_keys`).
     """
-    meta = {"check": check} if check is not None else {}
+    meta: dict[str, Any] = {"check": check} if check is not None else {}
+    if decides:
+        meta["decides"] = True
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
 
 
+def deciding_keys(cls: type, prefix: str = "") -> tuple[str, ...]:
+    """The dotted keys of `cls` declared with `setting(decides=True)` (a group: its own key)."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    out: list[str] = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("decides"):
+            out.append(prefix + f.name)
+        elif dataclasses.is_dataclass(hints[f.name]):
+            out.extend(deciding_keys(hints[f.name], f"{prefix}{f.name}."))
+    return tuple(out)
+
+
+class _Checked:
+    """Frozen settings that check their own values on construction (the declared checks,
+    utils/settings/reading.py `own_problems`) and hold lists as tuples (hashable, immutable)."""
+
+    def __post_init__(self) -> None:
+        from utils.errors import UserError
+        from utils.settings.reading import frozen_value, own_problems
+
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, list):
+                object.__setattr__(self, f.name, frozen_value(v))
+        problems = own_problems(self) + _heads_per_sample_problems(self)
+        if problems:
+            raise UserError("; ".join(problems))
+
+
+def _heads_per_sample_problems(cfg: Any) -> list[str]:
+    """selection.k set against selection.ranking=per_sample, which counts each sample's own top_k heads."""
+    sel, top_k = getattr(cfg, "selection", None), getattr(cfg, "top_k", None)
+    if sel is None or top_k is None or sel.ranking != "per_sample" or sel.k is None or sel.k == top_k:
+        return []
+    return [f"selection.k={sel.k} with selection.ranking=per_sample: each sample's own top_k={top_k} heads are "
+            "counted, so leave selection.k unset (or set it to top_k)"]
+
+
+def heads_per_sample(sel: "SelectionConfig", top_k: int) -> int:
+    """Heads taken in each sample (criterion 2's k): `selection.k` (10 when unset) with ranking=frequency,
+    `top_k` with ranking=per_sample (the release's own top_k per sample; a different k is refused with the config)."""
+    if sel.ranking == "per_sample":
+        return int(top_k)
+    return DEFAULT_K if sel.k is None else sel.k
+
+
+DEFAULT_K = 10  # selection.k when unset: the paper's 10 lowest-entropy heads per sample
+TOP_K = 3  # localization heads used (the box, the figures, evaluate, ablate): the `top_k=` key of every entry point
+
+
+def top_k_setting() -> Any:
+    """`top_k`, declared once for every entry point that has it (FinderConfig, VisualizeConfig, ChatConfig)."""
+    return setting(TOP_K, check=C.int_at_least(1), decides=True)
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Checked):
     """config/model/*.yaml: which checkpoint and how to feed it."""
 
     name: str = MISSING
-    name_or_path: str = MISSING  # hub id or local folder
+    name_or_path: str = setting(MISSING, decides=True)  # hub id or local folder
     builder: Optional[str] = None  # "tiny_random": build a tiny random LLaVA into cache_dir first
     cache_dir: str = "${repo:.cache/models}"
     seed: int = 0
@@ -88,38 +150,38 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class StrategyConfig:
+class StrategyConfig(_Checked):
     """What to capture and how to intervene (see lab.capture.station.Strategy)."""
 
     query_positions: QueryMode = "last_input"
-    positions: Optional[List[int]] = setting(None, check=C.positions)  # explicit prompt positions (overrides query_positions)
-    layers: Optional[List[int]] = setting(None, check=C.int_list(0, nonempty=True))
-    heads: Optional[List[int]] = setting(None, check=C.int_list(0, nonempty=True))
-    maskout: List[List[int]] = setting(factory=list, check=C.pairs)
+    positions: Optional[Tuple[int, ...]] = setting(None, check=C.positions)  # explicit prompt positions (overrides query_positions)
+    layers: Optional[Tuple[int, ...]] = setting(None, check=C.int_list(0, nonempty=True))
+    heads: Optional[Tuple[int, ...]] = setting(None, check=C.int_list(0, nonempty=True))
+    maskout: Tuple[Tuple[int, ...], ...] = setting((), check=C.pairs)
     maskout_mode: MaskoutMode = "zero"  # visual_head: Bi et al.'s logits-to-0, leaks to future/padding keys
-    modify: List[List[int]] = setting(factory=list, check=C.pairs)
+    modify: Tuple[Tuple[int, ...], ...] = setting((), check=C.pairs)
     modify_factor: float = setting(1.0, check=C.number(0.0))
     modify_mode: ModifyMode = "image_reweight"  # visual_head: Bi et al.; empty modify = all heads
     steps: Steps = "all"
     vision: bool = False  # also store the vision tower's token->patch matrices (LLaVA-1.5-style models)
-    vision_aggregates: List[VisionAggregate] = field(default_factory=lambda: list(get_args(VisionAggregate)))
-    highlight_box: Optional[List[float]] = setting(None, check=C.optional(C.box))  # modify_mode=visual_head: only image cells overlapping [x, y, w, h] (pixels)
+    vision_aggregates: Tuple[VisionAggregate, ...] = tuple(get_args(VisionAggregate))
+    highlight_box: Optional[Tuple[float, ...]] = setting(None, check=C.optional(C.box))  # modify_mode=visual_head: only image cells overlapping [x, y, w, h] (pixels)
 
 
 @dataclass(frozen=True)
-class ElbowConfig:
+class ElbowConfig(_Checked):
     method: ElbowMethod = "kneedle"  # chord: both axes scaled to [0, 1]; chord_raw: Kang et al.'s release, unscaled axes
     scope: ElbowScope = "mean"  # mean (one curve: heads' S_img averaged over samples) | per_sample (each sample's own curve)
     include_excluded: bool = False  # put the heads of excluded layers on the curve too (the release does)
 
 
 @dataclass(frozen=True)
-class SelectionConfig:
+class SelectionConfig(_Checked):
     """The paper's selection (Kang et al., CVPR 2025); every constant is an option. Also the
     per-sample criteria's settings (`lab.analysis.per_sample.analyze_sample`)."""
 
-    k: int = setting(10, check=C.int_at_least(1))  # heads taken per sample (lowest spatial entropy among those above the elbow)
-    exclude_layers: Optional[List[int]] = setting(None, check=C.int_list(0))  # None = auto: the first round(L/16) layers ([0, 1] for 32-40 layers)
+    k: Optional[int] = setting(None, check=C.optional(C.int_at_least(1)))  # heads taken per sample (lowest spatial entropy among those above the elbow); None = 10 (ranking=frequency); ranking=per_sample takes top_k (k unset or = top_k)
+    exclude_layers: Optional[Tuple[int, ...]] = setting(None, check=C.int_list(0))  # None = auto: the first round(L/16) layers ([0, 1] for 32-40 layers)
     elbow: ElbowConfig = field(default_factory=ElbowConfig)
     component_weight: ComponentWeight = "mass"  # relu_mass: component mass / all relu mass (the release)
     connectivity: Connectivity = 8
@@ -137,7 +199,7 @@ class SelectionConfig:
 
 
 @dataclass(frozen=True)
-class SamSettings:
+class SamSettings(_Checked):
     """grounding.refine=sam: SAM prompted by the combined map (llava/sam.py, lab/analysis/masks.py)."""
 
     name_or_path: str = "facebook/sam-vit-base"  # SAM (SamModel) or SAM 2 (Sam2Model) checkpoint: hub id or folder
@@ -149,7 +211,7 @@ class SamSettings:
 
 
 @dataclass(frozen=True)
-class GroundingConfig:
+class GroundingConfig(_Checked):
     """Selected heads' maps -> box (lab/analysis/grounding.py) and the evaluate baselines."""
 
     sigma: Optional[float] = setting(None, check=C.optional(C.number(0.0)))  # Gaussian smoothing per head in grid cells; None = 1.0 per 24 cells (the paper on 24x24)
@@ -165,7 +227,7 @@ class GroundingConfig:
 
 
 @dataclass(frozen=True)
-class AblationConfig:
+class AblationConfig(_Checked):
     """stage=ablate: answer accuracy with the selected heads masked out vs random heads (lab/runs/conditions.py)."""
 
     match: AnswerMatch = "exact"  # exact (first word(s) of the answer) | contains (the answer anywhere in it)
@@ -175,7 +237,7 @@ class AblationConfig:
 
 
 @dataclass(frozen=True)
-class ReportConfig:
+class ReportConfig(_Checked):
     """index.html of a run folder: the offline explorer (lab/report/). Caps keep big runs light."""
 
     max_samples: int = setting(1000, check=C.int_at_least(0))  # samples listed in the page (first N records by name; 0 = run summary only)
@@ -184,14 +246,14 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
-class FinderConfig:
+class FinderConfig(_Checked):
     """localization_heads_finder.py"""
 
     stage: str = "batch"
-    method_name: str = "paper"  # set by the method= group (config/method/): paper | kang_release
+    method_name: str = setting("paper", decides=True)  # set by the method= group (config/method/): paper | kang_release
     model: ModelConfig = field(default_factory=ModelConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
-    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    selection: SelectionConfig = setting(factory=SelectionConfig, decides=True)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
@@ -200,11 +262,11 @@ class FinderConfig:
     query_file: Optional[str] = None  # UTF-8 text file holding the query (instead of query=)
     save_id: Optional[str] = None
     attention_file: Optional[str] = None
-    attention_dir: Optional[str] = None
+    attention_dir: Optional[str] = setting(None, decides=True)
     heads_file: Optional[str] = None
     output_dir: Optional[str] = None
     data_file: str = "${repo:examples/toy/toy_grounding.jsonl}"
-    top_k: int = setting(3, check=C.int_at_least(1))
+    top_k: int = top_k_setting()
     batch_size: int = setting(8, check=C.int_at_least(1))
     max_new_tokens: int = setting(8, check=C.int_at_least(0))
     visualize_batch: bool = False
@@ -220,27 +282,27 @@ class FinderConfig:
 
 
 @dataclass(frozen=True)
-class TokensConfig:
+class TokensConfig(_Checked):
     """visualize_attention.py mode=tokens: which generated tokens, layers, heads, and how to reduce."""
 
     steps: Any = "all"  # all | [t, ...] | "a:b" (end excluded); step t = the query that produced token t
-    layers: Optional[List[int]] = setting(None, check=C.int_list(0, nonempty=True))  # model layer indices (None = all captured)
-    heads: Optional[List[int]] = setting(None, check=C.int_list(0, nonempty=True))  # model head indices (None = all captured)
-    reduce: List[ReduceAxis] = field(default_factory=lambda: ["heads", "layers"])  # axes to average: heads, layers, steps
+    layers: Optional[Tuple[int, ...]] = setting(None, check=C.int_list(0, nonempty=True))  # model layer indices (None = all captured)
+    heads: Optional[Tuple[int, ...]] = setting(None, check=C.int_list(0, nonempty=True))  # model head indices (None = all captured)
+    reduce: Tuple[ReduceAxis, ...] = ("heads", "layers")  # axes to average: heads, layers, steps
     weighting: TokenWeighting = "plain"  # vlm_visualizer: per layer, zero the first-token column, renormalise
     max_tokens: int = setting(24, check=C.int_at_least(1))  # panels drawn (all maps are saved)
     ncols: int = setting(8, check=C.int_at_least(1))  # panels per figure row
 
 
 @dataclass(frozen=True)
-class VisionViewConfig:
+class VisionViewConfig(_Checked):
     """visualize_attention.py mode=tokens: combine with the vision tower's token->patch matrix."""
 
     aggregate: VisionView = "none"  # needs a record with vision matrices unless none
 
 
 @dataclass(frozen=True)
-class VisualizeConfig:
+class VisualizeConfig(_Checked):
     """visualize_attention.py: views of saved records (no model needed)."""
 
     mode: ViewMode = "single"
@@ -256,7 +318,7 @@ class VisualizeConfig:
     heads_file: Optional[str] = None
     layer: Optional[int] = setting(None, check=C.optional(C.int_at_least(0)))
     head: Optional[int] = setting(None, check=C.optional(C.int_at_least(0)))
-    top_k: int = setting(3, check=C.int_at_least(1))
+    top_k: int = top_k_setting()
     show_components: bool = False
     show_plot: bool = False
     output_dir: Optional[str] = None
@@ -264,7 +326,7 @@ class VisualizeConfig:
 
 
 @dataclass(frozen=True)
-class ChatConfig:
+class ChatConfig(_Checked):
     """cli_llava.py: one `query=` on `image_file=`, or an interactive chat (`cli_mode=true`)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -275,7 +337,7 @@ class ChatConfig:
     query_file: Optional[str] = None  # UTF-8 text file holding the query (instead of query=)
     image_file: Optional[str] = None
     heads_file: Optional[str] = None  # heads to overlay (heads.json); None = the record's own top heads
-    top_k: int = setting(3, check=C.int_at_least(1))
+    top_k: int = top_k_setting()
     max_new_tokens: int = setting(64, check=C.int_at_least(0))
     query_positions: ChatQueryMode = "generated"  # what the saved record captures
     save_id: Optional[str] = None

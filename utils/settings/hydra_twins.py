@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import typing
-from typing import Any, List, Literal, Optional, Union
+from typing import Any, List, Literal, Optional, Tuple, Union
 
 _TWIN_OF = "__settings_class__"  # on a twin: the frozen class it was made from
 
@@ -33,11 +33,15 @@ def _hydra_type(t: Any) -> Any:
     if origin is Union:
         rest = [a for a in args if a is not type(None)]
         return Optional[_hydra_type(rest[0])] if len(rest) == 1 else Any
-    if origin in (list, List):
+    if origin in (list, List, tuple, Tuple):  # frozen settings hold tuples; Hydra composes lists
         return List[_hydra_type(args[0])] if args else List[Any]
     if dataclasses.is_dataclass(t):
         return hydra_schema(t)
     return t
+
+
+def _as_list(v: Any) -> Any:
+    return [_as_list(x) for x in v] if isinstance(v, tuple) else v
 
 
 @functools.lru_cache(maxsize=None)
@@ -51,6 +55,8 @@ def hydra_schema(cls: type) -> type:
             made = f.default_factory()  # type: ignore[misc]
             factory = hydra_schema(type(made)) if dataclasses.is_dataclass(made) else f.default_factory
             spec = dataclasses.field(default_factory=factory)  # type: ignore[arg-type]
+        elif isinstance(f.default, tuple):
+            spec = dataclasses.field(default_factory=functools.partial(_as_list, f.default))
         else:
             spec = dataclasses.field(default=f.default)
         fields.append((f.name, t, spec))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import typing
 from typing import Any, Callable, Literal, Union
 
@@ -48,9 +49,40 @@ def _derived_check(f: dataclasses.Field, t: Any) -> Callable[[Any], str | None] 
         rest = [a for a in args if a is not type(None)]
         if len(rest) == 1 and typing.get_origin(rest[0]) is Literal:
             return _choice_check(rest[0], optional=True)
-    if origin is list and args and typing.get_origin(args[0]) is Literal:
+    if origin in (list, tuple) and args and typing.get_origin(args[0]) is Literal:
         return _subset_check(args[0])
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _own_rules(cls: type) -> tuple[tuple[str, Callable[[Any], str | None]], ...]:
+    hints = field_types(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if not dataclasses.is_dataclass(hints[f.name]) and (check := _derived_check(f, hints[f.name])) is not None:
+            out.append((f.name, check))
+    return tuple(out)
+
+
+def value_problems(cls: type, values: Any, prefix: str = "") -> list[str]:
+    """`key=value why` for every field of `cls` (not its groups) in `values` that fails its declared check."""
+    out = []
+    for name, check in _own_rules(cls):
+        if name in values:
+            why = check(values[name])
+            if why:
+                out.append(f"{prefix}{name}={_show(values[name])} {why}")
+    return out
+
+
+def own_problems(obj: Any, prefix: str = "") -> list[str]:
+    """`value_problems` of a settings object's own fields."""
+    return value_problems(type(obj), {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, prefix)
+
+
+def frozen_value(v: Any) -> Any:
+    """Lists (nested too) as tuples: what a frozen settings object holds."""
+    return tuple(frozen_value(x) for x in v) if isinstance(v, (list, tuple)) else v
 
 
 def rules(schema: type, prefix: str = "") -> dict[str, Callable[[Any], str | None]]:
@@ -181,24 +213,35 @@ def _show(v: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def from_plain(cls: type, data: Any, *, strict: bool = True) -> Any:
-    """A frozen settings object from plain containers (a resolved config or a run_config.json entry).
+def from_plain(cls: type, data: Any, *, strict: bool = True, where: str = "") -> Any:
+    """A frozen settings object from plain containers (a resolved config or a run_config.json entry),
+    its values checked with the declared rules (one UserError naming every bad key).
 
     Args:
         cls: the settings class (utils/settings/declarations.py), e.g. `FinderConfig` or `SelectionConfig`.
         data: a mapping of its fields; absent fields take the declared defaults.
         strict: an unknown key is an error (False: ignored, e.g. keys a later version added).
+        where: what the data is, for the message (e.g. "run_config.json stage=select: selection.").
     """
     data = dict(data or {})
     hints = field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     extra = sorted(set(map(str, data)) - names)
     if extra and strict:
-        raise UserError(f"unknown key {extra[0]}: not in the {cls.__name__} settings (utils/settings/declarations.py)")
-    kwargs = {}
-    for name in names & set(data):
+        raise UserError(f"{where}unknown key {extra[0]}: not in the {cls.__name__} settings (utils/settings/declarations.py)")
+    kwargs, problems = {}, []
+    for name in sorted(names & set(data)):
         t, v = hints[name], data[name]
-        kwargs[name] = from_plain(t, v, strict=strict) if dataclasses.is_dataclass(t) else v
+        if dataclasses.is_dataclass(t):
+            if v is not None and not isinstance(v, dict):
+                problems.append(f"{where}{name}={_show(v)} must be a group of settings")
+                continue
+            kwargs[name] = from_plain(t, v, strict=strict, where=f"{where}{name}.")
+        else:
+            kwargs[name] = frozen_value(v)
+    problems += value_problems(cls, kwargs, where)
+    if problems:
+        raise UserError("; ".join(problems))
     return cls(**kwargs)
 
 
