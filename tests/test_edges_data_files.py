@@ -14,7 +14,7 @@ import re
 
 import pytest
 from edges_common import EXAMPLES, ROOT, entry, one_error_line, run, scene, write_jsonl
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lab.analysis.gt_boxes import clip_to_image
@@ -30,6 +30,7 @@ NUM = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10*
 # ---- 1. ground-truth boxes ------------------------------------------------------------------------
 @FAST
 @given(a=st.lists(NUM, min_size=4, max_size=4), b=st.lists(NUM, min_size=4, max_size=4))
+@example(a=[0.0, 127, 1, 1.05], b=[0.0, 127, 1, 1.05])  # (127 + 1.05) - 127 != 1.05: IoU was 1 + 2e-14
 def test_iou_never_depends_on_argument_order_and_refuses_non_finite(a, b):
     finite = all(math.isfinite(float(v)) for v in a + b)
     if not finite:

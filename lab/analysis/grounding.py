@@ -327,11 +327,13 @@ def iou(box_a_xywh: Sequence[float], box_b_xywh: Sequence[float]) -> float:
     if not np.isfinite([ax, ay, aw, ah, bx, by, bw, bh]).all():
         raise ValueError(f"iou of boxes with non-finite values: {list(box_a_xywh)} and {list(box_b_xywh)}")
     aw, ah, bw, bh = max(aw, 0.0), max(ah, 0.0), max(bw, 0.0), max(bh, 0.0)
-    iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    # (x + w) - x is not always w in floating point: the overlap is clipped to either side, and the
+    # ratio to 1 (two equal boxes at x=127 gave 1.0000000000000215)
+    iw = min(max(0.0, min(ax + aw, bx + bw) - max(ax, bx)), aw, bw)
+    ih = min(max(0.0, min(ay + ah, by + bh) - max(ay, by)), ah, bh)
     inter = iw * ih
     union = aw * ah + bw * bh - inter
-    return float(inter / union) if union > 0 else 0.0
+    return min(1.0, float(inter / union)) if union > 0 else 0.0
 
 
 def point_in_box(xy: Sequence[float], box_xywh: Sequence[float]) -> bool:
