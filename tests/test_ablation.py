@@ -74,6 +74,10 @@ def test_answer_matching(pred, ref, match, ok):
 
 def test_normalize_answer():
     assert normalize_answer("The  Cat's hat, an apple!") == ["cat", "s", "hat", "apple"]
+    good = _heads_file(tmp_path / "good.json", [(1, 0)])
+    with pytest.raises(UserError, match="ablation.visual_heads=true: no .*visual_heads.json; run stage=select"):
+        run_stage(make_cfg("stage=ablate", f"heads_file={good}", "ablation.visual_heads=true", *_common(dataset, tmp_path / "v")),
+                  ctx(tmp_path / "v", tiny_vlm))
     with pytest.raises(UserError, match="ablation.match='fuzzy'"):
         answer_correct("a", "a", "fuzzy")  # type: ignore[arg-type]
 
@@ -137,6 +141,7 @@ def test_masking_all_heads_changes_the_answers(dataset, tiny_vlm, tmp_path, caps
 
 def test_ablate_selects_heads_on_the_fly(dataset, tiny_vlm, tmp_path):
     res = run_stage(make_cfg("stage=ablate", "top_k=2", "selection.exclude_layers=[0]", "ablation.random_draws=2",
+                             "ablation.visual_heads=true", "visual_heads.min_ratio=0.02",
                              *_common(dataset, tmp_path)), ctx(tmp_path, tiny_vlm))
     heads = json.loads((tmp_path / "heads.json").read_text())
     data = json.loads((tmp_path / "ablation.json").read_text())
@@ -144,6 +149,9 @@ def test_ablate_selects_heads_on_the_fly(dataset, tiny_vlm, tmp_path):
     assert data["selected_heads"]["source"] == "selected on the fly from this run"
     assert len(list((tmp_path / "attention").glob("*.safetensors"))) == 6
     assert len(data["random_heads"]["draws"]) == 2 and res["baseline"]["accuracy"] == 1.0
+    named = json.loads((tmp_path / "visual_heads.json").read_text())["named"]["heads"]
+    assert named and data["visual_heads"]["heads"] == [[h["layer"], h["head"]] for h in named]
+    assert data["visual_heads"]["source"] == str(tmp_path / "visual_heads.json") and data["visual_heads"]["n"] == 6
 
 
 def test_ablate_errors(dataset, tiny_vlm, tmp_path):
@@ -154,6 +162,10 @@ def test_ablate_errors(dataset, tiny_vlm, tmp_path):
     hf = _heads_file(tmp_path / "bad.json", [(9, 0)])
     with pytest.raises(UserError, match=r"heads \[\(9, 0\)\] are outside"):
         run_stage(make_cfg("stage=ablate", f"heads_file={hf}", *_common(dataset, tmp_path)), ctx(tmp_path, tiny_vlm))
+    good = _heads_file(tmp_path / "good.json", [(1, 0)])
+    with pytest.raises(UserError, match="ablation.visual_heads=true: no .*visual_heads.json; run stage=select"):
+        run_stage(make_cfg("stage=ablate", f"heads_file={good}", "ablation.visual_heads=true", *_common(dataset, tmp_path / "v")),
+                  ctx(tmp_path / "v", tiny_vlm))
     with pytest.raises(UserError, match="ablation.match='fuzzy'"):
         run_stage(make_cfg("stage=ablate", "ablation.match=fuzzy", *_common(dataset, tmp_path)), ctx(tmp_path, tiny_vlm))
 

@@ -449,3 +449,27 @@ def test_elbow_on_a_concave_curve_is_not_rank_zero():
     assert e.knee_found and 8 <= e.index <= 12, e
     convex = criteria.elbow_threshold(y, "kneedle", curve="convex")
     assert convex.index is None or convex.index < e.index
+
+
+def test_visual_heads_are_named_by_count_then_ratio_and_given_their_kind():
+    """A world whose answer is known: 4 samples x 2 layers x 3 heads (docs/visual_heads.md's rule)."""
+    from utils.settings.declarations import VisualHeadsConfig
+
+    ratio = np.zeros((4, 2, 3))
+    ratio[:, 0, 0] = 0.9  # every sample: counted 4 times
+    ratio[:, 1, 2] = [0.95, 0.95, 0.95, 0.1]  # 3 of 4
+    ratio[:, 1, 1] = [0.99, 0.99, 0.99, np.nan]  # 3 of 4, NaN never counts; higher mean than (1, 2)
+    ratio[:, 0, 1] = [0.6, 0.1, 0.1, 0.1]  # 1 of 4 < min_share 0.5: not named
+    conc = np.full((4, 2, 3), 0.4)
+    conc[:, 1, 2] = 0.05  # spread over the image
+    loc = np.zeros((2, 3), dtype=bool)
+    loc[0, 0] = True
+    named = visual_heads.name_visual_heads(ratio, conc, VisualHeadsConfig(), loc)
+    assert [(h["layer"], h["head"], h["count"], h["kind"]) for h in named] == [
+        (0, 0, 4, "localization"), (1, 1, 3, "focused"), (1, 2, 3, "global")]
+    assert [h["rank"] for h in named] == [1, 2, 3] and named[1]["ratio"] == pytest.approx(0.99)
+    top = visual_heads.name_visual_heads(ratio, conc, VisualHeadsConfig(k=2, min_ratio=0.5, min_share=0.25))
+    assert [(h["layer"], h["head"]) for h in top] == [(0, 0), (1, 1)]  # the release's top-k by count
+    block = visual_heads.named_block(ratio, conc, ["a", "a", "b", None], VisualHeadsConfig(), loc)
+    assert set(block["by_group"]) == {"a", "b"} and block["by_group"]["b"]["n_samples"] == 1
+    assert visual_heads.kinds_summary(named) == "3 (1 localization, 1 global, 1 focused)"

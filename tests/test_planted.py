@@ -103,6 +103,16 @@ def test_default_selection_finds_exactly_the_planted_heads(planted):
     rest = heads["ranked"][len(planted_loc):]
     assert all(h["frequency"] == N_FAST for h in top)
     assert all(h["frequency"] < N_FAST for h in rest), "another head is chosen as often as the planted ones"
+    # the visual heads (docs/visual_heads.md): every planted image head named, each role its own kind
+    named = json.loads((run / "visual_heads.json").read_text())["named"]
+    kinds = {k: sorted((h["layer"], h["head"]) for h in named["heads"] if h["kind"] == k)
+             for k in ("localization", "global", "focused")}
+    assert kinds["localization"] == planted_loc
+    assert kinds["global"] == sorted(tuple(h) for h in plan["visual_heads"])
+    assert kinds["focused"] == sorted(tuple(h) for h in plan["fixed_heads"])
+    assert len(named["heads"]) == 21 and [h["rank"] for h in named["heads"]] == list(range(1, 22))
+    assert named["by_group"] and all(len(b["heads"]) == 21 for b in named["by_group"].values())
+    assert (run / "figures" / "head_kinds.png").stat().st_size > 0
     ev = run_stage(make_cfg("model=planted", "stage=evaluate", f"model.name_or_path={out / 'checkpoint'}",
                             f"data_file={data}", f"output_dir={run}", "report.max_samples=0"), ctx)
     m = json.loads((run / "metrics.json").read_text())

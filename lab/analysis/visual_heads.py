@@ -118,3 +118,99 @@ def visual_head_stats(
         ratio[i] = image_attention_sum(a)
         conc[i] = attention_concentration(a)
     return aggregate_visual_head_stats(ratio, conc, groups)
+
+
+# ---- naming the visual heads ---------------------------------------------------------------------
+RULE = ("a sample counts a head when its image share S_img >= visual_heads.min_ratio; a head is named when it "
+        "counts in >= visual_heads.min_share of the samples; ranked by count, then mean S_img (the release's "
+        "global top-k by Count, visual_heads.k); kind: localization (selected in this run), global (mean "
+        "concentration < visual_heads.global_below: reads the whole image) or focused (docs/visual_heads.md)")
+KINDS = ("localization", "global", "focused")
+
+
+def name_visual_heads(ratio: np.ndarray, concentration: np.ndarray, rule: Any,
+                      localization: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """The visual heads of a set of samples, ranked (docs/visual_heads.md).
+
+    Args:
+        ratio: ``[N, L, H]`` per-sample image share S_img of each head (record axes).
+        concentration: ``[N, L, H]`` per-sample concentration (`attention_concentration`).
+        rule: the typed `visual_heads` settings (min_ratio, min_share, k, global_below).
+        localization: ``[L, H]`` bool, the heads this run selected as localization heads, or None.
+
+    Returns:
+        ``[{"layer", "head", "rank", "count", "share", "ratio", "concentration", "kind"}]`` in rank
+        order, record-axis indices; [] when no sample is given.
+    """
+    r = np.asarray(ratio, dtype=np.float64)
+    c = np.asarray(concentration, dtype=np.float64)
+    if r.ndim != 3 or c.shape != r.shape:
+        raise ValueError(f"ratio and concentration must both be [N, L, H]; got {r.shape} and {c.shape}")
+    N, L, H = r.shape
+    if N == 0:
+        return []
+    counts = np.sum(np.nan_to_num(r, nan=-1.0) >= float(rule.min_ratio), axis=0)  # [L, H]; NaN never counts
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean_r, mean_c = np.nanmean(r, axis=0), np.nanmean(c, axis=0)  # [L, H]
+    named = counts >= float(rule.min_share) * N
+    flat = np.flatnonzero(named.ravel())  # record-axis index l * H + h
+    order = sorted(flat, key=lambda i: (-counts.flat[i], -np.nan_to_num(mean_r.flat[i], nan=-1.0), i))
+    if rule.k is not None:
+        order = order[: int(rule.k)]
+    out = []
+    for rank, i in enumerate(order, start=1):
+        l, h = divmod(int(i), H)
+        out.append({"layer": l, "head": h, "rank": rank, "count": int(counts[l, h]),
+                    "share": float(counts[l, h] / N), "ratio": float(mean_r[l, h]),
+                    "concentration": float(mean_c[l, h]),
+                    "kind": _kind(l, h, float(mean_c[l, h]), rule, localization)})
+    return out
+
+
+def _kind(l: int, h: int, conc: float, rule: Any, localization: np.ndarray | None) -> str:
+    if localization is not None and bool(localization[l, h]):
+        return "localization"
+    return "global" if math.isfinite(conc) and conc < float(rule.global_below) else "focused"
+
+
+def named_block(ratio: np.ndarray, concentration: np.ndarray, groups: Sequence[str | None] | None, rule: Any,
+                localization: np.ndarray | None = None) -> dict[str, Any]:
+    """visual_heads.json's "named": the rule, its settings, the ranked heads over every sample and
+    per group (`name_visual_heads` on the group's samples); record-axis indices."""
+    block: dict[str, Any] = {
+        "rule": RULE,
+        "settings": {"min_ratio": rule.min_ratio, "min_share": rule.min_share, "k": rule.k,
+                     "global_below": rule.global_below},
+        "n_samples": int(np.shape(ratio)[0]),
+        "heads": name_visual_heads(ratio, concentration, rule, localization),
+        "by_group": {},
+    }
+    if groups is not None:
+        for g in sorted({g for g in groups if g is not None}, key=str):
+            idx = np.array([i for i, x in enumerate(groups) if x == g], dtype=np.int64)
+            block["by_group"][str(g)] = {"n_samples": int(idx.size), "heads": name_visual_heads(
+                np.asarray(ratio)[idx], np.asarray(concentration)[idx], rule, localization)}
+    return block
+
+
+def kinds_summary(heads: Sequence[dict[str, Any]]) -> str:
+    """"21 (3 localization, 6 global, 12 focused)"."""
+    parts = [f"{sum(h['kind'] == k for h in heads)} {k}" for k in KINDS if any(h["kind"] == k for h in heads)]
+    return f"{len(heads)} ({', '.join(parts)})" if parts else "0"
+
+
+def format_named(block: dict[str, Any], n_heads: int, shown: int = 10) -> list[str]:
+    """The lines printed after a selection: how many visual heads of each kind, the first `shown` of
+    each kind in rank order, and the counts per group."""
+    heads, s = block["heads"], block["settings"]
+    lines = [f"visual heads (docs/visual_heads.md): {kinds_summary(heads)} of {n_heads} put >= {s['min_ratio']:g} "
+             f"of their attention on the image in >= {s['min_share']:.0%} of {block['n_samples']} samples"]
+    for kind in KINDS:
+        mine = [f"L{h['layer']}H{h['head']}" for h in heads if h["kind"] == kind]
+        if mine:
+            more = f" (+{len(mine) - shown} more)" if len(mine) > shown else ""
+            lines.append(f"  {kind}: {', '.join(mine[:shown])}{more}")
+    for g, b in block["by_group"].items():
+        lines.append(f"  group {g} (n={b['n_samples']}): {kinds_summary(b['heads'])}")
+    return lines

@@ -4,6 +4,8 @@ stage=ablate (`lab.stages.ablate`) answers every row of a JSONL with an "answer"
 
 * baseline: no intervention;
 * selected heads masked out (from `heads_file=`, else selected on the fly: collect + `select_stage`);
+* with `ablation.visual_heads=true`, the run's named visual heads masked out (visual_heads.json,
+  docs/visual_heads.md);
 * as many random heads masked out, `ablation.random_draws` seeded draws (excluding the selected
   heads and `selection.exclude_layers`), reported as mean and spread.
 
@@ -123,7 +125,9 @@ def run_condition(vlm: VisionLanguageModel, items: Sequence[tuple[Any, Any]], he
 def format_table(result: dict) -> str:
     """A few lines: accuracy per condition, and how many answers the masking changed."""
     lines = [f"{'':16s} {'accuracy':>9s} {'changed':>8s} {'n':>5s}"]
-    for key in ("baseline", "selected_heads"):
+    for key in ("baseline", "selected_heads", "visual_heads"):
+        if key not in result:
+            continue
         r = result[key]
         ch = r.get("changed_vs_baseline")
         lines.append(f"{key:16s} {r['accuracy']:9.3f} {'-' if ch is None else f'{ch:.3f}':>8s} {r['n']:5d}")

@@ -18,6 +18,7 @@ from lab.runs.conditions import format_table, run_condition
 from lab.report import write_run_index
 from lab.stages.batch import collect_batch
 from lab.runs.heads_files import heads_from_file
+from lab.runs.visual_heads_file import named_visual_heads
 from lab.stages.context import StageContext
 from lab.stages.select import select_stage
 from utils.io import jsonable
@@ -75,7 +76,8 @@ def ablate_stage(cfg, ctx: StageContext) -> dict:
 
     kw = dict(batch_size=int(cfg.batch_size), max_new_tokens=int(cfg.max_new_tokens), match=match,
               maskout_mode=str(ab.maskout_mode), steps=str(ab.steps))
-    bar = tqdm(total=len(items) * (2 + len(draws)), desc="ablate", unit="answer", disable=len(items) < 20)
+    visual = named_visual_heads(Path(ctx.output_dir), (L, Hn)) if ab.visual_heads else None
+    bar = tqdm(total=len(items) * (2 + len(draws) + bool(visual)), desc="ablate", unit="answer", disable=len(items) < 20)
     base = run_condition(vlm, items, [], name="baseline", progress=bar, **kw)
     if base.failed:  # rows the model cannot answer at all are left out of every condition
         failed += list(base.failed.items())
@@ -83,6 +85,7 @@ def ablate_stage(cfg, ctx: StageContext) -> dict:
         if not items:
             raise UserError(f"the model answered no row of {cfg.data_file}: {failed[0][0]}: {failed[0][1]}")
     sel = run_condition(vlm, items, heads, name="selected_heads", progress=bar, **kw)
+    vis = run_condition(vlm, items, visual[0], name="visual_heads", progress=bar, **kw) if visual else None
     rnd = [run_condition(vlm, items, d, name=f"random_{i}", progress=bar, **kw) for i, d in enumerate(draws)]
     bar.close()
 
@@ -110,6 +113,8 @@ def ablate_stage(cfg, ctx: StageContext) -> dict:
                      "selected_heads": sel.answers.get(row.id), "baseline_correct": base.correct[row.id],
                      "selected_correct": sel.correct.get(row.id)} for row, _ in items],
     }
+    if vis is not None:
+        result["visual_heads"] = {**vis.summary(base), "heads": [list(h) for h in vis.heads], "source": visual[1]}
     by_group = _by_group(items, base, sel, rnd)
     if by_group:
         result["by_group"] = by_group

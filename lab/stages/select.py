@@ -14,7 +14,7 @@ from lab.analysis.record_numbers import analysis_row, selection_analysis
 from lab.stages.common import record_files
 from lab.records.folder import NameCheck, check_complete, refuse_live_writer
 from lab.stages.context import StageContext
-from lab.analysis.visual_heads import aggregate_visual_head_stats, attention_concentration
+from lab.analysis.visual_heads import aggregate_visual_head_stats, attention_concentration, format_named, named_block
 from lab.runs.heads_files import write_head_table_csv, write_heads_by_layer
 from utils.io import jsonable
 from utils.io import atomic_write_json
@@ -61,11 +61,15 @@ def select_stage(cfg, ctx: StageContext) -> dict:
                          selection.eligible, selection.selected)
     S = np.stack([a.s_img for a in analyses])  # (N, L, H)
     visual = aggregate_visual_head_stats(S, np.stack(conc), groups)
+    visual["named"] = _named_visual_heads(S, np.stack(conc), groups, cfg.visual_heads, selection.selected, first)
     atomic_write_json(out / "visual_heads.json", jsonable(visual))
     paths = _figures(selection, out / "figures", excluded, S.shape[1])
+    paths["head kinds"] = plots.head_kinds_grid(visual["named"]["heads"], first.meta.layers, first.meta.heads,
+                                                out / "figures" / "head_kinds.png")
     ranked = first.model_heads(selection.head_list)
     print(selection.summary())
     print(f"localization heads: {', '.join(f'L{l}H{h}' for l, h in ranked)}")
+    print("\n".join(format_named(visual["named"], S.shape[1] * S.shape[2])))
     print(f"heads: {heads_json}")
     return {"heads_file": str(heads_json), "heads": ranked, "records": len(files),
             "figures": {k: str(v) for k, v in paths.items()}, "per_sample": payload.get("per_sample")}
@@ -90,6 +94,14 @@ def _heads_payload(selection, first: AttentionRecord, cfg, folder: Path, n_files
         payload["heads_note"] = ("selection.ranking=per_sample: each sample's own top_k heads are in per_sample; "
                                  "heads/ranked count how often a head is among them (a tally the release does not make)")
     return payload
+
+
+def _named_visual_heads(S, conc, groups, rule, localization, first: AttentionRecord) -> dict:
+    """visual_heads.json's "named" block (lab/analysis/visual_heads.py), heads as model indices."""
+    block = named_block(S, conc, groups, rule, localization)
+    for item in block["heads"] + [h for b in block["by_group"].values() for h in b["heads"]]:
+        item["layer"], item["head"] = first.model_head(item["layer"], item["head"])
+    return block
 
 
 def _figures(selection, figs: Path, excluded: list[int], n_layers: int) -> dict[str, Path]:

@@ -234,6 +234,18 @@ class AblationConfig(_Checked):
     random_draws: int = setting(5, check=C.int_at_least(0))  # seeded draws of as many random heads as selected
     maskout_mode: MaskoutMode = "zero"  # see strategy.maskout_mode
     steps: Steps = "all"  # see strategy.steps
+    visual_heads: bool = False  # also mask the visual heads named in the run's visual_heads.json (one more condition)
+
+
+@dataclass(frozen=True)
+class VisualHeadsConfig(_Checked):
+    """visual_heads.*: the rule that names the visual heads (Bi et al., CVPR 2025) after a selection
+    (lab/analysis/visual_heads.py `name_visual_heads`, docs/visual_heads.md)."""
+
+    min_ratio: float = setting(0.5, check=C.number(0.0, 1.0, lo_open=True))  # a sample counts a head when its image share (S_img) is at least this (0.5: more on the image than on the text)
+    min_share: float = setting(0.5, check=C.number(0.0, 1.0, lo_open=True))  # named when it counts in at least this share of the samples
+    k: Optional[int] = setting(None, check=C.optional(C.int_at_least(1)))  # keep the k with the highest counts (the release's head_num); None = every head that passes
+    global_below: float = setting(0.15, check=C.number(0.0, 1.0))  # kind "global" (reads the whole image) when its mean concentration is below this; else "focused"
 
 
 @dataclass(frozen=True)
@@ -256,6 +268,7 @@ class FinderConfig(_Checked):
     selection: SelectionConfig = setting(factory=SelectionConfig, decides=True)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
+    visual_heads: VisualHeadsConfig = field(default_factory=VisualHeadsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     image_file: Optional[str] = None
     query: Optional[str] = None
