@@ -143,43 +143,16 @@ def select_heads(
     entropy (after the finite ones). ``tie_break="index"`` orders equal entropies in a sample by
     (layer, head) instead of by higher S_img.
     """
-    s = np.asarray(s_img, dtype=np.float64)
-    e = np.asarray(entropy, dtype=np.float64)
-    if s.ndim != 3 or e.shape != s.shape:
-        raise ValueError(f"s_img and entropy must both be [N, L, H]; got {s.shape} and {e.shape}")
-    if k < 1 or top_k < 1:
-        raise ValueError("k and top_k must be >= 1")
+    s, e, bmask = _checked_inputs(s_img, entropy, k, top_k, bottom_row_mask, sample_mask, tie_break)
     N, L, H = s.shape
-    if bottom_row_mask is not None:
-        bmask = np.asarray(bottom_row_mask, dtype=bool)
-        if bmask.shape != s.shape:
-            raise ValueError(f"bottom_row_mask must be [N, L, H] = {s.shape}, got {bmask.shape}")
-    else:
-        bmask = None
-
-    if tie_break not in ("s_img", "index"):
-        raise ValueError(f"tie_break must be 's_img' or 'index', got {tie_break!r}")
-    if sample_mask is not None and np.asarray(sample_mask).shape != s.shape:
-        raise ValueError(f"sample_mask must be [N, L, H] = {s.shape}, got {np.asarray(sample_mask).shape}")
     keep_layers = np.broadcast_to(layer_mask(L, exclude_layers)[:, None], (L, H))
     mean_s = _nanmean0(s) if N else np.full((L, H), np.nan)
     e_fin = np.where(np.isfinite(e), e, np.nan)
     mean_e = _nanmean0(e_fin) if N else np.full((L, H), np.nan)
-
     elbow_values = mean_s if elbow_include_excluded else mean_s[keep_layers]
-    if sample_mask is not None:
-        thr = float("nan")
-        elbow = Elbow(thr, None, elbow_method, "per_sample", False, "criterion 1 decided in each sample", 0, 0, 0)
-    elif threshold is None:
-        elbow = elbow_threshold(elbow_values, elbow_method, **dict(elbow_options or {}))
-        if keep_layers.sum() == 0 and not elbow_include_excluded:
-            elbow = Elbow(elbow.threshold, None, elbow_method, "keep_all", False, "all layers excluded: no head is eligible", 0, 0, 0)
-        thr = elbow.threshold
-    else:
-        thr = float(threshold)
-        vals = np.asarray(elbow_values, dtype=np.float64).ravel()
-        fin = np.isfinite(vals)
-        elbow = Elbow(thr, None, elbow_method, "given", False, "threshold given by the caller", int(fin.sum()), int((vals[fin] >= thr).sum()), int((~fin).sum()))
+    elbow = _criterion_1(elbow_values, elbow_method, elbow_options, threshold, sample_mask is not None,
+                         keep_layers.sum() == 0 and not elbow_include_excluded)
+    thr = elbow.threshold
     LH = L * H
     if sample_mask is not None:
         ok = np.asarray(sample_mask, dtype=bool).reshape(N, LH)
@@ -191,39 +164,9 @@ def select_heads(
         ok = np.broadcast_to(eligible.reshape(1, LH), (N, LH)) & np.isfinite(e.reshape(N, LH))
     if bmask is not None:
         ok = ok & ~bmask.reshape(N, LH)
-    key_e = np.where(ok, e.reshape(N, LH), np.inf)
-    s_flat = s.reshape(N, LH)
-    if tie_break == "index":
-        key_s = np.broadcast_to(np.arange(LH), (N, LH))
-    else:
-        key_s = np.where(np.isnan(s_flat), np.inf, -s_flat)
-    kk = min(int(k), LH)
-    if N:
-        order = np.lexsort((key_s, key_e, ~ok), axis=-1)[:, :kk]
-        valid = np.take_along_axis(ok, order, axis=-1)
-        choices = np.where(valid, order, -1)
-        freq = np.bincount(order[valid], minlength=LH).reshape(L, H)
-    else:
-        choices = np.zeros((0, kk), dtype=np.int64)
-        freq = np.zeros((L, H), dtype=np.int64)
-
-    # rank heads: frequency desc, mean entropy asc, mean S_img desc, then index
-    f_flat = freq.ravel()
-    me = np.where(np.isnan(mean_e), np.inf, mean_e).ravel()
-    ms = np.where(np.isnan(mean_s), np.inf, -mean_s).ravel()
-    rank_order = np.lexsort((np.arange(LH), ms, me, -f_flat))
-    rank_order = rank_order[f_flat[rank_order] > 0]
-    ranked = [
-        {
-            "layer": int(i // H),
-            "head": int(i % H),
-            "frequency": int(f_flat[i]),
-            "frequency_ratio": float(f_flat[i]) / N if N else 0.0,
-            "mean_s_img": float(mean_s.ravel()[i]),
-            "mean_entropy": float(mean_e.ravel()[i]),
-        }
-        for i in rank_order
-    ]
+    choices, freq = _choose_per_sample(s.reshape(N, LH), e.reshape(N, LH), ok, int(k), tie_break)  # [N, LH] views
+    freq = freq.reshape(L, H)
+    ranked = _ranked(freq, mean_s, mean_e, N)
     heads = ranked[: int(top_k)]
     selected = np.zeros((L, H), dtype=bool)
     for d in heads:
@@ -279,3 +222,72 @@ def select_from_analyses(analyses: Sequence[SampleAnalysis], exclude_axes: Itera
         bottom_row_mask=np.stack(bottom) if bottom and not per_sample_c1 else None, threshold=threshold,
         elbow_include_excluded=bool(sel.elbow.include_excluded),
         sample_mask=np.stack([a.eligible for a in analyses]) if per_sample_c1 else None, tie_break=sel.tie_break)
+
+
+def _checked_inputs(s_img, entropy, k, top_k, bottom_row_mask, sample_mask, tie_break):
+    """`select_heads`' arrays as float64 ``[N, L, H]`` (and the bool bottom-row mask), or a ValueError."""
+    s = np.asarray(s_img, dtype=np.float64)
+    e = np.asarray(entropy, dtype=np.float64)
+    if s.ndim != 3 or e.shape != s.shape:
+        raise ValueError(f"s_img and entropy must both be [N, L, H]; got {s.shape} and {e.shape}")
+    if k < 1 or top_k < 1:
+        raise ValueError("k and top_k must be >= 1")
+    bmask = None
+    if bottom_row_mask is not None:
+        bmask = np.asarray(bottom_row_mask, dtype=bool)
+        if bmask.shape != s.shape:
+            raise ValueError(f"bottom_row_mask must be [N, L, H] = {s.shape}, got {bmask.shape}")
+    if tie_break not in ("s_img", "index"):
+        raise ValueError(f"tie_break must be 's_img' or 'index', got {tie_break!r}")
+    if sample_mask is not None and np.asarray(sample_mask).shape != s.shape:
+        raise ValueError(f"sample_mask must be [N, L, H] = {s.shape}, got {np.asarray(sample_mask).shape}")
+    return s, e, bmask
+
+
+def _criterion_1(elbow_values: np.ndarray, method: ElbowMethod, options: Mapping[str, Any] | None,
+                 threshold: float | None, per_sample: bool, none_kept: bool) -> Elbow:
+    """Criterion 1's threshold: decided per sample by the caller, the elbow of the mean-S_img curve,
+    or the caller's own `threshold`."""
+    if per_sample:
+        return Elbow(float("nan"), None, method, "per_sample", False, "criterion 1 decided in each sample", 0, 0, 0)
+    if threshold is None:
+        elbow = elbow_threshold(elbow_values, method, **dict(options or {}))
+        if none_kept:
+            return Elbow(elbow.threshold, None, method, "keep_all", False, "all layers excluded: no head is eligible", 0, 0, 0)
+        return elbow
+    thr = float(threshold)
+    vals = np.asarray(elbow_values, dtype=np.float64).ravel()
+    fin = np.isfinite(vals)
+    return Elbow(thr, None, method, "given", False, "threshold given by the caller", int(fin.sum()),
+                 int((vals[fin] >= thr).sum()), int((~fin).sum()))
+
+
+def _choose_per_sample(s_flat: np.ndarray, e_flat: np.ndarray, ok: np.ndarray, k: int,
+                       tie_break: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's k lowest entropies among its allowed heads (``ok[N, LH]``): the choices ``[N, k]``
+    (flat indices, -1 = fewer allowed) and how often each head was chosen ``[LH]``."""
+    N, LH = s_flat.shape
+    key_e = np.where(ok, e_flat, np.inf)
+    if tie_break == "index":
+        key_s = np.broadcast_to(np.arange(LH), (N, LH))
+    else:
+        key_s = np.where(np.isnan(s_flat), np.inf, -s_flat)
+    kk = min(int(k), LH)
+    if not N:
+        return np.zeros((0, kk), dtype=np.int64), np.zeros(LH, dtype=np.int64)
+    order = np.lexsort((key_s, key_e, ~ok), axis=-1)[:, :kk]
+    valid = np.take_along_axis(ok, order, axis=-1)
+    return np.where(valid, order, -1), np.bincount(order[valid], minlength=LH)
+
+
+def _ranked(freq: np.ndarray, mean_s: np.ndarray, mean_e: np.ndarray, N: int) -> list[dict[str, Any]]:
+    """Every head chosen at least once: frequency desc, mean entropy asc, mean S_img desc, then index."""
+    H = freq.shape[1]
+    f_flat = freq.ravel()
+    me = np.where(np.isnan(mean_e), np.inf, mean_e).ravel()
+    ms = np.where(np.isnan(mean_s), np.inf, -mean_s).ravel()
+    rank_order = np.lexsort((np.arange(f_flat.size), ms, me, -f_flat))
+    rank_order = rank_order[f_flat[rank_order] > 0]
+    return [{"layer": int(i // H), "head": int(i % H), "frequency": int(f_flat[i]),
+             "frequency_ratio": float(f_flat[i]) / N if N else 0.0, "mean_s_img": float(mean_s.ravel()[i]),
+             "mean_entropy": float(mean_e.ravel()[i])} for i in rank_order]
