@@ -15,7 +15,7 @@ from lab.analysis import across_samples as selection
 from lab.analysis import visual_heads
 from lab.runs import heads_files as writers
 from utils.io import atomic_write_json, jsonable
-from utils.settings.declarations import SelectionConfig
+from utils.settings.declarations import ElbowConfig, SelectionConfig
 from utils.contracts.layout import square_grid_layout
 
 LN2 = math.log(2.0)
@@ -261,7 +261,7 @@ def _analyze_population(att, side=6, **kw):
 def test_select_heads_recovers_planted_heads():
     att = _population()
     _, s_img, ent = _analyze_population(att)
-    sel = selection.select_heads(s_img, ent, k=3, top_k=3)
+    sel = selection.select_heads(s_img, ent, SelectionConfig(k=3), 3)
     assert sorted(sel.head_list) == sorted(PLANTED)
     for d in sel.heads:
         assert d["frequency"] == 30 and d["frequency_ratio"] == 1.0
@@ -277,21 +277,21 @@ def test_select_heads_recovers_planted_heads():
     assert sorted(sel10.head_list) == sorted(PLANTED)
     assert [d["frequency"] for d in sel10.ranked] == sorted((d["frequency"] for d in sel10.ranked), reverse=True)
     # both elbow methods agree here
-    assert sorted(selection.select_heads(s_img, ent, elbow_method="chord", k=3).head_list) == sorted(PLANTED)
+    assert sorted(selection.select_heads(s_img, ent, SelectionConfig(k=3, elbow=ElbowConfig(method="chord"))).head_list) == sorted(PLANTED)
 
 
 def test_layer_exclusion_is_honoured():
     att = _population()
     _, s_img, ent = _analyze_population(att)
-    sel = selection.select_heads(s_img, ent, k=4, top_k=4)
+    sel = selection.select_heads(s_img, ent, SelectionConfig(k=4), 4)
     assert LAYER0_BLOB not in sel.head_list
     assert not sel.eligible[0].any() and not sel.eligible[1].any()
     assert (sel.frequency[:2] == 0).all()
     assert sel.settings["exclude_layers"] == [0, 1]
-    sel_all = selection.select_heads(s_img, ent, k=4, top_k=4, exclude_layers=())
+    sel_all = selection.select_heads(s_img, ent, SelectionConfig(k=4), 4, exclude_layers=())
     assert sorted(sel_all.head_list) == sorted(PLANTED + [LAYER0_BLOB])
     # excluding a planted head's layer removes it
-    sel_x = selection.select_heads(s_img, ent, k=3, top_k=3, exclude_layers=(0, 1, 5))
+    sel_x = selection.select_heads(s_img, ent, SelectionConfig(k=3), 3, exclude_layers=(0, 1, 5))
     assert (5, 1) not in sel_x.head_list
     # analyze_sample marks excluded layers as ineligible too
     r = analysis.analyze_sample(att[0], (6, 6))
@@ -303,7 +303,7 @@ def test_bottom_row_mask_removes_heads_per_sample():
     _, s_img, ent = _analyze_population(att)
     mask = np.zeros(s_img.shape, dtype=bool)
     mask[:20, 3, 5] = True  # planted head (3, 5) flagged in 20 of 30 samples
-    sel = selection.select_heads(s_img, ent, k=3, top_k=3, bottom_row_mask=mask)
+    sel = selection.select_heads(s_img, ent, SelectionConfig(k=3), 3, bottom_row_mask=mask)
     assert sel.frequency[3, 5] == 10
     assert sel.frequency.sum() == 30 * 3  # another head filled the slot in the 20 samples
     assert (3, 5) not in sel.head_list
@@ -352,7 +352,7 @@ def test_select_heads_edge_cases():
     sel = selection.select_heads(s, e_inf, exclude_layers=(), threshold=0.0)
     assert sel.heads == [] and (sel.per_sample_choices == -1).all()
     # a given threshold overrides the elbow
-    sel = selection.select_heads(s, e, exclude_layers=(), threshold=-1.0, k=1, top_k=2)
+    sel = selection.select_heads(s, e, SelectionConfig(k=1), 2, exclude_layers=(), threshold=-1.0)
     assert sel.eligible.all() and sel.elbow.method_used == "given"
     assert sum(d["frequency"] for d in sel.ranked) == 4
     with pytest.raises(ValueError):
@@ -366,7 +366,7 @@ def test_json_and_csv_writers(tmp_path):
     att = _population(n=10)
     _, s_img, ent = _analyze_population(att)
     ent[0, 4, 4] = np.inf
-    sel = selection.select_heads(s_img, ent, k=3)
+    sel = selection.select_heads(s_img, ent, SelectionConfig(k=3))
     jpath = tmp_path / "out" / "heads.json"
     atomic_write_json(jpath, jsonable(sel.to_json_dict()))
     data = json.loads(jpath.read_text())

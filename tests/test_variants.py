@@ -108,7 +108,7 @@ def test_select_heads_with_per_sample_masks():
     s = np.ones((2, 2, 2))
     e = np.array([[[0.1, 0.2], [0.3, np.inf]], [[0.5, 0.2], [0.1, 0.0]]])
     mask = np.array([[[True, True], [False, True]], [[False, True], [True, True]]])
-    sel = selection.select_heads(s, e, exclude_layers=[], k=2, top_k=2, sample_mask=mask, tie_break="index")
+    sel = selection.select_heads(s, e, SelectionConfig(k=2, tie_break="index"), 2, exclude_layers=[], sample_mask=mask)
     assert sel.per_sample_choices.tolist() == [[0, 1], [3, 2]]  # inf entropy allowed, after the finite ones
     assert math.isnan(sel.threshold) and sel.elbow.method_used == "per_sample"
 

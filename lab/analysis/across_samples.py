@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -12,7 +12,7 @@ from lab.analysis.per_sample import SampleAnalysis
 from lab.criteria.elbow import Elbow, elbow_threshold
 from lab.criteria.image_sum import excluded_list, layer_mask
 from utils.settings.choices import ElbowMethod
-from utils.settings.declarations import SelectionConfig, heads_per_sample
+from utils.settings.declarations import TOP_K, SelectionConfig, heads_per_sample
 from utils.io import jsonable
 
 
@@ -110,24 +110,26 @@ def _nanmean0(x: np.ndarray) -> np.ndarray:
 def select_heads(
     s_img: np.ndarray,
     entropy: np.ndarray,
+    sel: SelectionConfig = SelectionConfig(),
+    top_k: int = TOP_K,
     *,
     exclude_layers: Iterable[int] = (0, 1),
-    elbow_method: ElbowMethod = "kneedle",
-    k: int = 10,
-    top_k: int = 3,
     bottom_row_mask: np.ndarray | None = None,
     threshold: float | None = None,
-    elbow_include_excluded: bool = False,
-    elbow_options: Mapping[str, Any] | None = None,
     sample_mask: np.ndarray | None = None,
-    tie_break: str = "s_img",
 ) -> Selection:
     """Pick the localization heads from per-sample statistics ``s_img[N, L, H]`` and
     ``entropy[N, L, H]`` (e.g. stacked `SampleAnalysis` fields).
 
+    Args:
+        sel: the `selection.*` settings: ``elbow.method``, ``elbow.include_excluded``, ``tie_break``
+            and k (`heads_per_sample`: ``selection.k``, 10 when unset; ``top_k`` with ranking=per_sample).
+        top_k: the localization heads kept (the ``top_k=`` key).
+        exclude_layers: excluded layers as indices on the L axis.
+
     1. Criterion 1: the heads' ``S_img`` averaged over the N samples (NaN ignored) -> elbow
-       threshold (`elbow_threshold` with ``elbow_method`` and ``elbow_options``) computed over the
-       heads of the non-excluded layers (all heads with ``elbow_include_excluded=True``);
+       threshold (`elbow_threshold` with ``sel.elbow.method``) computed over the
+       heads of the non-excluded layers (all heads with ``sel.elbow.include_excluded``);
        ``threshold`` overrides it. Heads with mean ``S_img >= threshold`` outside the excluded
        layers are eligible.
     2. In each sample, the eligible heads with a finite entropy (and, when ``bottom_row_mask``
@@ -140,9 +142,11 @@ def select_heads(
     ``sample_mask`` ``[N, L, H]`` replaces steps 1-2's eligibility: the heads each sample may
     choose, decided per sample by the caller (e.g. criterion 1 on each sample's own curve); no
     mean elbow is computed (``threshold`` is NaN) and a masked head is chosen even with an infinite
-    entropy (after the finite ones). ``tie_break="index"`` orders equal entropies in a sample by
+    entropy (after the finite ones). ``sel.tie_break="index"`` orders equal entropies in a sample by
     (layer, head) instead of by higher S_img.
     """
+    k, tie_break, elbow_method = heads_per_sample(sel, top_k), sel.tie_break, sel.elbow.method
+    elbow_include_excluded = bool(sel.elbow.include_excluded)
     s, e, bmask = _checked_inputs(s_img, entropy, k, top_k, bottom_row_mask, sample_mask, tie_break)
     N, L, H = s.shape
     keep_layers = np.broadcast_to(layer_mask(L, exclude_layers)[:, None], (L, H))
@@ -150,7 +154,7 @@ def select_heads(
     e_fin = np.where(np.isfinite(e), e, np.nan)
     mean_e = _nanmean0(e_fin) if N else np.full((L, H), np.nan)
     elbow_values = mean_s if elbow_include_excluded else mean_s[keep_layers]
-    elbow = _criterion_1(elbow_values, elbow_method, elbow_options, threshold, sample_mask is not None,
+    elbow = _criterion_1(elbow_values, elbow_method, threshold, sample_mask is not None,
                          keep_layers.sum() == 0 and not elbow_include_excluded)
     thr = elbow.threshold
     LH = L * H
@@ -175,7 +179,7 @@ def select_heads(
         "exclude_layers": excluded_list(L, exclude_layers),
         "elbow_method": elbow_method,
         "elbow_include_excluded": bool(elbow_include_excluded),
-        "elbow_options": dict(elbow_options or {}),
+        "elbow_options": {},  # kneed's own defaults (the knobs are not settings); kept so heads.json keeps its keys
         "k": int(k),
         "top_k": int(top_k),
         "bottom_row_mask": bmask is not None,
@@ -216,12 +220,10 @@ def select_from_analyses(analyses: Sequence[SampleAnalysis], exclude_axes: Itera
     per_sample_c1 = sel.elbow.scope == "per_sample"
     bottom = [a.bottom_row_artifact for a in analyses if a.bottom_row_artifact is not None]
     return select_heads(
-        np.stack([a.s_img for a in analyses]), np.stack([a.entropy for a in analyses]),  # (N, L, H) each
-        exclude_layers=list(exclude_axes), elbow_method=sel.elbow.method,
-        k=heads_per_sample(sel, top_k), top_k=top_k,
-        bottom_row_mask=np.stack(bottom) if bottom and not per_sample_c1 else None, threshold=threshold,
-        elbow_include_excluded=bool(sel.elbow.include_excluded),
-        sample_mask=np.stack([a.eligible for a in analyses]) if per_sample_c1 else None, tie_break=sel.tie_break)
+        np.stack([a.s_img for a in analyses]), np.stack([a.entropy for a in analyses]), sel, top_k,  # (N, L, H) each
+        exclude_layers=list(exclude_axes), threshold=threshold,
+        bottom_row_mask=np.stack(bottom) if bottom and not per_sample_c1 else None,
+        sample_mask=np.stack([a.eligible for a in analyses]) if per_sample_c1 else None)
 
 
 def _checked_inputs(s_img, entropy, k, top_k, bottom_row_mask, sample_mask, tie_break):
@@ -244,14 +246,13 @@ def _checked_inputs(s_img, entropy, k, top_k, bottom_row_mask, sample_mask, tie_
     return s, e, bmask
 
 
-def _criterion_1(elbow_values: np.ndarray, method: ElbowMethod, options: Mapping[str, Any] | None,
-                 threshold: float | None, per_sample: bool, none_kept: bool) -> Elbow:
+def _criterion_1(elbow_values: np.ndarray, method: ElbowMethod, threshold: float | None, per_sample: bool, none_kept: bool) -> Elbow:
     """Criterion 1's threshold: decided per sample by the caller, the elbow of the mean-S_img curve,
     or the caller's own `threshold`."""
     if per_sample:
         return Elbow(float("nan"), None, method, "per_sample", False, "criterion 1 decided in each sample", 0, 0, 0)
     if threshold is None:
-        elbow = elbow_threshold(elbow_values, method, **dict(options or {}))
+        elbow = elbow_threshold(elbow_values, method)
         if none_kept:
             return Elbow(elbow.threshold, None, method, "keep_all", False, "all layers excluded: no head is eligible", 0, 0, 0)
         return elbow
