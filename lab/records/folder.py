@@ -4,6 +4,9 @@ explorer) before its records are used.
 * Names: a record whose `sample_id` is not the one its file name says (a copied or renamed file)
   is an error naming the file and, when it exists, the sample's own file: selecting over it would
   count one sample twice and another never.
+* Rows: a stage selects over the records of its run's rows only (`run_records`: its data_file's
+  rows, else the ids the run's manifests name); a record of an earlier data file or a copied one is
+  named and left out.
 * A live writer: a folder whose run (`<run>/.lock`, utils/runlock.py) is held by a live process
   is refused with one line naming the holder (wait for it, then read).
 * Completeness: stage=batch writes, next to each manifest, `<manifest>.plan.json` (rows this run
@@ -17,9 +20,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from lab.records.record import AttentionRecord, record_file
+from utils.console import printable
 from utils.data import file_stem
 from utils.errors import UserError
 from utils.io import atomic_write_json, read_jsonl_lenient
@@ -83,6 +87,42 @@ def folder_notes(records: Path) -> list[str]:
     if c is not None and c.missing:
         notes.append(f"the run is incomplete: {c.missing} of {c.planned} planned rows have no record nor failure yet")
     return notes
+
+
+def run_records(folder: Path, files: list[Path], ids: Collection[str] | None, data_file: Any = None) -> list[Path]:
+    """The records of `files` that are rows of the run: of the sample `ids` given (a stage's data_file
+    rows), else, when the run folder has manifests, of the ids they name; other records (an earlier
+    data file's, a copied one) are left out, named in one printed line. No manifest and no ids: all.
+
+    Args:
+        folder: the folder of records `files` are in.
+        ids: the rows' sample ids (None: the manifests say).
+        data_file: where `ids` come from, for the printed line.
+    """
+    why = f"not among the rows of data_file={data_file}"
+    if ids is None:
+        run = run_folder_of(Path(folder))
+        ids, why = manifest_ids(run), f"named by none of the manifests in {run}"
+    if ids is None:
+        return files
+    names = {record_file(folder, i).name for i in ids}
+    kept = [f for f in files if f.name in names]
+    strays = [f.name for f in files if f.name not in names]
+    if strays and not kept:
+        raise UserError(f"none of the {len(files)} records in {folder} is a row of this run ({why}); "
+                        "pass the data_file= they were collected from, or attention_dir= of their own folder")
+    if strays:
+        shown = ", ".join(printable(n) for n in strays[:5]) + (f" and {len(strays) - 5} more" if len(strays) > 5 else "")
+        print(f"note: left out {len(strays)} record(s) in {folder} that are not rows of this run ({why}): {shown}")
+    return kept
+
+
+def manifest_ids(run: Path) -> set[str] | None:
+    """Every sample id the run's manifests (`manifest*.jsonl`) name, whatever its status; None: no manifest."""
+    manifests = sorted(Path(run).glob("manifest*.jsonl"))
+    if not manifests:
+        return None
+    return {m["id"] for p in manifests for m in read_jsonl_lenient(p) if isinstance(m.get("id"), str)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from lab import figures as plots
 from lab.runs.conditions import format_table, run_condition
 from lab.report import write_run_index
 from lab.stages.batch import collect_batch
-from lab.runs.heads_files import heads_from_file
+from lab.runs.heads_files import check_against_model, heads_to_use
 from lab.runs.visual_heads_file import named_visual_heads
 from lab.stages.context import StageContext
 from lab.stages.select import select_stage
@@ -42,11 +42,13 @@ def _load_items(rows) -> tuple[list, list[tuple[str, str]]]:
 
 
 def _heads_for(cfg, ctx: StageContext) -> tuple[list[tuple[int, int]], str]:
-    """Heads to mask: `heads_file=` (its top_k), else collect + select on this JSONL."""
-    if cfg.heads_file:
-        return heads_from_file(cfg.heads_file, cfg.top_k), str(cfg.heads_file)
-    collect_batch(cfg, ctx, require=("answer",))
-    heads = [tuple(int(x) for x in h) for h in select_stage(cfg, ctx)["heads"]]
+    """Heads to mask: `heads_file=` (its top_k), else the folder's heads.json (unless reselect=true), else
+    collect + select on this JSONL."""
+    chosen = heads_to_use(cfg.heads_file, cfg.reselect, ctx.output_dir, cfg.top_k, "ablate")
+    if chosen is not None:
+        return chosen.heads, str(cfg.heads_file or chosen.path)
+    rows, _ = collect_batch(cfg, ctx, require=("answer",))
+    heads = [tuple(int(x) for x in h) for h in select_stage(cfg, ctx, ids=[row.id for row in rows])["heads"]]
     return heads, "selected on the fly from this run"
 
 
@@ -60,9 +62,7 @@ def ablate_stage(cfg, ctx: StageContext) -> dict:
         raise UserError("no heads to ablate: heads_file has none, or no head passed selection (try selection.exclude_layers=[])")
     vlm = ctx.load_vlm()
     L, Hn = vlm.num_layers, vlm.num_heads
-    bad = [h for h in heads if not (0 <= h[0] < L and 0 <= h[1] < Hn)]
-    if bad:
-        raise UserError(f"heads {bad} are outside the model's {L} layers x {Hn} heads (heads_file={cfg.heads_file})")
+    check_against_model(heads, cfg.selection.exclude_layers, L, Hn, source)
     exclude = excluded_layers(cfg.selection.exclude_layers, L)
     try:
         draws = G.random_head_sets(L, Hn, len(heads), int(ab.random_draws), int(cfg.seed),

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 
 from lab.runs import distributed as D
+from lab.runs.heads_files import HeadsFile, check_against_model
 from lab.runs.collection import BatchSummary, collect_rows, manifest_path
 from lab.records.folder import write_plan
 from lab.report import write_run_index
@@ -21,8 +22,11 @@ from utils.runlock import RunLock
 log = logging.getLogger(__name__)
 
 
-def collect_batch(cfg, ctx: StageContext, require: tuple[str, ...] = ()) -> tuple[list[Row], BatchSummary]:
-    """The JSONL's rows (validated whole, `require`d keys present) -> records in <output_dir>/attention."""
+def collect_batch(cfg, ctx: StageContext, require: tuple[str, ...] = (),
+                  heads: HeadsFile | None = None) -> tuple[list[Row], BatchSummary]:
+    """The JSONL's rows (validated whole, `require`d keys present) -> records in <output_dir>/attention.
+    Once the model is loaded, before any row is collected, `heads` (a heads file a later step uses) and
+    selection.exclude_layers are checked against it."""
     picked = load_selection(cfg.data_file, require, cfg.start_index, cfg.end_index, cfg.shard)  # streaming
     rows = picked.rows
     write_plan(manifest_path(ctx.output_dir, cfg.shard), len(rows), picked.in_range, cfg.shard, cfg.data_file)
@@ -32,7 +36,13 @@ def collect_batch(cfg, ctx: StageContext, require: tuple[str, ...] = ()) -> tupl
         return {"figure": visualize_record(rec, cfg, ctx.output_dir / "figures" / "samples")["figure"]}
 
     on_record = sample_figure if cfg.visualize_batch else None  # a failing figure goes to the manifest
-    summary = collect_rows(rows, output_dir=ctx.output_dir, load_vlm=ctx.load_vlm, strategy=strategy,
+    def load_vlm():
+        vlm = ctx.load_vlm()
+        check_against_model(heads.all_heads() if heads else None, cfg.selection.exclude_layers, vlm.num_layers,
+                            vlm.num_heads, heads.path if heads else None, cfg.strategy.layers)
+        return vlm
+
+    summary = collect_rows(rows, output_dir=ctx.output_dir, load_vlm=load_vlm, strategy=strategy,
                            batch_size=int(cfg.batch_size), max_new_tokens=int(cfg.max_new_tokens),
                            overwrite=bool(cfg.overwrite), shard=cfg.shard, on_record=on_record,
                            exclusive_since=ctx.exclusive_since)
@@ -68,7 +78,7 @@ def batch_stage(cfg, ctx: StageContext) -> dict:
         if not any((ctx.output_dir / "attention").glob("*.safetensors")):
             raise UserError(f"no record could be collected: all {len(summary.failed)} row(s) failed "
                             f"(reasons in {summary.manifest})")
-        result["select"] = select_stage(cfg, ctx)
+        result["select"] = select_stage(cfg, ctx, ids=None if info.active else [row.id for row in rows])
         result["index"] = str(write_run_index(ctx.output_dir, cfg=cfg))
         print(f"index: {result['index']}")
         return result

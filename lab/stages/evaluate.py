@@ -13,7 +13,7 @@ from lab.analysis.gt_boxes import screen_gt_boxes
 from lab.report import write_run_index
 from lab.stages.batch import collect_batch
 from lab.analysis.record_numbers import HeadSet, ground, ground_all_heads, score, smoothing_sigma_for
-from lab.runs.heads_files import heads_from_file
+from lab.runs.heads_files import HeadsFile, heads_to_use
 from lab.stages.context import StageContext
 from lab.stages.segment import SegmentationRun, required_keys
 from lab.stages.select import select_stage
@@ -28,7 +28,9 @@ SAMPLES_FILE = "evaluate_samples.jsonl"  # one line per sample: the selected hea
 def evaluate_stage(cfg, ctx: StageContext) -> dict:
     """Acc@0.5, mIoU and pointing of the selected heads vs the all-heads mean vs random heads;
     metrics.json, and evaluate_samples.jsonl with each sample's box, IoU and hit (selected heads)."""
-    rows, summary = collect_batch(cfg, ctx, require=required_keys(cfg))
+    chosen = heads_to_use(cfg.heads_file, cfg.reselect, ctx.output_dir, cfg.top_k, "evaluate",
+                          per_sample=cfg.selection.ranking == "per_sample")  # checked before any row is collected
+    rows, summary = collect_batch(cfg, ctx, require=required_keys(cfg), heads=chosen)
     done = set(summary.ok) | set(summary.skipped)
     recs = [(row, AttentionRecord.load(record_path(ctx.output_dir, row.id))) for row in rows if row.id in done]
     boxes = screen_gt_boxes(recs, summary.manifest)  # a box missing its image fails its row; partly outside: clipped
@@ -38,7 +40,7 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     check_compatible([rec for _, rec in recs])
     seg = SegmentationRun(cfg, ctx, str(cfg.data_file))  # masks / SAM (grounding.output, grounding.refine)
     seg.check(recs)
-    head_set, source = _head_set(cfg, ctx)
+    head_set, source = _head_set(cfg, ctx, chosen, [row.id for row in rows])
     heads, per_sample = head_set.heads, head_set.per_sample is not None
     sel, gr = cfg.selection, cfg.grounding
     first = recs[0][1]
@@ -103,12 +105,15 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     return {"metrics_file": str(path), "index": str(index), **{n: metrics[n] for n in NAMES}}
 
 
-def _head_set(cfg, ctx: StageContext) -> tuple[HeadSet, str]:
-    """heads_file=, else selected on the fly (ranking=per_sample, the release: each sample is grounded
-    with its own top_k heads; `heads` is their tally)."""
-    if cfg.heads_file:
-        return HeadSet(heads_from_file(cfg.heads_file, cfg.top_k)), str(cfg.heads_file)
-    res = select_stage(cfg, ctx)
+def _head_set(cfg, ctx: StageContext, chosen: HeadsFile | None, ids: list[str]) -> tuple[HeadSet, str]:
+    """heads_file= or the folder's heads.json (`chosen`), else selected on the fly over the rows `ids`
+    (ranking=per_sample, the release: each sample is grounded with its own top_k heads; `heads` is their tally)."""
+    if chosen is not None and chosen.per_sample is not None:
+        return (HeadSet(chosen.heads, chosen.per_sample),
+                f"per sample: each record's own top_k heads (selection.ranking=per_sample), from {chosen.path}")
+    if chosen is not None:
+        return HeadSet(chosen.heads), str(cfg.heads_file or chosen.path)
+    res = select_stage(cfg, ctx, ids=ids)
     own = res.get("per_sample")
     heads = [tuple(h) for h in res["heads"]]
     if own:

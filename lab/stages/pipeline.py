@@ -12,10 +12,10 @@ from lab.stages.visualize import visualize_record
 
 def pipeline_stage(cfg, ctx: StageContext) -> dict:
     """collect + analyze + visualize for one image_file + query."""
+    heads = heads_from_file(cfg.heads_file, cfg.top_k) if cfg.heads_file else None  # a bad file: refused before collecting
     col = collect_stage(cfg, ctx)
     rec = AttentionRecord.load(col["record"])
     ana = analyze_record(rec, cfg, ctx.output_dir)
-    heads = heads_from_file(cfg.heads_file, cfg.top_k) if cfg.heads_file else None
     vis = visualize_record(rec, cfg, ctx.output_dir / "figures", heads)
     print(f"figure: {vis['figure']}")
     return {**col, "analysis": ana["analysis"], "figure": vis["figure"], "heads": vis["heads"]}

@@ -12,19 +12,21 @@ from lab.records.record import AttentionRecord, check_compatible
 from lab.analysis.across_samples import sample_count_warning, select_from_analyses
 from lab.analysis.record_numbers import analysis_row, selection_analysis
 from lab.stages.common import record_files
-from lab.records.folder import NameCheck, check_complete, refuse_live_writer
+from lab.records.folder import NameCheck, check_complete, refuse_live_writer, run_records
 from lab.stages.context import StageContext
 from lab.analysis.visual_heads import aggregate_visual_head_stats, attention_concentration, format_named, named_block
-from lab.runs.heads_files import write_head_table_csv, write_heads_by_layer
+from lab.report import write_run_index
+from lab.runs.heads_files import check_exclude_layers, write_head_table_csv, write_heads_by_layer, write_heads_json
 from utils.io import jsonable
 from utils.io import atomic_write_json
 
 
-def select_stage(cfg, ctx: StageContext) -> dict:
-    """Across the records of a folder: elbow on mean S_img, k lowest-entropy heads per sample, frequency."""
+def select_stage(cfg, ctx: StageContext, ids: list[str] | None = None) -> dict:
+    """Across the records of a folder: elbow on mean S_img, k lowest-entropy heads per sample, frequency.
+    `ids`: the rows of the calling stage's data_file (None: the ids the folder's manifests name)."""
     folder = Path(cfg.attention_dir) if cfg.attention_dir else ctx.output_dir / "attention"
     refuse_live_writer(folder, ctx.output_dir if ctx.lock is not None else None)  # lab/records/folder.py
-    files = record_files(folder)
+    files = run_records(folder, record_files(folder), ids, cfg.data_file)  # stray records named, left out
     missing = check_complete(folder, bool(cfg.allow_partial))
     names = NameCheck()
     sel, gr = cfg.selection, cfg.grounding
@@ -36,6 +38,7 @@ def select_stage(cfg, ctx: StageContext) -> dict:
             names.add(f, rec)  # its sample_id is the one its file name says, and no sample twice
             if first is None:
                 first = rec
+                check_exclude_layers(sel.exclude_layers, rec.meta.num_layers, rec.meta.layers)
             else:
                 check_compatible([first, rec])
             analyses.append(selection_analysis(rec, sel, gr))
@@ -55,7 +58,7 @@ def select_stage(cfg, ctx: StageContext) -> dict:
         payload["warnings"] = [too_few]
         print(f"warning: {too_few}")
     out = ctx.output_dir
-    heads_json = atomic_write_json(out / "heads.json", jsonable(payload))
+    heads_json = write_heads_json(out / "heads.json", jsonable(payload))  # an earlier one that differs is kept
     write_heads_by_layer(out / "heads_by_layer.json", payload["heads"])  # plain {layer: [heads]} for other head tools
     write_head_table_csv(out / "heads.csv", selection.mean_s_img, selection.mean_entropy, selection.frequency,
                          selection.eligible, selection.selected)
@@ -71,6 +74,8 @@ def select_stage(cfg, ctx: StageContext) -> dict:
     print(f"localization heads: {', '.join(f'L{l}H{h}' for l, h in ranked)}")
     print("\n".join(format_named(visual["named"], S.shape[1] * S.shape[2])))
     print(f"heads: {heads_json}")
+    if cfg.stage == "select":  # stage=batch / evaluate / ablate write the page once they are done
+        print(f"index: {write_run_index(out, cfg=cfg)}")
     return {"heads_file": str(heads_json), "heads": ranked, "records": len(files),
             "figures": {k: str(v) for k, v in paths.items()}, "per_sample": payload.get("per_sample")}
 

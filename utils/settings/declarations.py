@@ -287,6 +287,7 @@ class FinderConfig(_Checked):
     show_components: bool = True
     overwrite: bool = False
     allow_partial: bool = False  # stage=select over an incomplete run: allowed, missing rows counted (lab/records/folder.py)
+    reselect: bool = False  # stage=evaluate / stage=ablate: select the heads again though the folder has a heads.json (kept beside it)
     start_index: int = setting(0, check=C.int_at_least(0))
     end_index: Optional[int] = setting(None, check=C.optional(C.int_at_least(0)))
     shard: Optional[str] = setting(None, check=C.shard)  # "i/n": this process takes rows i, i+n, i+2n, ...
