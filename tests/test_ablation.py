@@ -74,10 +74,6 @@ def test_answer_matching(pred, ref, match, ok):
 
 def test_normalize_answer():
     assert normalize_answer("The  Cat's hat, an apple!") == ["cat", "s", "hat", "apple"]
-    good = _heads_file(tmp_path / "good.json", [(1, 0)])
-    with pytest.raises(UserError, match="ablation.visual_heads=true: no .*visual_heads.json; run stage=select"):
-        run_stage(make_cfg("stage=ablate", f"heads_file={good}", "ablation.visual_heads=true", *_common(dataset, tmp_path / "v")),
-                  ctx(tmp_path / "v", tiny_vlm))
     with pytest.raises(UserError, match="ablation.match='fuzzy'"):
         answer_correct("a", "a", "fuzzy")  # type: ignore[arg-type]
 
