@@ -239,7 +239,8 @@ def save(model, processor, args, hist, stage1, t0, t_train, final=False):
     tqdm.write(f"saved to {out} ({size:.2f} MB)")
 
 
-def main(argv=None):
+def _parser() -> argparse.ArgumentParser:
+    """The command line of `python -m llava.toy.train` (defaults: the bundled toy)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--steps", type=int, default=5000)
@@ -271,7 +272,11 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save-every-eval", type=int, default=1, help="also save at every evaluation")
     ap.add_argument("--dry", action="store_true", help="do not save")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -287,7 +292,6 @@ def main(argv=None):
     val = Pool(processor, [987_654_321 + args.seed * 7 + i for i in range(512)], "val", label_rule=args.label_rule)
     prompts = Prompts(processor, train.scenes[0].render())
     by_n = {k: [i for i in range(len(train)) if train.n_obj[i] == k] for k in range(1, 5)}
-    stage_a, stage_b = (int(x) for x in args.curriculum.split(","))
     stages = [by_n[1], by_n[1] + by_n[2], by_n[2] + by_n[3] + by_n[4]]
     print(f"params: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M, "
           f"image tokens: {(spec.image_size // spec.patch_size) ** 2}, "
@@ -303,6 +307,20 @@ def main(argv=None):
     model.train()
     if args.freeze_vision:
         model.model.vision_tower.eval()
+    t_train = time.time()
+    hist = _train_stage2(model, opt, prompts, train, val, stages, args, rng,
+                         lambda h: save(model, processor, args, h, stage1, t0, t_train))
+    model.eval()
+    if not args.dry:
+        save(model, processor, args, hist, stage1, t0, t_train, final=True)
+    print(f"training time {(time.time() - t0) / 60:.1f} min (stage 2: {(time.time() - t_train) / 60:.1f} min)")
+    return model, processor
+
+
+def _train_stage2(model, opt, prompts, train, val, stages, args, rng, save_now) -> list[dict]:
+    """Stage 2: next-token training on the question pools with the curriculum of `--curriculum`;
+    evaluates every `--eval-every` steps (and saves with `save_now(history)` unless --dry)."""
+    stage_a, stage_b = (int(x) for x in args.curriculum.split(","))
     hist = []
     run_loss = run_acc = None
     bar = tqdm(range(args.steps), desc="train", mininterval=10)
@@ -331,12 +349,8 @@ def main(argv=None):
             tqdm.write(f"step {step + 1}: loss {run_loss:.3f} train acc {run_acc:.3f} val {v} "
                        f"({(time.time() - t_train) / 60:.1f} min)")
             if args.save_every_eval and not args.dry:
-                save(model, processor, args, hist, stage1, t0, t_train)
-    model.eval()
-    if not args.dry:
-        save(model, processor, args, hist, stage1, t0, t_train, final=True)
-    print(f"training time {(time.time() - t0) / 60:.1f} min (stage 2: {(time.time() - t_train) / 60:.1f} min)")
-    return model, processor
+                save_now(hist)
+    return hist
 
 
 if __name__ == "__main__":
