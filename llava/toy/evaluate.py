@@ -128,6 +128,14 @@ def evaluate(checkpoint=CHECKPOINT_DIR, data=DEFAULT_DATA, limit: int | None = N
         details.append(dict(id=row["id"], answer=row["answer"], pred=pred))
         if verbose and pred is not None and pred != row["answer"]:
             print(f"  wrong: {row['id']} {row['prompt']!r} -> {pred!r} (want {row['answer']!r})")
+    return _summary(checkpoint, data, rows, generate, correct, per_group, hits, group_hits, group_n, chance,
+                    time.time() - t0, details)
+
+
+def _summary(checkpoint, data, rows, generate, correct, per_group, hits, group_hits, group_n, chance,
+             seconds, details) -> dict:
+    """`evaluate`'s result: answer accuracy (overall, per group) and each head's pointing rate ``[L, H]``."""
+    H = hits.shape[1]
     n = len(rows)
     pointing = hits / n
     order = np.argsort(-pointing, axis=None)
@@ -145,7 +153,7 @@ def evaluate(checkpoint=CHECKPOINT_DIR, data=DEFAULT_DATA, limit: int | None = N
             for g, gh in group_hits.items()
         },
         chance_pointing=float(np.mean(chance)),
-        seconds=time.time() - t0,
+        seconds=seconds,
         details=details,
     )
 
