@@ -172,35 +172,36 @@ def elbow_threshold(
     if method == "chord":
         return chord("", True)
 
-    from kneed import KneeLocator
-
     if knee_choice not in ("most_prominent", "first", "last"):
         raise ValueError(f"knee_choice must be 'most_prominent', 'first' or 'last', got {knee_choice!r}")
-    if curve == "auto":
+    knee = _kneedle_index(y, sensitivity, curve, interp_method, knee_choice)
+    if knee is not None:
+        return result(knee, "kneedle", True, "")
+    if fallback == "chord":
+        return chord("kneedle found no knee; used the chord method; ", False)
+    return result(n - 1, "keep_all", False, "kneedle found no knee; keeping all")
+
+
+def _kneedle_index(y: np.ndarray, sensitivity: float, curve: str, interp_method: str, knee_choice: str) -> int | None:
+    """kneed's knee of the descending curve ``y`` (`elbow_threshold` says how each argument is used),
+    or None when kneedle finds none."""
+    from kneed import KneeLocator
+
+    n = y.size
+    if curve == "auto":  # concave when the normalised curve lies above its chord on average
         t = np.linspace(0.0, 1.0, n)
         ys = (y - y[-1]) / (y[0] - y[-1])  # 1 -> 0
         curve = "concave" if float(np.mean(ys - (1.0 - t))) > 0 else "convex"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        kl = KneeLocator(
-            np.arange(n),
-            y,
-            S=sensitivity,
-            curve=curve,
-            direction="decreasing",
-            interp_method=interp_method,
-            online=knee_choice != "first",
-        )
+        kl = KneeLocator(np.arange(n), y, S=sensitivity, curve=curve, direction="decreasing",
+                         interp_method=interp_method, online=knee_choice != "first")
     knees = sorted(int(x) for x in (kl.all_knees or ()) if x is not None)
-    if kl.knee is not None and knees:
-        if knee_choice == "first":
-            knee = knees[0]
-        elif knee_choice == "last":
-            knee = int(kl.knee)
-        else:
-            diff = np.asarray(kl.y_difference, dtype=np.float64)
-            knee = max(knees, key=lambda i: (diff[i], -i))  # largest difference; ties: earliest
-        return result(knee, "kneedle", True, "")
-    if fallback == "chord":
-        return chord("kneedle found no knee; used the chord method; ", False)
-    return result(n - 1, "keep_all", False, "kneedle found no knee; keeping all")
+    if kl.knee is None or not knees:
+        return None
+    if knee_choice == "first":
+        return knees[0]
+    if knee_choice == "last":
+        return int(kl.knee)
+    diff = np.asarray(kl.y_difference, dtype=np.float64)
+    return max(knees, key=lambda i: (diff[i], -i))  # largest difference; ties: earliest

@@ -158,11 +158,7 @@ def entropy_components(
         if not finite.all():
             a = np.where(finite[:, None], a, 0.0)
         mean = float(mean_factor) * a.mean(axis=1) if mean_factor != 1.0 else a.mean(axis=1)  # (m,)
-        if binarize_threshold is None:
-            scale = np.maximum(a.max(axis=1), -a.min(axis=1))
-            keep = a > (mean + rtol * scale)[:, None]  # same rule as spatial_entropy_details
-        else:
-            keep = a - mean[:, None] > float(binarize_threshold)  # B > t, with B = relu(A - f * mean(A))
+        keep = _component_cells(a, mean, binarize_threshold, rtol)  # (m, R*C) bool
         labels = np.empty((m, R, C), dtype=np.int32)
         n = int(ndimage.label(keep.reshape(m, R, C), structure=structure, output=labels))
         idx = np.flatnonzero(keep)  # surviving cells only (typically a fraction of all)
@@ -251,3 +247,13 @@ def bottom_row_share(maps: np.ndarray, *, rtol: float = DEFAULT_RTOL) -> np.ndar
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(tot > 0, bot / np.where(tot > 0, tot, 1.0), np.nan)
     return np.where(finite, out, np.nan)
+
+
+def _component_cells(a: np.ndarray, mean: np.ndarray, binarize_threshold: float | None, rtol: float) -> np.ndarray:
+    """The cells that can form components, ``a[m, R*C]`` -> bool ``[m, R*C]``: the paper's rule
+    ``A > mean + rtol * max|A|`` (as `spatial_entropy_details`), or ``B > binarize_threshold`` with
+    ``B = relu(A - mean)``."""
+    if binarize_threshold is None:
+        scale = np.maximum(a.max(axis=1), -a.min(axis=1))
+        return a > (mean + rtol * scale)[:, None]
+    return a - mean[:, None] > float(binarize_threshold)
