@@ -89,6 +89,25 @@ def ablate_stage(cfg, ctx: StageContext) -> dict:
     rnd = [run_condition(vlm, items, d, name=f"random_{i}", progress=bar, **kw) for i, d in enumerate(draws)]
     bar.close()
 
+    result = _ablation_result(cfg, vlm.model_id, items, failed, heads, source, exclude, base, sel, rnd)
+    if vis is not None:
+        result["visual_heads"] = {**vis.summary(base), "heads": [list(h) for h in vis.heads], "source": visual[1]}
+    by_group = _by_group(items, base, sel, rnd)
+    if by_group:
+        result["by_group"] = by_group
+    out = Path(ctx.output_dir)
+    path = atomic_write_json(out / "ablation.json", jsonable(result))
+    fig = _report(result, by_group, len(heads), match, len(items), out)
+    print(f"ablation: {path}")
+    write_run_index(out, cfg=cfg)
+    return {"ablation_file": str(path), "figure": str(fig), "baseline": result["baseline"],
+            "selected_heads": result["selected_heads"], "random_heads": {k: v for k, v in result["random_heads"].items() if k != "draws"}}
+
+
+def _ablation_result(cfg, model_id: str, items, failed, heads, source: str, exclude, base, sel, rnd) -> dict:
+    """ablation.json: each condition's accuracy and changed answers, the random draws' spread, the
+    settings, the failed rows and every row's answers."""
+    ab, match = cfg.ablation, str(cfg.ablation.match)
     accs = [r.accuracy for r in rnd]
     random_block: dict[str, Any] = {
         "mean": float(np.mean(accs)) if accs else None,
@@ -104,37 +123,36 @@ def ablate_stage(cfg, ctx: StageContext) -> dict:
         "baseline": base.summary(),
         "selected_heads": {**sel.summary(base), "heads": [list(h) for h in heads], "source": source},
         "random_heads": random_block,
-        "settings": {"match": match, "random_draws": len(draws), "maskout_mode": str(ab.maskout_mode),
+        "settings": {"match": match, "random_draws": len(rnd), "maskout_mode": str(ab.maskout_mode),
                      "steps": str(ab.steps), "top_k": len(heads), "seed": int(cfg.seed),
                      "exclude_layers": exclude, "max_new_tokens": int(cfg.max_new_tokens),
-                     "data_file": str(cfg.data_file), "model_id": vlm.model_id},
+                     "data_file": str(cfg.data_file), "model_id": model_id},
         "failed": [{"id": i, "reason": r} for i, r in failed],
         "samples": [{"id": row.id, "answer": row.answer, "baseline": base.answers[row.id],
                      "selected_heads": sel.answers.get(row.id), "baseline_correct": base.correct[row.id],
                      "selected_correct": sel.correct.get(row.id)} for row, _ in items],
     }
-    if vis is not None:
-        result["visual_heads"] = {**vis.summary(base), "heads": [list(h) for h in vis.heads], "source": visual[1]}
-    by_group = _by_group(items, base, sel, rnd)
-    if by_group:
-        result["by_group"] = by_group
-    out = Path(ctx.output_dir)
-    path = atomic_write_json(out / "ablation.json", jsonable(result))
+    return result
+
+
+def _report(result: dict, by_group: dict, n_heads: int, match: str, n: int, out: Path):
+    """The bar chart (figures/ablation.png) and the printed tables, overall and per group."""
+    base_acc, sel_acc, random_block = result["baseline"]["accuracy"], result["selected_heads"]["accuracy"], result["random_heads"]
+    accs = random_block["mean"] is not None
     names = ["baseline", "selected heads", "random heads"]
-    values = [base.accuracy, sel.accuracy, random_block["mean"] if accs else float("nan")]
+    values = [base_acc, sel_acc, random_block["mean"] if accs else float("nan")]
     errors = [float("nan"), float("nan"), random_block["std"] if accs else float("nan")]
+    if "visual_heads" in result:
+        names, values, errors = names + ["visual heads"], values + [result["visual_heads"]["accuracy"]], errors + [float("nan")]
     fig = plots.bar_chart(names, values, errors, out / "figures" / "ablation.png",
-                          title=f"answer accuracy ({len(heads)} heads masked, {match} match, n={len(items)})",
+                          title=f"answer accuracy ({n_heads} heads masked, {match} match, n={n})",
                           ylabel="accuracy")
     print(format_table(result))
     for group, acc in by_group.items():
         rnd_txt = f"{acc['random_heads']:.3f}" if acc["random_heads"] is not None else "-"
         print(f"  {group}: baseline {acc['baseline']:.3f}, selected heads masked {acc['selected_heads']:.3f}, "
               f"random heads masked {rnd_txt} (n={acc['n']})")
-    print(f"ablation: {path}")
-    write_run_index(out, cfg=cfg)
-    return {"ablation_file": str(path), "figure": str(fig), "baseline": result["baseline"],
-            "selected_heads": result["selected_heads"], "random_heads": {k: v for k, v in random_block.items() if k != "draws"}}
+    return fig
 
 
 def _by_group(items, base, sel, rnd) -> dict[str, dict]:

@@ -48,27 +48,7 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
     draws = G.random_head_sets(L, Hn, len(heads), int(gr.random_draws), int(cfg.seed),
                                exclude_layers=first.excluded_axes(sel.exclude_layers))
     draws = [first.model_heads(d) for d in draws]
-    sel_m, all_m = G.GroundingMetrics(), G.GroundingMetrics()
-    rnd_m = [G.GroundingMetrics() for _ in draws]
-    no_heads: list[str] = []
-    lines: list[dict] = []
-    for row, rec in recs:
-        mine = head_set.for_sample(rec.meta.sample_id)
-        bbox = seg.gt_box(row)
-        if mine:
-            g = seg.apply(NAMES[0], row, rec, ground(rec, mine, sel, gr))
-            sc = score(g, bbox)
-            sel_m.add(g.box_xywh, bbox, sc.hit, rec.meta.image_size)
-            lines.append({"id": row.id, "heads": [list(h) for h in mine], "box": list(g.box_xywh),
-                          "peak": list(g.peak_xy), "iou": sc.iou, "hit": sc.hit})
-        else:  # per_sample: no head passed both criteria in this sample -> counted as a miss, listed
-            no_heads.append(row.id)
-            seg.miss(NAMES[0], row, rec)
-            sel_m.add((0.0, 0.0, 0.0, 0.0), bbox, False, rec.meta.image_size)
-            lines.append({"id": row.id, "heads": [], "box": None, "peak": None, "iou": 0.0, "hit": False})
-        all_m.add_grounding(seg.apply(NAMES[1], row, rec, ground_all_heads(rec, sel, gr)), bbox, rec.meta.image_size)
-        for i, (m, d) in enumerate(zip(rnd_m, draws)):
-            m.add_grounding(seg.apply(f"random_heads_{i}", row, rec, ground(rec, d, sel, gr)), bbox)
+    sel_m, all_m, rnd_m, no_heads, lines = _score_rows(recs, head_set, seg, draws, sel, gr)
     random_summary = _random_summary([m.summary() for m in rnd_m])
     metrics = {"selected_heads": sel_m.summary(), "all_heads_mean": all_m.summary(), "random_heads": random_summary,
                "heads": [list(h) for h in heads], "heads_source": source, "failed": len(summary.failed) + len(boxes.failed), **boxes.to_json(),
@@ -90,19 +70,52 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
               f"{summary.manifest}); {len(boxes.clipped)} bbox(es) clipped to the image")
     path = atomic_write_json(ctx.output_dir / "metrics.json", jsonable(metrics))
     atomic_write_text(ctx.output_dir / SAMPLES_FILE, "".join(json.dumps(jsonable(d)) + "\n" for d in lines))
+    _print_tables(metrics, by_group, random_summary, ctx.output_dir)
+    print(f"metrics: {path}")
+    index = write_run_index(ctx.output_dir, cfg=cfg)
+    return {"metrics_file": str(path), "index": str(index), **{n: metrics[n] for n in NAMES}}
+
+
+def _score_rows(recs, head_set: HeadSet, seg: SegmentationRun, draws, sel, gr):
+    """Each row grounded by the selected heads (its own under ranking=per_sample), the all-heads mean
+    and every random draw: the three metric accumulators, the rows without heads, and the lines of
+    evaluate_samples.jsonl."""
+    sel_m, all_m = G.GroundingMetrics(), G.GroundingMetrics()
+    rnd_m = [G.GroundingMetrics() for _ in draws]
+    no_heads: list[str] = []
+    lines: list[dict] = []
+    for row, rec in recs:
+        mine = head_set.for_sample(rec.meta.sample_id)
+        bbox = seg.gt_box(row)
+        if mine:
+            g = seg.apply(NAMES[0], row, rec, ground(rec, mine, sel, gr))
+            sc = score(g, bbox)
+            sel_m.add(g.box_xywh, bbox, sc.hit, rec.meta.image_size)
+            lines.append({"id": row.id, "heads": [list(h) for h in mine], "box": list(g.box_xywh),
+                          "peak": list(g.peak_xy), "iou": sc.iou, "hit": sc.hit})
+        else:  # per_sample: no head passed both criteria in this sample -> counted as a miss, listed
+            no_heads.append(row.id)
+            seg.miss(NAMES[0], row, rec)
+            sel_m.add((0.0, 0.0, 0.0, 0.0), bbox, False, rec.meta.image_size)
+            lines.append({"id": row.id, "heads": [], "box": None, "peak": None, "iou": 0.0, "hit": False})
+        all_m.add_grounding(seg.apply(NAMES[1], row, rec, ground_all_heads(rec, sel, gr)), bbox, rec.meta.image_size)
+        for i, (m, d) in enumerate(zip(rnd_m, draws)):
+            m.add_grounding(seg.apply(f"random_heads_{i}", row, rec, ground(rec, d, sel, gr)), bbox)
+    return sel_m, all_m, rnd_m, no_heads, lines
+
+
+def _print_tables(metrics: dict, by_group: dict, random_summary: dict, out) -> None:
+    """The Acc@0.5 / mIoU / pointing table (overall and per group), the lmms-eval table, the bar chart."""
     print(f"\n{'':16s} {'Acc@0.5':>8s} {'mIoU':>7s} {'pointing':>9s} {'n':>5s}")
     for name in NAMES:
         m = metrics[name]
         print(f"{name:16s} {m['acc@0.5']:8.3f} {m['miou']:7.3f} {m['pointing']:9.3f} {int(m['n']):5d}")
     plots.bar_chart(NAMES, [metrics[n]["acc@0.5"] for n in NAMES], [0.0, 0.0, random_summary["acc@0.5_std"]],
-                    ctx.output_dir / "figures" / "grounding_acc.png", title="Acc@0.5 by head set", ylabel="Acc@0.5")
+                    out / "figures" / "grounding_acc.png", title="Acc@0.5 by head set", ylabel="Acc@0.5")
     for group, ms in by_group.items():
         print(f"{'  ' + group:16s} " + "  ".join(f"{n.split('_')[0]} {ms[n]['acc@0.5']:.3f}/{ms[n]['miou']:.3f}/{ms[n]['pointing']:.3f}"
                                               for n in NAMES) + f"  (Acc@0.5/mIoU/pointing, n={int(ms[NAMES[0]]['n'])})")
     print(G.benchmark_table([(n, metrics[n]) for n in NAMES] + [(f"  {g} {NAMES[0]}", ms[NAMES[0]]) for g, ms in by_group.items()]))
-    print(f"metrics: {path}")
-    index = write_run_index(ctx.output_dir, cfg=cfg)
-    return {"metrics_file": str(path), "index": str(index), **{n: metrics[n] for n in NAMES}}
 
 
 def _head_set(cfg, ctx: StageContext, chosen: HeadsFile | None, ids: list[str]) -> tuple[HeadSet, str]:
