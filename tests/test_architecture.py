@@ -111,3 +111,47 @@ def test_every_dotted_name_the_architecture_gives_exists():
         else:
             missing.append(name)
     assert not missing, f"docs/architecture.md names what does not exist: {missing}"
+
+
+MAX_PARAMS, MAX_CODE_LINES = 12, 60  # issue 30.4: short functions, a settings object instead of many knobs
+
+
+def _function_sizes(path: Path):
+    """(name, line, parameters, code lines) of every function in a file; code lines leave out the
+    docstring, blank lines and comment lines."""
+    import ast
+
+    text = path.read_text()
+    lines = text.splitlines()
+    for node in ast.walk(ast.parse(text)):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        a = node.args
+        n = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + bool(a.vararg) + bool(a.kwarg)
+        n -= bool(a.args and a.args[0].arg in ("self", "cls"))
+        body = node.body
+        doc = isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)
+        start = (body[0].end_lineno + 1) if doc else body[0].lineno
+        code = [ln for ln in lines[start - 1: node.end_lineno] if ln.strip() and not ln.strip().startswith("#")]
+        yield node.name, node.lineno, n, len(code)
+
+
+def test_no_function_takes_too_many_parameters_or_lines():
+    too_big = [f"{p.relative_to(ROOT)}:{line} {name}: {n} parameters, {code} code lines"
+               for pkg in ("lab", "llava", "utils") for p in sorted((ROOT / pkg).rglob("*.py"))
+               for name, line, n, code in _function_sizes(p) if n > MAX_PARAMS or code > MAX_CODE_LINES]
+    assert not too_big, f"over {MAX_PARAMS} parameters or {MAX_CODE_LINES} code lines:\n" + "\n".join(too_big)
+
+
+def test_no_package_and_its_own_module_import_each_other():
+    """A registry that imports its plug-ins which import the registry (issue 30.5): registration one way."""
+    import grimp
+
+    graph = grimp.build_graph("lab", "llava", "utils")
+    cycles = []
+    for module in sorted(graph.modules):
+        parent = module.rpartition(".")[0]
+        if parent and graph.direct_import_exists(importer=parent, imported=module) and \
+                graph.direct_import_exists(importer=module, imported=parent):
+            cycles.append(f"{parent} <-> {module}")
+    assert not cycles, cycles
