@@ -23,6 +23,7 @@ from utils.data import parse_shard
 from utils.errors import UserError
 from utils.runlock import run_lock
 from utils.settings.reading import settings_from_config
+from utils.settings.declarations import FinderConfig
 
 STAGES: dict[str, Callable[[Any, StageContext], dict]] = {
     "collect": collect_stage,
@@ -41,7 +42,7 @@ STAGES: dict[str, Callable[[Any, StageContext], dict]] = {
 LOCKED = {"collect", "pipeline", "batch", "evaluate", "ablate", "select"}
 
 
-def run_stage(cfg, ctx: StageContext) -> dict:
+def run_stage(cfg: FinderConfig, ctx: StageContext) -> dict:
     """Dispatch `cfg.stage`; an unknown stage is answered with the list of valid ones.
 
     Args:

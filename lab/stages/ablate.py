@@ -26,6 +26,7 @@ from utils.settings.declarations import excluded_layers
 from utils.data import load_selection
 from utils.errors import UserError
 from utils.io import atomic_write_json, load_image
+from utils.settings.declarations import FinderConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def _load_items(rows) -> tuple[list, list[tuple[str, str]]]:
     return items, failed
 
 
-def _heads_for(cfg, ctx: StageContext) -> tuple[list[tuple[int, int]], str]:
+def _heads_for(cfg: FinderConfig, ctx: StageContext) -> tuple[list[tuple[int, int]], str]:
     """Heads to mask: `heads_file=` (its top_k), else the folder's heads.json (unless reselect=true), else
     collect + select on this JSONL."""
     chosen = heads_to_use(cfg.heads_file, cfg.reselect, ctx.output_dir, cfg.top_k, "ablate")
@@ -52,7 +53,7 @@ def _heads_for(cfg, ctx: StageContext) -> tuple[list[tuple[int, int]], str]:
     return heads, "selected on the fly from this run"
 
 
-def ablate_stage(cfg, ctx: StageContext) -> dict:
+def ablate_stage(cfg: FinderConfig, ctx: StageContext) -> dict:
     """Accuracy: baseline vs selected heads masked vs random heads masked; see the module docstring."""
     ab = cfg.ablation  # its values were checked with the config (utils/settings/reading.py, run_stage)
     match = str(ab.match)
@@ -104,7 +105,7 @@ def ablate_stage(cfg, ctx: StageContext) -> dict:
             "selected_heads": result["selected_heads"], "random_heads": {k: v for k, v in result["random_heads"].items() if k != "draws"}}
 
 
-def _ablation_result(cfg, model_id: str, items, failed, heads, source: str, exclude, base, sel, rnd) -> dict:
+def _ablation_result(cfg: FinderConfig, model_id: str, items, failed, heads, source: str, exclude, base, sel, rnd) -> dict:
     """ablation.json: each condition's accuracy and changed answers, the random draws' spread, the
     settings, the failed rows and every row's answers."""
     ab, match = cfg.ablation, str(cfg.ablation.match)

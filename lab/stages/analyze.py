@@ -9,9 +9,10 @@ from lab.analysis.record_numbers import thresholded_analysis
 from lab.stages.context import StageContext, require
 from utils.data import file_stem
 from utils.io import atomic_write_json
+from utils.settings.declarations import FinderConfig
 
 
-def analyze_stage(cfg, ctx: StageContext) -> dict:
+def analyze_stage(cfg: FinderConfig, ctx: StageContext) -> dict:
     """Per-record analysis: both criteria for every head, saved under the output folder (the record's
     own folder may be read-only or someone else's)."""
     require(cfg, "attention_file", stage="analyze")
@@ -19,7 +20,7 @@ def analyze_stage(cfg, ctx: StageContext) -> dict:
     return analyze_record(rec, cfg, ctx.output_dir)
 
 
-def analyze_record(rec: AttentionRecord, cfg, output_dir: Path) -> dict:
+def analyze_record(rec: AttentionRecord, cfg: FinderConfig, output_dir: Path) -> dict:
     """The record's own elbow (criterion 1 within one sample), then both criteria per head."""
     elbow, res = thresholded_analysis(rec, cfg.selection, cfg.grounding)
     out = Path(output_dir) / "analysis" / f"{file_stem(rec.meta.sample_id)}.analysis.json"

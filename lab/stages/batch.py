@@ -18,11 +18,12 @@ from utils.data import Row
 from utils.errors import UserError
 from utils.data import load_selection
 from utils.runlock import RunLock
+from utils.settings.declarations import FinderConfig
 
 log = logging.getLogger(__name__)
 
 
-def collect_batch(cfg, ctx: StageContext, require: tuple[str, ...] = (),
+def collect_batch(cfg: FinderConfig, ctx: StageContext, require: tuple[str, ...] = (),
                   heads: HeadsFile | None = None) -> tuple[list[Row], BatchSummary]:
     """The JSONL's rows (validated whole, `require`d keys present) -> records in <output_dir>/attention.
     Once the model is loaded, before any row is collected, `heads` (a heads file a later step uses) and
@@ -50,7 +51,7 @@ def collect_batch(cfg, ctx: StageContext, require: tuple[str, ...] = (),
     return rows, summary
 
 
-def batch_stage(cfg, ctx: StageContext) -> dict:
+def batch_stage(cfg: FinderConfig, ctx: StageContext) -> dict:
     """JSONL -> records (resumable, failures recorded) -> select -> heads.json + figures + index.html.
 
     Under torchrun / accelerate launch every rank collects its shard of the rows into one shared

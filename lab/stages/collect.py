@@ -12,11 +12,12 @@ from lab.capture.station import collect
 from utils.cli import resolve_query
 from utils.errors import UserError
 from utils.io import load_image
+from utils.settings.declarations import FinderConfig
 
 log = logging.getLogger(__name__)
 
 
-def collect_stage(cfg, ctx: StageContext) -> dict:
+def collect_stage(cfg: FinderConfig, ctx: StageContext) -> dict:
     """One image + query (`query=` or `query_file=`) -> one record at <output_dir>/attention/<save_id>.safetensors."""
     query = resolve_query(cfg)
     if not query:

@@ -20,12 +20,13 @@ from lab.stages.select import select_stage
 from utils.io import jsonable
 from utils.errors import UserError
 from utils.io import atomic_write_json, atomic_write_text
+from utils.settings.declarations import FinderConfig
 
 NAMES = ["selected_heads", "all_heads_mean", "random_heads"]
 SAMPLES_FILE = "evaluate_samples.jsonl"  # one line per sample: the selected heads' box, peak, IoU, hit
 
 
-def evaluate_stage(cfg, ctx: StageContext) -> dict:
+def evaluate_stage(cfg: FinderConfig, ctx: StageContext) -> dict:
     """Acc@0.5, mIoU and pointing of the selected heads vs the all-heads mean vs random heads;
     metrics.json, and evaluate_samples.jsonl with each sample's box, IoU and hit (selected heads)."""
     chosen = heads_to_use(cfg.heads_file, cfg.reselect, ctx.output_dir, cfg.top_k, "evaluate",
@@ -118,7 +119,7 @@ def _print_tables(metrics: dict, by_group: dict, random_summary: dict, out) -> N
     print(G.benchmark_table([(n, metrics[n]) for n in NAMES] + [(f"  {g} {NAMES[0]}", ms[NAMES[0]]) for g, ms in by_group.items()]))
 
 
-def _head_set(cfg, ctx: StageContext, chosen: HeadsFile | None, ids: list[str]) -> tuple[HeadSet, str]:
+def _head_set(cfg: FinderConfig, ctx: StageContext, chosen: HeadsFile | None, ids: list[str]) -> tuple[HeadSet, str]:
     """heads_file= or the folder's heads.json (`chosen`), else selected on the fly over the rows `ids`
     (ranking=per_sample, the release: each sample is grounded with its own top_k heads; `heads` is their tally)."""
     if chosen is not None and chosen.per_sample is not None:

@@ -23,12 +23,13 @@ from utils.data import Row, file_stem
 from utils.errors import UserError
 from utils.io import load_image
 from utils.masks import decode_mask, mask_box_xywh
+from utils.settings.declarations import FinderConfig
 
 GT = "ground_truth"
 CSV_FIELDS = ["id", "method", "intersection", "union", "iou", "box_x", "box_y", "box_w", "box_h", "sam_score"]
 
 
-def required_keys(cfg) -> tuple[str, ...]:
+def required_keys(cfg: FinderConfig) -> tuple[str, ...]:
     """Row keys evaluate needs: bbox for boxes, mask for masks (output=mask: the box target is the mask's box)."""
     out = cfg.grounding.output
     return {"box": ("bbox",), "mask": ("mask",), "both": ("bbox", "mask")}[out]
@@ -37,7 +38,7 @@ def required_keys(cfg) -> tuple[str, ...]:
 class SegmentationRun:
     """Masks, mask metrics and (refine=sam) SAM boxes of one evaluate run."""
 
-    def __init__(self, cfg, ctx, data_file: str) -> None:
+    def __init__(self, cfg: FinderConfig, ctx, data_file: str) -> None:
         g = cfg.grounding
         self.masks = g.output in ("mask", "both")
         self.sam = g.refine == "sam"

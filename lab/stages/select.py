@@ -19,9 +19,10 @@ from lab.report import write_run_index
 from lab.runs.heads_files import check_exclude_layers, write_head_table_csv, write_heads_by_layer, write_heads_json
 from utils.io import jsonable
 from utils.io import atomic_write_json
+from utils.settings.declarations import FinderConfig
 
 
-def select_stage(cfg, ctx: StageContext, ids: list[str] | None = None) -> dict:
+def select_stage(cfg: FinderConfig, ctx: StageContext, ids: list[str] | None = None) -> dict:
     """Across the records of a folder: elbow on mean S_img, k lowest-entropy heads per sample, frequency.
     `ids`: the rows of the calling stage's data_file (None: the ids the folder's manifests name)."""
     folder = Path(cfg.attention_dir) if cfg.attention_dir else ctx.output_dir / "attention"
@@ -80,7 +81,7 @@ def select_stage(cfg, ctx: StageContext, ids: list[str] | None = None) -> dict:
             "figures": {k: str(v) for k, v in paths.items()}, "per_sample": payload.get("per_sample")}
 
 
-def _heads_payload(selection, first: AttentionRecord, cfg, folder: Path, n_files: int, ids: list[str]) -> dict:
+def _heads_payload(selection, first: AttentionRecord, cfg: FinderConfig, folder: Path, n_files: int, ids: list[str]) -> dict:
     """heads.json: the selection with record axes turned into model indices, where the records came
     from, the method, and (ranking=per_sample) each sample's own heads."""
     payload = selection.to_json_dict()
