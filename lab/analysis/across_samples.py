@@ -146,7 +146,7 @@ def select_heads(
     (layer, head) instead of by higher S_img.
     """
     k, tie_break, elbow_method = heads_per_sample(sel, top_k), sel.tie_break, sel.elbow.method
-    elbow_include_excluded = bool(sel.elbow.include_excluded)
+    elbow_include_excluded = sel.elbow.include_excluded
     s, e, bmask = _checked_inputs(s_img, entropy, k, top_k, bottom_row_mask, sample_mask, tie_break)
     N, L, H = s.shape
     keep_layers = np.broadcast_to(layer_mask(L, exclude_layers)[:, None], (L, H))

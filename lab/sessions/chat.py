@@ -281,7 +281,7 @@ def _overlay(rec: Any, cfg: Any, out_dir: Path, heads: list[tuple[int, int]] | N
         if heads is not None:
             raise
         res = analyze_record(rec, cfg.selection, cfg.grounding)  # criterion 2 only
-        fallback = rec.model_heads(res.ranked_heads(int(cfg.top_k)))
+        fallback = rec.model_heads(res.ranked_heads(cfg.top_k))
         if not fallback:
             raise
         log.info("no head passes both criteria in this answer; showing the lowest-entropy heads")

@@ -56,7 +56,7 @@ def _heads_for(cfg: FinderConfig, ctx: StageContext) -> tuple[list[tuple[int, in
 def ablate_stage(cfg: FinderConfig, ctx: StageContext) -> dict:
     """Accuracy: baseline vs selected heads masked vs random heads masked; see the module docstring."""
     ab = cfg.ablation  # its values were checked with the config (utils/settings/reading.py, run_stage)
-    match = str(ab.match)
+    match = ab.match
     rows = load_selection(cfg.data_file, ("answer",), cfg.start_index, cfg.end_index, cfg.shard).rows
     heads, source = _heads_for(cfg, ctx)
     if not heads:
@@ -66,7 +66,7 @@ def ablate_stage(cfg: FinderConfig, ctx: StageContext) -> dict:
     check_against_model(heads, cfg.selection.exclude_layers, L, Hn, source)
     exclude = excluded_layers(cfg.selection.exclude_layers, L)
     try:
-        draws = G.random_head_sets(L, Hn, len(heads), int(ab.random_draws), int(cfg.seed),
+        draws = G.random_head_sets(L, Hn, len(heads), ab.random_draws, cfg.seed,
                                    exclude_layers=exclude, exclude_heads=heads)
     except ValueError as e:
         log.warning("no random-heads baseline: %s", e)
@@ -75,8 +75,8 @@ def ablate_stage(cfg: FinderConfig, ctx: StageContext) -> dict:
     if not items:
         raise UserError(f"no row of {cfg.data_file} has a readable image; see the warnings above")
 
-    kw = dict(batch_size=int(cfg.batch_size), max_new_tokens=int(cfg.max_new_tokens), match=match,
-              maskout_mode=str(ab.maskout_mode), steps=str(ab.steps))
+    kw = dict(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, match=match,
+              maskout_mode=ab.maskout_mode, steps=ab.steps)
     visual = named_visual_heads(Path(ctx.output_dir), (L, Hn)) if ab.visual_heads else None
     bar = tqdm(total=len(items) * (2 + len(draws) + bool(visual)), desc="ablate", unit="answer", disable=len(items) < 20)
     base = run_condition(vlm, items, [], name="baseline", progress=bar, **kw)
@@ -108,7 +108,7 @@ def ablate_stage(cfg: FinderConfig, ctx: StageContext) -> dict:
 def _ablation_result(cfg: FinderConfig, model_id: str, items, failed, heads, source: str, exclude, base, sel, rnd) -> dict:
     """ablation.json: each condition's accuracy and changed answers, the random draws' spread, the
     settings, the failed rows and every row's answers."""
-    ab, match = cfg.ablation, str(cfg.ablation.match)
+    ab, match = cfg.ablation, cfg.ablation.match
     accs = [r.accuracy for r in rnd]
     random_block: dict[str, Any] = {
         "mean": float(np.mean(accs)) if accs else None,
@@ -124,10 +124,10 @@ def _ablation_result(cfg: FinderConfig, model_id: str, items, failed, heads, sou
         "baseline": base.summary(),
         "selected_heads": {**sel.summary(base), "heads": [list(h) for h in heads], "source": source},
         "random_heads": random_block,
-        "settings": {"match": match, "random_draws": len(rnd), "maskout_mode": str(ab.maskout_mode),
-                     "steps": str(ab.steps), "top_k": len(heads), "seed": int(cfg.seed),
-                     "exclude_layers": exclude, "max_new_tokens": int(cfg.max_new_tokens),
-                     "data_file": str(cfg.data_file), "model_id": model_id},
+        "settings": {"match": match, "random_draws": len(rnd), "maskout_mode": ab.maskout_mode,
+                     "steps": ab.steps, "top_k": len(heads), "seed": cfg.seed,
+                     "exclude_layers": exclude, "max_new_tokens": cfg.max_new_tokens,
+                     "data_file": cfg.data_file, "model_id": model_id},
         "failed": [{"id": i, "reason": r} for i, r in failed],
         "samples": [{"id": row.id, "answer": row.answer, "baseline": base.answers[row.id],
                      "selected_heads": sel.answers.get(row.id), "baseline_correct": base.correct[row.id],

@@ -44,8 +44,8 @@ def collect_batch(cfg: FinderConfig, ctx: StageContext, require: tuple[str, ...]
         return vlm
 
     summary = collect_rows(rows, output_dir=ctx.output_dir, load_vlm=load_vlm, strategy=strategy,
-                           batch_size=int(cfg.batch_size), max_new_tokens=int(cfg.max_new_tokens),
-                           overwrite=bool(cfg.overwrite), shard=cfg.shard, on_record=on_record,
+                           batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+                           overwrite=cfg.overwrite, shard=cfg.shard, on_record=on_record,
                            exclusive_since=ctx.exclusive_since)
     print(summary.text())
     return rows, summary

@@ -28,8 +28,8 @@ def collect_stage(cfg: FinderConfig, ctx: StageContext) -> dict:
     strategy = strategy_from_settings(cfg.strategy)
     save_id = str(cfg.save_id or Path(cfg.image_file).stem)  # the file name is utils.data.file_stem(save_id)
     vlm = ctx.load_vlm()
-    (rec,) = collect(vlm, [(image, query, save_id, str(cfg.image_file))], strategy,
-                     max_new_tokens=int(cfg.max_new_tokens))
+    (rec,) = collect(vlm, [(image, query, save_id, cfg.image_file)], strategy,
+                     max_new_tokens=cfg.max_new_tokens)
     path = rec.save(record_path(ctx.output_dir, save_id))
     log.info("answer: %s", rec.meta.generated_text)
     print(f"record: {path}")

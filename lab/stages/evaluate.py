@@ -39,14 +39,14 @@ def evaluate_stage(cfg: FinderConfig, ctx: StageContext) -> dict:
     if not recs:
         raise UserError("no sample could be collected; see the manifest for the reasons")
     check_compatible([rec for _, rec in recs])
-    seg = SegmentationRun(cfg, ctx, str(cfg.data_file))  # masks / SAM (grounding.output, grounding.refine)
+    seg = SegmentationRun(cfg, ctx, cfg.data_file)  # masks / SAM (grounding.output, grounding.refine)
     seg.check(recs)
     head_set, source = _head_set(cfg, ctx, chosen, [row.id for row in rows])
     heads, per_sample = head_set.heads, head_set.per_sample is not None
     sel, gr = cfg.selection, cfg.grounding
     first = recs[0][1]
     L, Hn = len(first.meta.layers), len(first.meta.heads)
-    draws = G.random_head_sets(L, Hn, len(heads), int(gr.random_draws), int(cfg.seed),
+    draws = G.random_head_sets(L, Hn, len(heads), gr.random_draws, cfg.seed,
                                exclude_layers=first.excluded_axes(sel.exclude_layers))
     draws = [first.model_heads(d) for d in draws]
     sel_m, all_m, rnd_m, no_heads, lines = _score_rows(recs, head_set, seg, draws, sel, gr)

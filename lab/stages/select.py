@@ -28,7 +28,7 @@ def select_stage(cfg: FinderConfig, ctx: StageContext, ids: list[str] | None = N
     folder = Path(cfg.attention_dir) if cfg.attention_dir else ctx.output_dir / "attention"
     refuse_live_writer(folder, ctx.output_dir if ctx.lock is not None else None)  # lab/records/folder.py
     files = run_records(folder, record_files(folder), ids, cfg.data_file)  # stray records named, left out
-    missing = check_complete(folder, bool(cfg.allow_partial))
+    missing = check_complete(folder, cfg.allow_partial)
     names = NameCheck()
     sel, gr = cfg.selection, cfg.grounding
     analyses, conc, groups, ids, first = [], [], [], [], None
