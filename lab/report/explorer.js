@@ -227,11 +227,63 @@
   function isLow(s) { return s.iou !== undefined && s.iou !== null && s.iou < LOW_IOU; }
   var MATCH = D.answer_match || "exact";
   var list = { sort: null, dir: 1, rows: [] };
+  // scroll the list (never the page: the page opens at its top) so that row `tr` is in view below the sticky header
+  function revealRow(tr) {
+    var box = $("sample-list"), b = box.getBoundingClientRect(), r = tr.getBoundingClientRect();
+    var head = box.querySelector("th"), top = b.top + (head ? head.getBoundingClientRect().height : 0);
+    if (r.top < top) box.scrollTop -= top - r.top;
+    else if (r.bottom > b.bottom) box.scrollTop += r.bottom - b.bottom;
+  }
+  // text widths in the list's fonts (canvas measureText: no layout needed)
+  var measure = document.createElement("canvas").getContext("2d");
+  function textWidth(text, weight, px) {
+    measure.font = (weight || "400") + " " + (px || 12) + "px " + getComputedStyle(document.body).fontFamily;
+    return measure.measureText(text).width;
+  }
+  var CELL_PAD = 8, ID_MAX = 84;  // px: a cell's padding and border; the widest id column
+  // What the id column shows (the full id is the cell's title): every id when all fit; else each without
+  // the prefix they all share, cut back to a separator or a digit run ("planted_00042" -> "…00042"); else
+  // from just before the first character where they differ, cut at the end to fit ("…001_ann_7").
+  function idLabels(ids) {
+    var room = ID_MAX - CELL_PAD;
+    function fits(t) { return textWidth(t) <= room; }
+    if (ids.every(fits)) return ids.slice();
+    var same = ids.length > 1 ? sharedPrefix(ids) : 0, cut = boundary(ids[0], same);
+    var dropped = ids.map(function (x) { return cut ? "\u2026" + x.slice(cut) : x; });
+    if (cut && dropped.every(fits)) return dropped;
+    var from = Math.max(cut, same - 2);
+    return ids.map(function (x) { return fitEnd(from ? "\u2026" + x.slice(from) : x, fits); });
+  }
+  function sharedPrefix(ids) {  // how many leading characters every id shares
+    var n = ids[0].length;
+    ids.forEach(function (x) { var i = 0; while (i < n && x[i] === ids[0][i]) i++; n = i; });
+    return n;
+  }
+  function boundary(x, n) {  // the last cut at or before n after a separator or before a digit run (0: none)
+    for (var i = n; i >= 3; i--) if (/[_\-\/.:\s]/.test(x[i - 1]) || (/\d/.test(x[i]) && !/\d/.test(x[i - 1]))) return i;
+    return 0;
+  }
+  function fitEnd(t, fits) {
+    if (fits(t)) return t;
+    for (var k = t.length - 1; k > 1; k--) if (fits(t.slice(0, k) + "\u2026")) return t.slice(0, k) + "\u2026";
+    return t.slice(0, 1) + "\u2026";
+  }
+  // a column's width: its given width, widened so that its label and the sort arrow (9px) fit
+  function columnWidth(c) {
+    var need = Math.ceil(textWidth(c.label, "600") + (c.sort ? textWidth(" \u25bc", "600", 9) : 0)) + CELL_PAD;
+    return c.w ? Math.max(c.w, need) : null;
+  }
+  var ID_LABELS = idLabels(S.map(function (s) { return String(s.id); }));
+  function idWidth() {
+    var w = ID_LABELS.reduce(function (a, t) { return Math.max(a, textWidth(t)); }, 0);
+    return Math.min(ID_MAX, Math.ceil(w) + CELL_PAD);
+  }
   function sampleColumns() {
     var hasIoU = S.some(function (s) { return s.iou !== undefined; }), hasGt = S.some(function (s) { return s.gt_answer != null; });
     var hasOk = S.some(function (s) { return s.correct !== undefined; }), hasEnt = S.some(function (s) { return s.sel_entropy !== undefined; });
     return [
-      { key: "id", label: "id", w: 68, sort: function (s) { return s.id; }, title: "sample id" },
+      { key: "id", label: "id", w: idWidth(), sort: function (s) { return s.id; },
+        title: "sample id" + (ID_LABELS.some(function (t, i) { return t !== S[i].id; }) ? " (shortened where it would not fit; hover a row's id for all of it)" : "") },
       { key: "answer", label: "answer", w: 58, title: "the model's answer" },
       hasGt ? { key: "expected", label: "expected", w: 58, title: "the expected answer" } : null,
       hasOk ? { key: "correct", label: "ok", w: 24, sort: function (s) { return s.correct === undefined ? null : +s.correct; },
@@ -242,8 +294,8 @@
                  title: "mean spatial entropy of the selected heads in this sample (lower = more focused)" } : null,
       { key: "prompt", label: "prompt", title: "the query (hover a row for all of it)" }].filter(Boolean);
   }
-  function sampleCell(c, s) {
-    if (c.key === "id") return el("td", { title: s.id, text: s.id });
+  function sampleCell(c, s, i) {
+    if (c.key === "id") return el("td", { cls: "sid", title: s.id, text: ID_LABELS[i] });
     if (c.key === "answer") return el("td", { cls: isWrong(s) ? "flag" : "", text: s.answer == null ? "" : String(s.answer) });
     if (c.key === "expected") return el("td", { text: s.gt_answer == null ? "" : String(s.gt_answer) });
     if (c.key === "correct") return el("td", { cls: "mark" + (isWrong(s) ? " flag" : ""), "data-correct": s.correct === undefined ? "" : String(s.correct),
@@ -304,7 +356,8 @@
     var cols = sampleColumns();
     var t = el("table", { id: "samples-table" }), cg = el("colgroup"), hr = el("tr");
     cols.forEach(function (c) {
-      cg.appendChild(el("col", c.w ? { style: "width:" + c.w + "px" } : null));
+      var w = columnWidth(c);
+      cg.appendChild(el("col", w ? { style: "width:" + w + "px" } : null));
       var th = el("th", { title: c.title });
       if (c.sort) {
         th.setAttribute("data-sort", c.key);
@@ -315,7 +368,7 @@
           list.sort = c.key;
           sortRows(t, cols);
           var tr = list.rows[st.sample];
-          if (tr && !tr.hidden && tr.scrollIntoView) tr.scrollIntoView({ block: "nearest" });
+          if (tr && !tr.hidden) revealRow(tr);
         });
         th.appendChild(b);
       } else th.textContent = c.label;
@@ -325,7 +378,7 @@
     t.appendChild(hr);
     list.rows = S.map(function (s, i) {
       var tr = el("tr", { "data-sample": String(i), title: s.prompt + "\n-> " + s.answer + (isWrong(s) ? " (wrong)" : "") },
-        cols.map(function (c) { return sampleCell(c, s); }));
+        cols.map(function (c) { return sampleCell(c, s, i); }));
       if (isWrong(s)) tr.classList.add("wrong");
       if (isLow(s)) tr.classList.add("low-iou");
       tr.addEventListener("click", function () { pickSample(i); });
@@ -634,7 +687,7 @@
     st.grid = null;
     document.querySelectorAll("#sample-list tr.current").forEach(function (tr) { tr.classList.remove("current"); });
     var tr = document.querySelector('#sample-list tr[data-sample="' + i + '"]');
-    if (tr) { tr.classList.add("current"); if (tr.scrollIntoView) tr.scrollIntoView({ block: "nearest" }); }
+    if (tr) { tr.classList.add("current"); revealRow(tr); }
     renderMapControls();
     if (st.scope === "sample") renderGrid();
     drawMap();
