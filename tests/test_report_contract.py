@@ -30,3 +30,12 @@ def test_a_field_outside_the_contract_or_of_the_wrong_type_is_named(toy_run):
         "data.samples[0].maps: missing (Sample)",
         "data.samples[2].colour: not in the contract (Sample, lab/report/page_data.py)",
         "data.samples[3].iou: str '0.5', expected float"]
+
+
+def test_the_page_script_is_every_module_of_js_once_main_last():
+    """lab/report/page.py SCRIPTS: a module left out of it would be missing from the page, silently."""
+    from lab.report.page import ASSETS, SCRIPTS, page_script
+
+    assert sorted(SCRIPTS) == sorted(p.name for p in (ASSETS / "js").glob("*.js")) and SCRIPTS[-1] == "main.js"
+    js = page_script()
+    assert js.count('"use strict"') == 1 and all(f"function {f}(" in js for f in ("drawMap", "renderSampleList", "renderGrid"))

@@ -1,5 +1,5 @@
 """The explorer page's data contract: the JSON blob `#lh-data` that `lab.report.rundata.build_run_data`
-writes and `lab/report/explorer.js` reads, described once as TypedDicts (`PageData` at the top).
+writes and the page's script (lab/report/js/) reads, described once as TypedDicts (`PageData` at the top).
 
 A key the page may lack is `NotRequired`; a value that may be JSON null is `X | None`. Blocks that are
 a stage's own file, shown as they are (metrics.json, ablation.json, run_config.json, heads.json's
@@ -8,7 +8,7 @@ against the contract (tests/test_report_contract.py runs it on the toy runs' pag
 the blob without a line here is a problem, so this file stays the one description.
 
 To give the page a new block (a panel): add its TypedDict here and its key to `PageData`, fill it in
-`build_run_data`, and draw it in a new `lab/report/js/panel_*.js` (see lab/report/page.py `SCRIPTS`).
+`build_run_data`, and draw it in a new `lab/report/js/panel_<name>.js` (lab/report/page.py `SCRIPTS`).
 """
 
 
