@@ -14,4 +14,5 @@ function fmt(v, d) {
   if (v === null || v === undefined || (typeof v === "number" && !isFinite(v))) return "n/a";
   return typeof v === "number" ? v.toFixed(d === undefined ? 3 : d) : String(v);
 }
+function headerRow(labels) { return el("tr", null, labels.map(function (h) { return el("th", { text: h }); })); }
 function headName(l, h) { return "L" + l + "H" + h; }

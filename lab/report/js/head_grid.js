@@ -66,6 +66,9 @@ function renderGrid() {
   var cx = cv.getContext("2d");
   for (var x = 0; x < 160; x++) { cx.fillStyle = rgb(viridis(x / 159)); cx.fillRect(x, 0, 1, 10); }
   var ends = gv.counts !== undefined ? [Math.round(lo) + " ", " " + Math.round(hi) + " of " + gv.counts + " samples"] : [fmt(lo, 3) + " ", " " + fmt(hi, 3)];
-  lg.appendChild(el("div", { cls: "hint" }, [el("span", { id: "grid-cbar-lo", text: isFinite(lo) ? ends[0] : "" }), cv, el("span", { id: "grid-cbar-hi", text: isFinite(hi) ? ends[1] : "" })]));
-  lg.appendChild(el("div", { cls: "hint", id: "grid-cbar-label", text: "colour: " + STATS[st.stat] + ", " + gv.label + ". Red border: selected heads; hatched: excluded layers; grey: no finite value. Keyboard: Tab to the grid, arrow keys move, Enter or Space shows that head." }));
+  lg.appendChild(el("div", { cls: "hint" }, [el("span", { id: "grid-cbar-lo", text: isFinite(lo) ? ends[0] : "" }), cv,
+    el("span", { id: "grid-cbar-hi", text: isFinite(hi) ? ends[1] : "" })]));
+  var how = ". Red border: selected heads; hatched: excluded layers; grey: no finite value. " +
+    "Keyboard: Tab to the grid, arrow keys move, Enter or Space shows that head.";
+  lg.appendChild(el("div", { cls: "hint", id: "grid-cbar-label", text: "colour: " + STATS[st.stat] + ", " + gv.label + how }));
 }

@@ -1,7 +1,7 @@
 /* Panel: the selected heads and the elbow plot. */
 function renderHeads() {
   var HD = D.heads || {}, sel = HD.selected || [];
-  var t = el("table", { id: "selected-heads" }, [el("tr", null, ["rank", "head", "frequency", "mean S_img", "mean entropy"].map(function (h) { return el("th", { text: h }); }))]);
+  var t = el("table", { id: "selected-heads" }, [headerRow(["rank", "head", "frequency", "mean S_img", "mean entropy"])]);
   sel.forEach(function (d, i) {
     var tr = el("tr", { "data-head-name": headName(d.layer, d.head) }, [el("td", { text: String(i + 1) }), el("td", { text: headName(d.layer, d.head) }),
       el("td", { cls: "num", text: d.frequency === undefined ? "" : d.frequency + " of " + HD.n_samples + " samples (" + fmt(d.frequency_ratio, 2) + ")" }),

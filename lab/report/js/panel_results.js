@@ -18,7 +18,7 @@ function renderMetrics() {
   $("metrics-section").hidden = false;
   staleBadge("metrics", $("metrics-section"), $("metrics"));
   var k = (M.heads || []).length, rnd = M.random_heads || {};
-  var t = el("table", { id: "metrics-table" }, [el("tr", null, ["head set", "Acc@0.5", "mIoU", "pointing", "n"].map(function (h) { return el("th", { text: h }); }))]);
+  var t = el("table", { id: "metrics-table" }, [headerRow(["head set", "Acc@0.5", "mIoU", "pointing", "n"])]);
   [["selected_heads", "selected heads (" + (M.heads || []).map(function (p) { return headName(p[0], p[1]); }).join(", ") + ")"],
    ["all_heads_mean", "mean of all heads"], ["random_heads", k + " random heads (" + (rnd.draws || 0) + " draws, mean \u00b1 std)"]].forEach(function (r) {
     var d = M[r[0]] || {}, isR = r[0] === "random_heads";
@@ -28,7 +28,7 @@ function renderMetrics() {
   });
   $("metrics").appendChild(t);
   if ((M.selected_heads || {}).mask) {  // grounding.output=mask|both: mask metrics (lab/masks.py)
-    var mk = ["miou", "ciou", "p@0.5", "p@0.7", "p@0.9"], mt = el("table", { id: "mask-metrics-table" }, [el("tr", null, ["masks", "mIoU", "cIoU", "P@0.5", "P@0.7", "P@0.9"].map(function (h) { return el("th", { text: h }); }))]);
+    var mk = ["miou", "ciou", "p@0.5", "p@0.7", "p@0.9"], mt = el("table", { id: "mask-metrics-table" }, [headerRow(["masks", "mIoU", "cIoU", "P@0.5", "P@0.7", "P@0.9"])]);
     ["selected_heads", "all_heads_mean", "random_heads"].forEach(function (n) {
       var d = (M[n] || {}).mask || {}, isR = n === "random_heads";
       mt.appendChild(el("tr", null, [el("td", { text: n.replace(/_/g, " ") })].concat(mk.map(function (key) { return metricCell(n + ".mask." + key, d[key], isR ? d[key + "_std"] : undefined); }))));
@@ -45,17 +45,19 @@ function renderAblation() {
   $("ablation-section").hidden = false;
   staleBadge("ablation", $("ablation-section"), $("ablation"));
   var b = A.baseline || {}, s = A.selected_heads || {}, r = A.random_heads || {};
-  var t = el("table", { id: "ablation-table" }, [el("tr", null, ["condition", "answer accuracy", "answers changed vs baseline", "n"].map(function (h) { return el("th", { text: h }); }))]);
+  var t = el("table", { id: "ablation-table" }, [headerRow(["condition", "answer accuracy", "answers changed vs baseline", "n"])]);
   var rch = (r.draws || []).map(function (d) { return d.changed_vs_baseline; });
   var rchMean = rch.length ? rch.reduce(function (a, c) { return a + c; }, 0) / rch.length : null;
   [["baseline", "no intervention", b.accuracy, null, b.n, null],
    ["selected_heads", "selected heads masked (" + (s.heads || []).map(function (p) { return headName(p[0], p[1]); }).join(", ") + ")", s.accuracy, s.changed_vs_baseline, s.n, null],
-   ["random_heads", (s.heads || []).length + " random heads masked (" + (r.draws || []).length + " draws, mean \u00b1 std; min " + fmt(r.min) + ", max " + fmt(r.max) + ")", r.mean, rchMean, r.n, r.std]].forEach(function (row) {
+   ["random_heads", (s.heads || []).length + " random heads masked (" + (r.draws || []).length + " draws, mean \u00b1 std; min " +
+     fmt(r.min) + ", max " + fmt(r.max) + ")", r.mean, rchMean, r.n, r.std]].forEach(function (row) {
     var acc = el("td", { cls: "num" }, [el("span", { "data-metric": "ablation." + row[0] + ".accuracy", text: fmt(row[2]) })]);
     if (row[5] != null) acc.appendChild(el("span", { cls: "std", "data-metric": "ablation." + row[0] + ".std", text: " \u00b1 " + fmt(row[5]) }));
     t.appendChild(el("tr", null, [el("td", { text: row[1] }), acc, el("td", { cls: "num", text: row[3] == null ? "-" : fmt(row[3]) }), el("td", { cls: "num", text: String(row[4]) })]));
   });
   $("ablation").appendChild(t);
   var se = A.settings || {};
-  $("ablation").appendChild(el("p", { cls: "hint", text: "match " + se.match + ", mask " + se.maskout_mode + ", steps " + se.steps + ", max_new_tokens " + se.max_new_tokens + ", seed " + se.seed + (r.note ? "; " + r.note : "") }));
+  $("ablation").appendChild(el("p", { cls: "hint", text: "match " + se.match + ", mask " + se.maskout_mode + ", steps " + se.steps +
+    ", max_new_tokens " + se.max_new_tokens + ", seed " + se.seed + (r.note ? "; " + r.note : "") }));
 }

@@ -25,7 +25,8 @@ function renderSummary() {
   });
   if (D.files && D.files.length) {
     $("files-section").hidden = false;
-    var det = el("details", D.files.length <= 24 ? { open: "" } : null, [el("summary", { text: D.files.length + (D.files.length === 1 ? " file" : " files") + " in the run folder (links open them; nothing is loaded before)" })]);
+    var what = D.files.length + (D.files.length === 1 ? " file" : " files") + " in the run folder (links open them; nothing is loaded before)";
+    var det = el("details", D.files.length <= 24 ? { open: "" } : null, [el("summary", { text: what })]);
     D.files.forEach(function (f) {
       det.appendChild(el("a", { href: f.split("/").map(encodeURIComponent).join("/"), text: f }));
       det.appendChild(document.createTextNode("  "));
