@@ -125,13 +125,66 @@ def test_offline_hub_id_run_is_one_line_and_leaves_nothing(tmp_path):
 
 
 # ---- item 8: a failed run's folder --------------------------------------------------------------
-def test_failed_run_into_output_dir_logs_the_error(tmp_path):
-    out = tmp_path / "run"
-    r = _run_here("localization_heads_finder.py", "stage=collect", f"image_file={IMG}", "query=hi",
-                  "model.name_or_path=/no/such/folder", f"output_dir={out}", cwd=tmp_path)
+def test_failed_run_into_output_dir_leaves_nothing_it_created(tmp_path):
+    """Issue 31, item 6 (this test used to expect the error in `<out>/localization_heads_finder.log`):
+    a run that fails before any work leaves no folder, lock, log or plan behind; the error line is on
+    stderr."""
+    out = tmp_path / "new" / "run"
+    args = ("stage=collect", f"image_file={IMG}", "query=hi", "model.name_or_path=/no/such/folder")
+    r = _run_here("localization_heads_finder.py", *args, f"output_dir={out}", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip() == "error: model.name_or_path=/no/such/folder: folder does not exist"
-    log = (out / "localization_heads_finder.log").read_text()
-    assert "error: model.name_or_path=/no/such/folder: folder does not exist" in log
+    assert list(tmp_path.iterdir()) == []  # the run's folder and the parent it made, gone
+
+
+def test_a_folder_that_existed_keeps_only_what_it_had(tmp_path):
+    from utils.folder_undo import remember_output_dir, undo_idle_run
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "notes.txt").write_text("mine")
+    (old / "lhf.log").write_text("an earlier run\n")
+    (old / "manifest.plan.json").write_text('{"rows": 4}')
+    remember_output_dir(old)
+    (old / ".lock").write_text("{}")  # what the failed run adds and changes
+    (old / "lhf.log").write_text("an earlier run\nerror: ...\n")
+    (old / "manifest.plan.json").write_text('{"rows": 2}')
+    assert undo_idle_run(old, "lhf.log") is True
+    assert sorted(p.name for p in old.iterdir()) == ["lhf.log", "manifest.plan.json", "notes.txt"]
+    assert (old / "lhf.log").read_text() == "an earlier run\n" and (old / "manifest.plan.json").read_text() == '{"rows": 4}'
+
+
+def test_a_failed_run_that_did_work_keeps_its_folder(tmp_path):
+    from utils.folder_undo import remember_output_dir, undo_idle_run
+
+    out = tmp_path / "run"
+    remember_output_dir(out)
+    (out / "attention").mkdir(parents=True)
+    (out / ".lock").write_text("{}")
+    assert undo_idle_run(out) is False and (out / ".lock").exists()  # a record folder: work was done
+    remember_output_dir(tmp_path / "x")
+    assert undo_idle_run(out) is False  # a note about another folder is not about this one
+
+
+@pytest.mark.parametrize("words, bad", [
+    (["model=llava15-7b"], ["unknown model llava15-7b: config/model/ has no llava15-7b.yaml (did you mean model=llava15_7b?)"]),
+    (["method=kang", "model=toy"], ["unknown method kang: config/method/ has no kang.yaml (did you mean method=kang_release?)"]),
+    (["-m", "model=toy,qwen25vl"], ["unknown model qwen25vl: config/model/ has no qwen25vl.yaml (did you mean model=qwen25_vl_7b?)"]),
+    (["model=toy", "method=paper", "~model", "hydra/launcher=basic", "top_k=3", "model.name=x"], []),
+])
+def test_unknown_group_choices(words, bad):
+    from utils.preflight import unknown_group_choices
+
+    got = unknown_group_choices(words)
+    assert [g.split(";")[0] for g in got] == bad
+    assert all("; " + g.split(" ")[1] + "= takes " in x for g, x in zip(bad, got))
+
+
+def test_mistyped_model_group_on_the_command_line(tmp_path):
+    r = _run_here("localization_heads_finder.py", "model=llava15-7b", f"output_dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: unknown model llava15-7b: config/model/ has no llava15-7b.yaml (did you mean "
+                               "model=llava15_7b?); model= takes gemma3_4b, ")
+    assert "Could not find" not in r.stderr + r.stdout and list(tmp_path.iterdir()) == []
 
 
 def test_idle_run_folder_is_removed_and_a_busy_one_kept(tmp_path, monkeypatch):

@@ -198,3 +198,65 @@ def test_frequency_legend_in_counts(tab, toy_run):
     title = pg.get_attribute(f'#head-grid td[data-layer="{top["layer"]}"][data-head="{top["head"]}"]', "title")
     assert f"selected in {top['frequency']} of {n} samples" in title, title
     assert f"in how many of the {n} samples" in pg.inner_text("#grid-cbar-label")
+
+
+def test_the_page_opens_at_its_top_and_stepping_scrolls_only_the_list(tab):
+    """Issue 31, item 4: picking the first sample used scrollIntoView, which scrolled the page (scrollY
+    249 at 1280 x 720): the title and the model were off screen."""
+    pg = tab.page
+    pg.set_viewport_size({"width": 1280, "height": 720})
+    url = pg.url
+    pg.goto("about:blank")
+    pg.goto(url)  # a fresh load (a reload would restore the scroll position)
+    tab.ready()
+    assert pg.evaluate("window.scrollY") == 0
+    assert pg.evaluate("document.getElementById('title').getBoundingClientRect().top") >= 0
+    for _ in range(15):
+        pg.keyboard.press("j")
+    tab.ready()
+    assert tab.view()["attrs"]["mapSample"] == "15" and pg.evaluate("window.scrollY") == 0
+    seen = pg.evaluate("""() => { const l = document.getElementById('sample-list').getBoundingClientRect();
+        const r = document.querySelector('#samples-table tr.current').getBoundingClientRect();
+        return r.top >= l.top && r.bottom <= l.bottom + 0.5; }""")
+    assert seen  # the current row is inside the list's box
+
+
+def _clipped_headers(pg) -> list[str]:
+    return pg.eval_on_selector_all("#samples-table th", "ths => ths.filter(t => t.scrollWidth > t.clientWidth).map(t => t.textContent)")
+
+
+def test_every_header_fits_its_column_with_the_sort_arrow(tab):
+    pg = tab.page
+    assert _clipped_headers(pg) == []
+    for key in ("id", "correct", "iou", "entropy"):
+        for _ in range(2):  # ascending, descending: the arrow is drawn
+            pg.click(f'#samples-table th[data-sort="{key}"] button')
+            assert _clipped_headers(pg) == [], key
+    assert pg.inner_text('#samples-table th[data-sort="entropy"]').startswith("entropy")
+
+
+@pytest.mark.parametrize("scheme, want", [
+    ("planted_{i:05d}", lambda i: f"\u2026{i:05d}"),  # the shared "planted_" dropped
+    ("coco_val2014_{i:012d}_ann_{i}", lambda i: f"\u2026{i:04d}_"),  # from just before where they differ
+])
+def test_ids_show_the_part_that_tells_samples_apart(browser, toy_run, tmp_path, scheme, want):
+    """Issue 31, item 4: every planted id read `planted…`. The cell shows the distinguishing part,
+    the full id stays in its title (and in the detail table, the map title and the filter)."""
+    recs = [AttentionRecord.load(p) for p in sorted((toy_run / "attention").glob("*.safetensors"))]
+    ids = [scheme.format(i=i) for i in range(len(recs))]
+    for r, sid in zip(recs, ids):
+        r.meta.sample_id = sid
+    out = tmp_path / "index.html"
+    out.write_text(explorer_html(toy_run, records=recs), encoding="utf-8")
+    p = Page(browser, out.as_uri())
+    p.ready()
+    cells = p.page.eval_on_selector_all("#samples-table td.sid", "ts => ts.map(t => [t.textContent, t.title, t.scrollWidth <= t.clientWidth])")
+    assert [c[1] for c in cells] == ids
+    assert all(fit for _, _, fit in cells), cells  # no CSS ellipsis: the cell holds all its text
+    assert len({c[0] for c in cells}) == len(ids)  # told apart
+    assert all(c[0].startswith(want(i)) for i, c in enumerate(cells)), cells
+    assert ids[0] in p.page.inner_text("#sample-detail")
+    p.page.fill("#sample-filter", ids[3])
+    assert p.page.inner_text("#sample-count") == "(1 / 16)"
+    assert p.errors == [] and p.warnings == []
+    p.close()

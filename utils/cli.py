@@ -13,6 +13,7 @@ from typing import Any, Callable
 from utils.console import escape_log_handlers, printable
 from utils.errors import UserError
 from utils.files import open_regular
+from utils.folder_undo import undo_idle_run
 
 MAX_QUERY_BYTES = 1 << 20
 
@@ -53,7 +54,8 @@ def run_entry(job: Callable[[Any], Any], cfg: Any) -> Any:
 
 
 def _fail(message: str, cfg: Any) -> None:
-    """`error: <message>` on stderr and in the run's log file, the idle run folder removed, exit 2."""
+    """`error: <message>` on stderr and in the run's log file, then the folder of a run that did no work
+    removed (Hydra's own) or left as it was found (`output_dir=`, utils/folder_undo.py); exit 2."""
     message = printable(message, keep="\n")
     print(f"error: {message}", file=sys.stderr)
     record = logging.LogRecord("lhf", logging.ERROR, __file__, 0, "error: %s", (message,), None)
@@ -64,6 +66,7 @@ def _fail(message: str, cfg: Any) -> None:
         except Exception:  # noqa: BLE001 - a log on a full disk: the console line is what counts
             pass
     _drop_idle_run_folder(cfg)
+    _undo_idle_output_dir(cfg)
     sys.exit(UserError.exit_code)
 
 
@@ -103,6 +106,25 @@ def _drop_idle_run_folder(cfg: Any) -> Path | None:
         return folder
     except Exception:  # noqa: BLE001 - cleaning up must never hide the error line
         return None
+
+
+def _undo_idle_output_dir(cfg: Any) -> None:
+    """An `output_dir=` the failed run added only its lock, log and plan to: left as the preflight
+    found it (utils/folder_undo.py); the error line is on stderr."""
+    out = getattr(cfg, "output_dir", None)
+    if not out:
+        return
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        log = f"{HydraConfig.get().job.name}.log" if HydraConfig.initialized() else None
+    except Exception:  # noqa: BLE001 - no Hydra context (called from Python)
+        log = None
+    folder = Path(str(out)).expanduser().absolute()
+    for handler in _file_handlers():  # the log is closed before it may be removed
+        if Path(handler.baseFilename).resolve().parent == folder.resolve():
+            handler.close()
+    undo_idle_run(folder, log)
 
 
 def read_query_file(path: str | Path) -> str:

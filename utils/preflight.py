@@ -6,6 +6,9 @@ into `output_dir` as soon as it sets up, and fails there with a traceback).
   mean ...?)" line, exit 2 (Hydra would advise `+key=value` first);
 * an `output_dir=` that cannot be a writable folder (an existing regular file, a file on the way to
   it, a read-only location, new or existing) -> one line, exit 2;
+* a config group picked with a file it lacks (`model=llava15-7b`, any folder of config/) -> "unknown
+  model llava15-7b ... (did you mean model=llava15_7b?)" and its choices, exit 2 (Hydra would answer
+  "Could not find 'model/llava15-7b'" with its search path and exit 1);
 * a multirun (`-m`) whose jobs differ but would share one fixed `output_dir=` (each job would
   replace the last one's results) is refused before any job runs: put the swept keys into the
   folder's name (`output_dir='runs/k${top_k}'`, resolved per job) or drop `output_dir=` (Hydra's
@@ -14,10 +17,14 @@ into `output_dir` as soon as it sets up, and fails there with a traceback).
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from utils.folder_undo import remember_output_dir
 
 from utils.errors import UserError
 
@@ -98,11 +105,64 @@ def multirun_problem(argv: list[str]) -> str | None:
             "or drop output_dir= (then each job gets its own multirun/... folder)")
 
 
-def config_groups() -> tuple[str, ...]:
-    """The config group names (folders of config/: `model`, `method`), which `key=value` may pick."""
+def _config_root() -> Path:
     from utils.settings.declarations import REPO_ROOT
 
-    return tuple(sorted(p.name for p in (REPO_ROOT / "config").iterdir() if p.is_dir()))
+    return REPO_ROOT / "config"
+
+
+def config_groups() -> tuple[str, ...]:
+    """The config group names (folders of config/, nested ones as `a/b`: `model`, `method`), which
+    `key=value` may pick."""
+    root = _config_root()
+    return tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_dir()))
+
+
+def group_choices(group: str) -> list[str]:
+    """The options of a config group: the names of the yaml files in `config/<group>/`."""
+    return sorted(p.stem for p in (_config_root() / group).glob("*.yaml"))
+
+
+def _picked(o: Any) -> list[str]:
+    """The option names an override picks (`model=a`, a sweep `model=a,b`); [] when Hydra must say."""
+    try:
+        if o.is_sweep_override():
+            return [str(v) for v in o.sweep_string_iterator()]
+        v = o.value()
+    except Exception:  # noqa: BLE001 - a range/glob sweep or an interpolation: Hydra's to resolve
+        return []
+    return [] if v is None or not isinstance(v, (str, int, float)) else [str(v)]
+
+
+def unknown_group_choices(argv: list[str]) -> list[str]:
+    """Command-line picks of a config group (`model=...`, `method=...`, any folder of config/) that name
+    no file of it, each with the closest option and the list of options. Hydra would answer
+    "Could not find 'model/llava15-7b'" with its search path and exit 1.
+
+    Args:
+        argv: command-line words (flags are ignored; `~group` deletions and Hydra's own groups are
+            left to Hydra).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    words = [w for w in argv if not w.startswith("-") and "=" in w]
+    try:
+        parsed = OverridesParser.create().parse_overrides(words)
+    except Exception:  # noqa: BLE001 - malformed: Hydra reports it in its own words
+        return []
+    groups, out = set(config_groups()), []
+    for o in parsed:
+        group = o.key_or_group
+        if o.is_delete() or group not in groups:
+            continue
+        options = group_choices(group)
+        for name in _picked(o):
+            if name not in options:
+                close = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
+                hint = f" (did you mean {group}={close[0]}?)" if close else ""
+                out.append(f"unknown {group} {name}: config/{group}/ has no {name}.yaml{hint}; "
+                           f"{group}= takes {', '.join(options)}")
+    return out
 
 
 def check_output_dir_arg(argv: list[str] | None = None, schema: type | None = None) -> None:
@@ -123,12 +183,16 @@ def check_output_dir_arg(argv: list[str] | None = None, schema: type | None = No
             from utils.settings.reading import check_override_keys
 
             check_override_keys(argv, schema, config_groups())
+        bad_groups = unknown_group_choices(argv)
+        if bad_groups:
+            raise UserError("; ".join(bad_groups))
         if any(a in ("--info", "-i") or a.startswith(("--cfg", "-c")) for a in argv):
             return
         problem = multirun_problem(argv)
         if problem:
             raise UserError(problem)
         value = output_dir_arg(argv)
+        remember_output_dir(None if value is None or _is_multirun(argv) else value)
         if value is not None:
             check_writable_folder(value)
     except UserError as e:

@@ -1,5 +1,5 @@
-"""One self-contained HTML page from the explorer's data: inline CSS and JS (files beside this
-module), the data as a JSON blob, a Content-Security-Policy that lets the page load nothing from
+"""One self-contained HTML page from the explorer's data: inline CSS (explorer.css) and JS (the
+modules of js/, `SCRIPTS`, concatenated into one closure), the data as a JSON blob, a Content-Security-Policy that lets the page load nothing from
 outside itself (no CDN, no server; it opens from file:// and inside a notebook's iframe)."""
 
 from __future__ import annotations
@@ -44,10 +44,25 @@ def _asset(name: str, *forbidden: str) -> str:
     return text
 
 
+# The page's script, one concern per file of js/, in load order: the files share one closure (function
+# declarations are seen from every file; a file's top-level statements run in this order). A new panel:
+# js/panel_<name>.js with a render function, listed here before main.js and added to main.js's PANELS.
+SCRIPTS = ("data.js", "dom.js", "decode.js", "colors.js", "state.js", "panel_summary.js", "panel_heads.js",
+           "panel_results.js", "sample_list.js", "head_grid.js", "map_view.js", "interactions.js", "main.js")
+
+
+def page_script() -> str:
+    """The explorer's script: the files of `SCRIPTS` inside one strict-mode closure."""
+    parts = [_asset(f"js/{name}", "</script", "<!--") for name in SCRIPTS]
+    return ("/* Localization-heads run explorer: draws everything from the JSON blob #lh-data; loads nothing.\n"
+            "   Built from lab/report/js/ (lab/report/page.py SCRIPTS). */\n(function () {\n\"use strict\";\n"
+            + "\n".join(parts) + "})();\n")
+
+
 def render_page(data: dict[str, Any]) -> str:
     blob = script_json(data)
     css = _asset("explorer.css", "</style")
-    js = _asset("explorer.js", "</script", "<!--")
+    js = page_script()
     title = html.escape(str(data.get("title", "localization heads")))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

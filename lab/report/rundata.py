@@ -22,6 +22,7 @@ from lab.report.encode import float32_table
 from lab.analysis.across_samples import select_from_analyses
 from lab.analysis.record_numbers import HeadSet, selection_analysis
 from lab.report.samples import LEVELS, map_bytes, sample_data
+from lab.report.page_data import PageData
 from lab.report.page_settings import PageSettings, page_settings
 from lab.report.mask_overlay import mask_overlays
 from lab.report.staleness import needs_sample_heads, stale_tables
@@ -89,8 +90,8 @@ def load_run_config(run_dir: Path) -> dict[str, Any]:
 
 def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
                    records: Sequence[AttentionRecord] | None = None, title: str | None = None,
-                   link_files: bool = True, ids: Collection[str] | None = None) -> dict[str, Any]:
-    """The explorer's data: a run folder (its records under `attention/` or `attention_dir=`), or
+                   link_files: bool = True, ids: Collection[str] | None = None) -> PageData:
+    """The explorer's data (its shape: lab/report/page_data.py `PageData`): a run folder (its records under `attention/` or `attention_dir=`), or
     `records` given directly (then `run_dir` may be None). `cfg`: the plain settings of whoever writes
     the page now; the analysis settings are those the stages wrote into run_config.json
     (`lab.report.page_settings.page_settings`). `ids`: list only the folder's records of these sample ids

@@ -16,7 +16,7 @@ decides it, from the files alone: a table is stale when
   and `attention_dir`). Without those run_config.json entries only the heads decide (the files'
   own `top_k` is the number of heads they used, which says nothing more).
 
-The page shows a badge naming what differs (lab/report/explorer.js) and `write_explorer` prints
+The page shows a badge naming what differs (lab/report/js/panel_results.js) and `write_explorer` prints
 one line per stale table.
 """
 
