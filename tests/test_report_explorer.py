@@ -260,3 +260,16 @@ def test_ids_show_the_part_that_tells_samples_apart(browser, toy_run, tmp_path, 
     assert p.page.inner_text("#sample-count") == "(1 / 16)"
     assert p.errors == [] and p.warnings == []
     p.close()
+
+
+def test_the_visual_heads_panel_lists_the_named_heads_and_picks_one(tab, toy_run):
+    """docs/visual_heads.md: the page shows visual_heads.json's "named" list as stage=select wrote it."""
+    pg = tab.page
+    named = json.loads((toy_run / "visual_heads.json").read_text())["named"]
+    rows = pg.eval_on_selector_all("#visual-table tr[data-head-name]", "rs => rs.map(r => [r.dataset.headName, r.dataset.kind])")
+    assert rows == [[f"L{h['layer']}H{h['head']}", h["kind"]] for h in named["heads"]] and rows
+    assert pg.inner_text("#visual-summary").startswith(f"{len(named['heads'])} visual heads (")
+    last = named["heads"][-1]
+    pg.click(f'#visual-table tr[data-head-name="L{last["layer"]}H{last["head"]}"]')
+    tab.ready()
+    assert (tab.view()["attrs"]["mapLayer"], tab.view()["attrs"]["mapHead"]) == (str(last["layer"]), str(last["head"]))

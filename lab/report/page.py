@@ -48,7 +48,7 @@ def _asset(name: str, *forbidden: str) -> str:
 # declarations are seen from every file; a file's top-level statements run in this order). A new panel:
 # js/panel_<name>.js with a render function, listed here before main.js and added to main.js's PANELS.
 SCRIPTS = ("data.js", "dom.js", "decode.js", "colors.js", "state.js", "panel_summary.js", "panel_heads.js",
-           "panel_results.js", "sample_list.js", "head_grid.js", "map_view.js", "interactions.js", "main.js")
+           "panel_visual.js", "panel_results.js", "sample_list.js", "head_grid.js", "map_view.js", "interactions.js", "main.js")
 
 
 def page_script() -> str:
@@ -77,6 +77,7 @@ def render_page(data: dict[str, Any]) -> str:
 <main>
 <section id="summary-section"><h2>Run</h2><div id="summary"></div><div id="notes"></div><div id="failures"></div><div id="settings"></div></section>
 <section id="heads-section"><h2>Selected heads</h2><div class="row"><div id="heads-table"></div><div id="elbow"></div></div></section>
+<section id="visual-section" hidden><h2>Visual heads (Bi et al.)</h2><div id="visual-heads"></div></section>
 <section id="metrics-section" hidden><h2>Grounding (stage=evaluate)</h2><div id="metrics"></div></section>
 <section id="ablation-section" hidden><h2>Ablation (stage=ablate)</h2><div id="ablation"></div></section>
 <section id="explore-section"><h2>Explore</h2>

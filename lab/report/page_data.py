@@ -165,6 +165,34 @@ class Stale(TypedDict):
     console: str  # printed by write_explorer
 
 
+class VisualHead(TypedDict):
+    """One named visual head (lab/analysis/visual_heads.py `name_visual_heads`), model indices."""
+
+    layer: int
+    head: int
+    rank: int
+    count: int  # samples in which its S_img >= visual_heads.min_ratio
+    share: float
+    ratio: float  # mean S_img
+    concentration: float | None
+    kind: str  # localization | global | focused
+
+
+class VisualGroup(TypedDict):
+    n_samples: int
+    heads: list[VisualHead]
+
+
+class VisualHeadsBlock(TypedDict):
+    """visual_heads.json's "named" block as stage=select wrote it (docs/visual_heads.md)."""
+
+    rule: str
+    settings: dict[str, Any]
+    n_samples: int
+    heads: list[VisualHead]
+    by_group: dict[str, VisualGroup]
+
+
 class PageData(TypedDict):
     """The whole blob."""
 
@@ -177,6 +205,7 @@ class PageData(TypedDict):
     grid_mean: GridMean
     metrics: dict[str, Any] | None  # metrics.json as stage=evaluate wrote it
     ablation: dict[str, Any] | None  # ablation.json
+    visual_heads: VisualHeadsBlock | None  # visual_heads.json "named" (None: no file, or one written before the rule)
     stale: dict[str, Stale]  # "metrics" / "ablation": a table not about the current heads.json
     answer_match: str
     samples: list[Sample]

@@ -105,6 +105,7 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
     table = _heads_csv(heads_path.with_name("heads.csv")) if heads_path else None
     metrics = _json(rd / "metrics.json", notes) if rd else None
     ablation = _json(rd / "ablation.json", notes) if rd else None
+    visual = _json(rd / "visual_heads.json", notes) if rd else None
 
     if records is None:
         folder = Path(st.attention_dir) if st.attention_dir else (rd / "attention" if rd else None)
@@ -192,6 +193,7 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
         "grid_mean": grids,
         "metrics": metrics,
         "ablation": {k: v for k, v in ablation.items() if k != "samples"} if ablation else None,
+        "visual_heads": visual.get("named") if isinstance(visual, dict) else None,
         "stale": {x.table: x.to_json() for x in stale},
         "answer_match": st.match,
         "samples": samples,
