@@ -107,16 +107,7 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
     ablation = _json(rd / "ablation.json", notes) if rd else None
     visual = _json(rd / "visual_heads.json", notes) if rd else None
 
-    if records is None:
-        folder = Path(st.attention_dir) if st.attention_dir else (rd / "attention" if rd else None)
-        files = sorted(folder.glob("*.safetensors")) if folder and folder.is_dir() else []
-        if ids is not None:
-            stems, n_folder = {file_stem(i) for i in ids}, len(files)
-            files = [f for f in files if f.stem in stems]
-            notes.append(f"{len(files)} of the folder's {n_folder} records: the {len(stems)} ids given")
-        notes.extend(folder_notes(folder) if files else [])  # lab/records/folder.py: live writer, rows missing
-    else:
-        files = list(records)
+    files = list(records) if records is not None else _record_files(st, rd, ids, notes)
     n_total = len(files)
     listed = files[: max(0, st.report.max_samples)]
     if len(listed) < n_total:
@@ -130,24 +121,7 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
         notes.append("metrics.json is stale (see the Grounding table): each sample's combined map, box and IoU "
                      "below use heads.json's heads, not the ones stage=evaluate scored")
     head_set = _head_set(None if stale_metrics else metrics, heads_json, st.top_k)
-    first: AttentionRecord | None = None
-    skipped: list[dict[str, Any]] = []
-
-    def load(item) -> AttentionRecord | None:
-        nonlocal first
-        try:
-            rec = item if isinstance(item, AttentionRecord) else AttentionRecord.load(item)
-            if not isinstance(item, AttentionRecord):
-                check_record_name(Path(item), rec)  # a copied / renamed record is listed as skipped
-            if first is None:
-                first = rec
-            else:
-                check_compatible([first, rec])
-            return rec
-        except UserError as e:
-            skipped.append({"id": Path(str(getattr(item, "path", item))).stem, "line": None, "reason": str(e)})
-            return None
-
+    load = _Loader()
     cached: dict[str, Any] = {}
     if head_set is None and listed:  # no heads.json: select over the listed samples, as stage=select would
         recs = [r for r in map(load, listed) if r is not None]
@@ -155,8 +129,69 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
         cached = {r.meta.sample_id: a for r, a in zip(recs, analyses)}
         if head_set.heads:
             notes.append("no heads.json: heads selected by the report over the listed samples")
-        skipped.clear()
-        first = None
+        load = _Loader()  # the listing below loads them again, and says again which were skipped
+    samples, analyses_listed, excl, layouts = _sample_entries(listed, load, st, head_set, ablation, rd, cached, notes)
+    first = load.first
+    grids = _grids(first, analyses_listed, excl, heads_json, table, st, samples, notes)
+    return {
+        "title": title or (f"localization heads: {rd.name}" if rd else "localization heads"),
+        "summary": _summary(first, n_total, len(samples), st),
+        "failures": (failures(rd) if rd else []) + load.skipped,
+        "configs": configs or ({"this stage": cfg} if cfg else {}),
+        "heads": _heads_block(heads_json, head_set.heads if head_set else None, heads_path),
+        "settings_source": st.source,
+        "grid_mean": grids,
+        "metrics": metrics,
+        "ablation": {k: v for k, v in ablation.items() if k != "samples"} if ablation else None,
+        "visual_heads": visual.get("named") if isinstance(visual, dict) else None,
+        "stale": {x.table: x.to_json() for x in stale},
+        "answer_match": st.match,
+        "samples": samples,
+        "layouts": [json.loads(k) for k in layouts],
+        "files": _files(rd) if (rd and link_files) else [],
+        "notes": notes,
+    }
+
+
+def _record_files(st: PageSettings, rd: Path | None, ids: Collection[str] | None, notes: list[str]) -> list[Path]:
+    """The run's record files (`attention_dir=` or `<run>/attention`), only those of `ids` when given."""
+    folder = Path(st.attention_dir) if st.attention_dir else (rd / "attention" if rd else None)
+    files = sorted(folder.glob("*.safetensors")) if folder and folder.is_dir() else []
+    if ids is not None:
+        stems, n_folder = {file_stem(i) for i in ids}, len(files)
+        files = [f for f in files if f.stem in stems]
+        notes.append(f"{len(files)} of the folder's {n_folder} records: the {len(stems)} ids given")
+    notes.extend(folder_notes(folder) if files else [])  # lab/records/folder.py: live writer, rows missing
+    return files
+
+
+class _Loader:
+    """Loads the listed records one by one: the first is kept (the others must be compatible with it),
+    a record that cannot be used is listed in `skipped` with the reason."""
+
+    def __init__(self) -> None:
+        self.first: AttentionRecord | None = None
+        self.skipped: list[dict[str, Any]] = []
+
+    def __call__(self, item) -> AttentionRecord | None:
+        try:
+            rec = item if isinstance(item, AttentionRecord) else AttentionRecord.load(item)
+            if not isinstance(item, AttentionRecord):
+                check_record_name(Path(item), rec)  # a copied / renamed record is listed as skipped
+            if self.first is None:
+                self.first = rec
+            else:
+                check_compatible([self.first, rec])
+            return rec
+        except UserError as e:
+            self.skipped.append({"id": Path(str(getattr(item, "path", item))).stem, "line": None, "reason": str(e)})
+            return None
+
+
+def _sample_entries(listed, load: _Loader, st: PageSettings, head_set: HeadSet | None, ablation: Any,
+                    rd: Path | None, cached: dict[str, Any], notes: list[str]):
+    """Each listed sample's page entry (its maps at the level report.map_budget_mb leaves), their
+    analyses, the excluded layer axes and the distinct grid layouts (one copy each in the page)."""
     budget = int(max(0.0, st.report.map_budget_mb) * 1e6)
     n_sel = len(head_set.heads) if head_set else 0
     levels = {lv: 0 for lv in LEVELS}
@@ -182,25 +217,7 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
     if levels["row"] or levels["selected"]:
         notes.append(f"per-head maps: every head for {levels['full'] + levels['row']} sample(s), the selected heads only "
                      f"for {levels['selected']} (report.map_budget_mb={st.report.map_budget_mb:g})")
-    grids = _grids(first, analyses_listed, excl, heads_json, table, st, samples, notes)
-    return {
-        "title": title or (f"localization heads: {rd.name}" if rd else "localization heads"),
-        "summary": _summary(first, n_total, len(samples), st),
-        "failures": (failures(rd) if rd else []) + skipped,
-        "configs": configs or ({"this stage": cfg} if cfg else {}),
-        "heads": _heads_block(heads_json, head_set.heads if head_set else None, heads_path),
-        "settings_source": st.source,
-        "grid_mean": grids,
-        "metrics": metrics,
-        "ablation": {k: v for k, v in ablation.items() if k != "samples"} if ablation else None,
-        "visual_heads": visual.get("named") if isinstance(visual, dict) else None,
-        "stale": {x.table: x.to_json() for x in stale},
-        "answer_match": st.match,
-        "samples": samples,
-        "layouts": [json.loads(k) for k in layouts],
-        "files": _files(rd) if (rd and link_files) else [],
-        "notes": notes,
-    }
+    return samples, analyses_listed, excl, layouts
 
 
 def _head_set(metrics: Any, heads_json: Any, top_k: int) -> HeadSet | None:
