@@ -9,6 +9,7 @@ from lab.runs import distributed as D
 from lab.runs.collection import BatchSummary, collect_rows, manifest_path
 from lab.records.folder import write_plan
 from lab.report import write_run_index
+from lab.analysis.record_numbers import smoothing_sigma_for
 from lab.capture.station import strategy_from_settings
 from lab.stages.context import StageContext
 from lab.stages.select import select_stage
@@ -28,10 +29,13 @@ def collect_batch(cfg, ctx: StageContext, require: tuple[str, ...] = ()) -> tupl
     write_plan(manifest_path(ctx.output_dir, cfg.shard), len(rows), picked.in_range, cfg.shard, cfg.data_file)
     strategy = strategy_from_settings(cfg.strategy)
 
-    def sample_figure(rec, row) -> dict:  # per-sample figures as records arrive (visualize_batch=true)
+    def on_record(rec, row) -> dict:
+        smoothing_sigma_for(rec, cfg.selection, cfg.grounding)  # grounding.sigma above this grid: the run ends here, at once
+        if not cfg.visualize_batch:
+            return {}
+        # per-sample figures as records arrive (visualize_batch=true); a failing figure goes to the manifest
         return {"figure": visualize_record(rec, cfg, ctx.output_dir / "figures" / "samples")["figure"]}
 
-    on_record = sample_figure if cfg.visualize_batch else None  # a failing figure goes to the manifest
     summary = collect_rows(rows, output_dir=ctx.output_dir, load_vlm=ctx.load_vlm, strategy=strategy,
                            batch_size=int(cfg.batch_size), max_new_tokens=int(cfg.max_new_tokens),
                            overwrite=bool(cfg.overwrite), shard=cfg.shard, on_record=on_record,
