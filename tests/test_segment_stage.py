@@ -140,3 +140,16 @@ def test_bad_settings_are_refused(bad):
 
     with pytest.raises(UserError, match=bad.split("=")[0]):
         check_config(make_cfg(bad))
+
+
+def test_masks_csv_neutralises_formula_ids(collected, tmp_path, toy_vlm):
+    """Ids a spreadsheet would run (=HYPERLINK(...), +cmd|...) land in masks.csv with a leading '."""
+    rows = [json.loads(x) for x in DATA.read_text().splitlines()][:3]
+    hostile = ['=HYPERLINK("http://x.invalid","click")', "+cmd|' /C calc'!A0", "-0.5"]
+    data = tmp_path / "hostile.jsonl"
+    data.write_text("".join(json.dumps({**r, "id": i, "image_path": str(DATA.parent / r["image_path"])}) + "\n"
+                            for r, i in zip(rows, hostile)))
+    out, _ = _evaluate(collected, tmp_path, toy_vlm, "grounding.output=mask", "grounding.random_draws=0", data=data)
+    with open(out / "masks" / "masks.csv", newline="") as f:
+        ids = {line["id"] for line in csv.DictReader(f)}
+    assert ids == {"'" + hostile[0], "'" + hostile[1], "-0.5"}

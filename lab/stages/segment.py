@@ -12,7 +12,6 @@ metrics.json can be recomputed from the PNGs.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from lab.analysis import masks as M
 from lab.records.record import AttentionRecord
 from utils.data import Row, file_stem
 from utils.errors import UserError
-from utils.io import load_image
+from utils.io import atomic_write_text, csv_text, load_image
 from utils.masks import decode_mask, mask_box_xywh
 
 GT = "ground_truth"
@@ -147,13 +146,11 @@ class SegmentationRun:
             "output": "mask" if self.masks else "box", "refine": "sam" if self.sam else "none", "edges": self.edges,
             **({"prompt": self.prompt, "num_points": self.num_points, "multimask": self.multimask} if self.sam else {}),
             "files": "masks/<method>/<id stem>.png, masks/ground_truth/, masks/masks.csv" if self.masks else "masks/masks.csv"}
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "masks.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-            w.writeheader()
-            w.writerows(self.rows)
+        atomic_write_text(self.out / "masks.csv", csv_text(self.rows, CSV_FIELDS))  # ids like =HYPERLINK(...) neutralised
         if self.masks:
             print(f"\n{'masks':16s} {'mIoU':>7s} {'cIoU':>7s} {'P@0.5':>7s} {'P@0.7':>7s} {'P@0.9':>7s}")
             for name in names:
                 m = metrics[name]["mask"]
+                if "miou" not in m:  # grounding.random_draws=0: no draws to print
+                    continue
                 print(f"{name:16s} {m['miou']:7.3f} {m['ciou']:7.3f} {m['p@0.5']:7.3f} {m['p@0.7']:7.3f} {m['p@0.9']:7.3f}")
