@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lab.analysis import grounding as G
+from lab.capture.station import warn_visual_head_padding
 from lab import figures as plots
 from lab.runs.conditions import format_table, run_condition
 from lab.report import write_run_index
@@ -75,6 +76,7 @@ def ablate_stage(cfg, ctx: StageContext) -> dict:
 
     kw = dict(batch_size=int(cfg.batch_size), max_new_tokens=int(cfg.max_new_tokens), match=match,
               maskout_mode=str(ab.maskout_mode), steps=str(ab.steps))
+    warn_visual_head_padding(str(ab.maskout_mode), True, int(cfg.batch_size), "ablation")
     bar = tqdm(total=len(items) * (2 + len(draws)), desc="ablate", unit="answer", disable=len(items) < 20)
     base = run_condition(vlm, items, [], name="baseline", progress=bar, **kw)
     if base.failed:  # rows the model cannot answer at all are left out of every condition

@@ -10,7 +10,7 @@ from lab.runs.collection import BatchSummary, collect_rows, manifest_path
 from lab.records.folder import write_plan
 from lab.report import write_run_index
 from lab.analysis.record_numbers import smoothing_sigma_for
-from lab.capture.station import strategy_from_settings
+from lab.capture.station import strategy_from_settings, warn_visual_head_padding
 from lab.stages.context import StageContext
 from lab.stages.select import select_stage
 from lab.stages.visualize import visualize_record
@@ -28,6 +28,7 @@ def collect_batch(cfg, ctx: StageContext, require: tuple[str, ...] = ()) -> tupl
     rows = picked.rows
     write_plan(manifest_path(ctx.output_dir, cfg.shard), len(rows), picked.in_range, cfg.shard, cfg.data_file)
     strategy = strategy_from_settings(cfg.strategy)
+    warn_visual_head_padding(strategy.maskout_mode, bool(strategy.maskout), int(cfg.batch_size))
 
     def on_record(rec, row) -> dict:
         smoothing_sigma_for(rec, cfg.selection, cfg.grounding)  # grounding.sigma above this grid: the run ends here, at once
