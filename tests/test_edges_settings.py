@@ -163,3 +163,18 @@ def test_output_dir_means_nothing_is_written_elsewhere(tiny_ckpt, tmp_path):
     assert {"attention/demo.safetensors", "analysis/demo.analysis.json", "figures/demo_heads.png",
             "localization_heads_finder.log", "visualize_attention.log"} <= made
     assert not any(p.startswith(".hydra") for p in made)
+
+
+@pytest.mark.parametrize("word, needle", [("top_k=2.5", "top_k=2.5 must be an integer in [1, 65536]"),
+                                          ("top_k=abc", "top_k='abc' must be an integer"),
+                                          ("grounding.sigma=1e9", "grounding.sigma=1000000000.0 must be a finite number")])
+def test_bad_value_refused_before_hydra_leaves_no_output_dir(word, needle, tmp_path, capsys):
+    """A value Hydra would refuse in four lines (exit 1) after setting up output_dir: one line, exit 2, nothing made."""
+    from utils.preflight import check_output_dir_arg
+
+    with pytest.raises(SystemExit) as e:
+        check_output_dir_arg([word, f"output_dir={tmp_path / 'out'}"], FinderConfig)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and needle in err, err
+    assert not (tmp_path / "out").exists()
+    check_output_dir_arg(["top_k='3'", "grounding.sigma=1", "top_k=${oc.env:K,3}", f"output_dir={tmp_path / 'ok'}"], FinderConfig)

@@ -124,8 +124,8 @@ def _by_group(groups: list, sel_m: G.GroundingMetrics, all_m: G.GroundingMetrics
     if all(g is None for g in groups):
         return {}
     out = {}
-    for group in sorted({str(g) for g in groups}):
-        idx = [i for i, g in enumerate(groups) if str(g) == group]
+    for group in sorted({g for g in groups if g is not None}):  # a row without a group is in none (never "None")
+        idx = [i for i, g in enumerate(groups) if g == group]
 
         def part(m: G.GroundingMetrics) -> dict:
             return m.subset(idx).summary()
