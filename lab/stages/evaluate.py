@@ -37,7 +37,7 @@ def evaluate_stage(cfg, ctx: StageContext) -> dict:
         raise UserError("no sample could be collected; see the manifest for the reasons")
     check_compatible([rec for _, rec in recs])
     seg = SegmentationRun(cfg, ctx, str(cfg.data_file))  # masks / SAM (grounding.output, grounding.refine)
-    seg.check(recs)
+    recs = seg.check(recs, summary.manifest)  # rows whose mask is empty on the image fail in the manifest
     head_set, source = _head_set(cfg, ctx)
     heads, per_sample = head_set.heads, head_set.per_sample is not None
     sel, gr = cfg.selection, cfg.grounding
