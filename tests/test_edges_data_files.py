@@ -197,3 +197,30 @@ def test_a_slow_read_shows_a_progress_bar(tmp_path, monkeypatch, capsys):
     p = write_jsonl(tmp_path / "d.jsonl", [{"id": f"r{i}", "prompt": "p", "image_path": "x.png"} for i in range(5)])
     load_selection(p)
     assert "reading d.jsonl" in capsys.readouterr().err
+
+
+def test_group_is_a_string_or_absent(tmp_path):
+    """"group": 5 is refused like an object (one line naming the row); a row without one is in no group."""
+    from utils.data import load_rows
+
+    img = tmp_path / "a.png"
+    scene().save(img)
+    base = {"prompt": "q", "image_path": str(img)}
+    for bad in (5, 1.5, True, {"a": 1}, [1]):
+        path = write_jsonl(tmp_path / "bad.jsonl", [{**base, "id": "a"}, {**base, "id": "b", "group": bad}])
+        with pytest.raises(UserError, match=r'jsonl:2: "group" must be a string'):
+            load_rows(path)
+    rows = load_rows(write_jsonl(tmp_path / "ok.jsonl", [{**base, "id": "a", "group": "cats"}, {**base, "id": "b"},
+                                                         {**base, "id": "c", "group": None}]))
+    assert [r.group for r in rows] == ["cats", None, None]
+
+
+def test_rows_without_a_group_are_in_no_group():
+    from lab.analysis.grounding import GroundingMetrics
+    from lab.stages.evaluate import _by_group
+
+    m = GroundingMetrics()
+    for i in range(3):
+        m.add((0.0, 0.0, 4.0, 4.0), (0.0, 0.0, 4.0, 4.0), True)
+    by = _by_group(["cats", None, "cats"], m, m, [m])
+    assert list(by) == ["cats"] and by["cats"]["selected_heads"]["n"] == 2

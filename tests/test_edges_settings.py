@@ -19,12 +19,12 @@ from utils.settings.declarations import FinderConfig
 from utils.settings.reading import check_config, rules
 
 BAD = [
-    ("top_k=0", "top_k=0 must be an integer >= 1"),
-    ("selection.k=0", "selection.k=0 must be an integer >= 1"),
+    ("top_k=0", "top_k=0 must be an integer in [1, 65536]"),
+    ("selection.k=0", "selection.k=0 must be an integer in [1, 65536]"),
     ("selection.elbow.method=bogus", "selection.elbow.method='bogus' must be one of kneedle, chord"),
-    ("batch_size=0", "batch_size=0 must be an integer >= 1"),
-    ("batch_size=-1", "batch_size=-1 must be an integer >= 1"),
-    ("max_new_tokens=-1", "max_new_tokens=-1 must be an integer >= 0"),
+    ("batch_size=0", "batch_size=0 must be an integer in [1, 4096]"),
+    ("batch_size=-1", "batch_size=-1 must be an integer in [1, 4096]"),
+    ("max_new_tokens=-1", "max_new_tokens=-1 must be an integer in [0, 32768]"),
     ("+top_kk=3", "unknown key top_kk (did you mean top_k?)"),
     ("+selection.kk=3", "unknown key selection.kk (did you mean selection.k?)"),
     ("+model.foo=1", "unknown key model.foo"),
@@ -32,7 +32,18 @@ BAD = [
     ("start_index=-1", "start_index=-1 must be an integer >= 0"),
     ("end_index=-3", "end_index=-3 must be an integer >= 0"),
     ("grounding.sigma=-1", "grounding.sigma=-1.0 must be a finite number"),
-    ("grounding.random_draws=-1", "grounding.random_draws=-1 must be an integer >= 0"),
+    ("grounding.random_draws=-1", "grounding.random_draws=-1 must be an integer in [0, 1000]"),
+    ("grounding.sigma=1e6", "grounding.sigma=1000000.0 must be a finite number in [0.0, 256.0]"),
+    ("grounding.sigma=1e9", "grounding.sigma=1000000000.0 must be a finite number in [0.0, 256.0]"),
+    ("grounding.sigma=1e4", "grounding.sigma=10000.0 must be a finite number in [0.0, 256.0]"),
+    ("grounding.random_draws=1000000000", "grounding.random_draws=1000000000 must be an integer in [0, 1000]"),
+    ("ablation.random_draws=5000", "ablation.random_draws=5000 must be an integer in [0, 1000]"),
+    ("top_k=1000000", "top_k=1000000 must be an integer in [1, 65536]"),
+    ("selection.mean_factor=1e6", "selection.mean_factor=1000000.0 must be a finite number in [0.0, 100.0]"),
+    ("selection.binarize_threshold=2", "selection.binarize_threshold=2.0 must be a finite number in [0.0, 1.0]"),
+    ("report.image_side=100000", "report.image_side=100000 must be an integer in [16, 4096]"),
+    ("grounding.sam.num_points=1000", "grounding.sam.num_points=1000 must be an integer in [1, 64]"),
+    ("seed=-1", "seed=-1 must be an integer in [0, 4294967295]"),
     ("selection.connectivity=6", "selection.connectivity=6 must be 4 or 8"),
     ("selection.component_weight=volume", "must be one of mass, area"),
     ("selection.bottom_row_fraction=0", "must be a finite number in (0.0, 1.0]"),
@@ -44,7 +55,7 @@ BAD = [
     ("ablation.match=fuzzy", "ablation.match='fuzzy' must be one of exact, contains"),
     ("model.dtype=float64", "model.dtype='float64' must be one of auto, float32, float16, bfloat16"),
     ("model.device=gpu", "model.device='gpu' must be auto, cpu, mps, cuda or cuda:N"),
-    ("max_image_pixels=0", "max_image_pixels=0 must be an integer >= 1"),
+    ("max_image_pixels=0", "max_image_pixels=0 must be an integer in [1, 4294967296]"),
 ]
 
 
@@ -65,9 +76,11 @@ def test_every_problem_in_one_line():
 @pytest.mark.parametrize("config_name, override, needle", [
     ("visualization_config", "mode=both", "mode='both' must be one of single, batch"),
     ("visualization_config", "+heads=3", "unknown key heads"),
-    ("visualization_config", "layer=-1", "layer=-1 must be an integer >= 0"),
+    ("visualization_config", "layer=-1", "layer=-1 must be an integer in [0, 65535]"),
+    ("visualization_config", "tokens.max_tokens=100000", "tokens.max_tokens=100000 must be an integer in [1, 4096]"),
     ("cli_config", "query_positions=all_input", "query_positions='all_input' must be one of generated, last_input"),
-    ("cli_config", "top_k=0", "top_k=0 must be an integer >= 1"),
+    ("cli_config", "top_k=0", "top_k=0 must be an integer in [1, 65536]"),
+    ("cli_config", "max_new_tokens=10000000", "max_new_tokens=10000000 must be an integer in [0, 32768]"),
 ])
 def test_every_entry_point_checks_its_settings(config_name, override, needle):
     with pytest.raises(UserError, match=needle.replace("(", r"\(").replace("[", r"\[")):
@@ -95,6 +108,31 @@ def test_any_value_is_accepted_or_named(key, value):
         check_config(cfg)
     except UserError as e:
         assert key in str(e) and "\n" not in str(e)
+
+
+@settings(max_examples=80, deadline=None)
+@given(side=st.integers(1, 256), sigma=st.floats(0, 256, allow_nan=False))
+def test_sigma_is_bounded_by_the_grid(side, sigma):
+    """grounding.sigma in cells: up to the grid's side it is used as given; above, one SettingError
+    naming the key, the value and the bound (never a flat map or minutes of filtering)."""
+    from utils.errors import SettingError
+    from utils.settings.declarations import smoothing_sigma
+
+    if sigma <= side:
+        assert smoothing_sigma(sigma, side) == sigma
+    else:
+        with pytest.raises(SettingError, match=rf"grounding.sigma=.* must be at most {side} "):
+            smoothing_sigma(sigma, side)
+    assert smoothing_sigma(None, side) == side / 24.0
+
+
+def test_sigma_above_the_grid_ends_a_batch_at_its_first_record(toy_vlm, tmp_path):
+    """The toy's grid is 6x6: sigma=7 passes the compose-time bound (256 cells) and is refused once the
+    first record shows the grid, before the other rows are collected; the record made is kept."""
+    out = tmp_path / "out"
+    code, msg, _ = run(toy_vlm, out, "stage=batch", "end_index=4", "batch_size=1", "grounding.sigma=7")
+    assert code == 2 and "grounding.sigma=7 cells is more than the grid's side (6 cells): must be at most 6" in msg, msg
+    assert len(list((out / "attention").glob("*.safetensors"))) == 1
 
 
 def _entry(script: str, *args: str, cwd: Path):
@@ -125,3 +163,18 @@ def test_output_dir_means_nothing_is_written_elsewhere(tiny_ckpt, tmp_path):
     assert {"attention/demo.safetensors", "analysis/demo.analysis.json", "figures/demo_heads.png",
             "localization_heads_finder.log", "visualize_attention.log"} <= made
     assert not any(p.startswith(".hydra") for p in made)
+
+
+@pytest.mark.parametrize("word, needle", [("top_k=2.5", "top_k=2.5 must be an integer in [1, 65536]"),
+                                          ("top_k=abc", "top_k='abc' must be an integer"),
+                                          ("grounding.sigma=1e9", "grounding.sigma=1000000000.0 must be a finite number")])
+def test_bad_value_refused_before_hydra_leaves_no_output_dir(word, needle, tmp_path, capsys):
+    """A value Hydra would refuse in four lines (exit 1) after setting up output_dir: one line, exit 2, nothing made."""
+    from utils.preflight import check_output_dir_arg
+
+    with pytest.raises(SystemExit) as e:
+        check_output_dir_arg([word, f"output_dir={tmp_path / 'out'}"], FinderConfig)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and needle in err, err
+    assert not (tmp_path / "out").exists()
+    check_output_dir_arg(["top_k='3'", "grounding.sigma=1", "top_k=${oc.env:K,3}", f"output_dir={tmp_path / 'ok'}"], FinderConfig)

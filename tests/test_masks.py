@@ -246,3 +246,17 @@ def test_toy_rows_carry_the_exact_drawn_pixels():
         W, H = item["scene"].width, item["scene"].height
         assert (decode_mask(row.mask, (W, H)) == truth).all()
         assert list(mask_box_xywh(truth)) == row.bbox
+
+
+def test_mask_png_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
+    """Disk full while writing a mask PNG: one OSError, and neither a 0-byte temp file nor a part file stays."""
+    import errno
+    import os
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError):
+        M.write_mask_png(tmp_path / "gt" / "a.png", np.ones((4, 5), bool))
+    assert os.listdir(tmp_path / "gt") == []

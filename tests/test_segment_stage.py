@@ -140,3 +140,43 @@ def test_bad_settings_are_refused(bad):
 
     with pytest.raises(UserError, match=bad.split("=")[0]):
         check_config(make_cfg(bad))
+
+
+def test_masks_csv_neutralises_formula_ids(collected, tmp_path, toy_vlm):
+    """Ids a spreadsheet would run (=HYPERLINK(...), +cmd|...) land in masks.csv with a leading '."""
+    rows = [json.loads(x) for x in DATA.read_text().splitlines()][:3]
+    hostile = ['=HYPERLINK("http://x.invalid","click")', "+cmd|' /C calc'!A0", "-0.5"]
+    data = tmp_path / "hostile.jsonl"
+    data.write_text("".join(json.dumps({**r, "id": i, "image_path": str(DATA.parent / r["image_path"])}) + "\n"
+                            for r, i in zip(rows, hostile)))
+    out, _ = _evaluate(collected, tmp_path, toy_vlm, "grounding.output=mask", "grounding.random_draws=0", data=data)
+    with open(out / "masks" / "masks.csv", newline="") as f:
+        ids = {line["id"] for line in csv.DictReader(f)}
+    assert ids == {"'" + hostile[0], "'" + hostile[1], "-0.5"}
+
+
+def test_empty_masks_fail_their_row_and_bbox_disagreement_is_counted(collected, tmp_path, toy_vlm, capsys):
+    """A polygon entirely outside the image and an all-zero RLE fail their rows (manifest, metrics.json),
+    as a box outside the image does; a bbox with no overlap with its mask's box is counted and printed."""
+    from lab.analysis.grounding import iou
+
+    rows = [json.loads(x) for x in DATA.read_text().splitlines()]
+    rows[0]["mask"] = [[200, 200, 250, 200, 250, 250]]
+    h, w = rows[1]["mask"]["size"]
+    rows[1]["mask"] = {"size": [h, w], "counts": [h * w]}
+    far = [0.0, 0.0, 4.0, 4.0]
+    h, w = rows[2]["mask"]["size"]
+    assert iou(far, mask_box_xywh(decode_mask(rows[2]["mask"], (w, h)))) == 0.0
+    rows[2]["bbox"] = far
+    data = tmp_path / "bad_masks.jsonl"
+    data.write_text("".join(json.dumps({**r, "image_path": str(DATA.parent / r["image_path"])}) + "\n" for r in rows))
+    out, metrics = _evaluate(collected, tmp_path, toy_vlm, "grounding.output=both", data=data)
+    printed = capsys.readouterr().out
+    assert [e["id"] for e in metrics["masks_empty"]] == ["toy_0000", "toy_0001"]
+    assert "polygon(s) lie entirely outside the " in metrics["masks_empty"][0]["reason"]
+    assert metrics["mask_bbox_disagree"] == {"count": 1, "ids": ["toy_0002"]}
+    assert metrics["selected_heads"]["mask"]["n"] == 14 and metrics["selected_heads"]["n"] == 14 and metrics["failed"] == 2
+    manifest = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert {m["id"] for m in manifest if m.get("status") == "failed" and m.get("stage") == "evaluate"} == {"toy_0000", "toy_0001"}
+    assert "2 row(s) not scored, their mask is empty" in printed and "1 row(s) whose bbox does not overlap" in printed
+    assert not (out / "masks" / "ground_truth" / "toy_0000.png").exists()

@@ -238,3 +238,16 @@ def test_visual_head_options_validate():
         Strategy(modify_mode="visual_head", highlight_box=[0, 0, 0, 10])
     assert Strategy(modify_mode="visual_head", modify_factor=2.0).modify_all_heads
     assert not Strategy(modify_mode="visual_head", modify_factor=2.0, modify=[[1, 0]]).modify_all_heads
+
+
+def test_visual_head_maskout_in_padded_batches_says_so(capsys):
+    """One warning line for Bi et al.'s maskout with batch_size > 1 (its answers depend on padding);
+    none for batch_size=1, for the project's own modes, or without masked heads."""
+    from lab.capture.station import warn_visual_head_padding
+
+    line = warn_visual_head_padding("visual_head", True, 8, "ablation")
+    assert line and line.startswith("warning: ablation.maskout_mode=visual_head with batch_size=8") and "batch_size=1" in line
+    assert capsys.readouterr().out == line + "\n"
+    assert [warn_visual_head_padding(*a) for a in (("visual_head", True, 1), ("zero", True, 8), ("uniform", True, 8),
+                                                    ("visual_head", False, 8))] == [None] * 4
+    assert capsys.readouterr().out == ""

@@ -127,9 +127,10 @@ def _check_row(obj: Any, base: Path) -> tuple[Row | None, str | None]:
     mask_err = None if obj.get("mask") is None else check_mask(obj["mask"])
     if mask_err:
         return None, mask_err
-    for k in ("answer", "group"):
-        if obj.get(k) is not None and not isinstance(obj[k], (str, int, float)):
-            return None, f'"{k}" must be a string'
+    if obj.get("answer") is not None and not isinstance(obj["answer"], (str, int, float)):
+        return None, '"answer" must be a string'
+    if obj.get("group") is not None and not isinstance(obj["group"], str):  # a number or object is refused alike
+        return None, f'"group" must be a string (or absent: the row is in no group), got {type(obj["group"]).__name__}'
     p = Path(obj["image_path"]).expanduser()
     if not p.is_absolute():
         p = base / p
@@ -137,7 +138,7 @@ def _check_row(obj: Any, base: Path) -> tuple[Row | None, str | None]:
     return Row(
         id=str(rid), prompt=obj["prompt"], image_path=str(p), line=0, bbox=bbox,
         answer=None if obj.get("answer") is None else str(obj["answer"]),
-        group=None if obj.get("group") is None else str(obj["group"]), mask=obj.get("mask"), extra=extra,
+        group=obj.get("group"), mask=obj.get("mask"), extra=extra,
     ), None
 
 

@@ -10,3 +10,8 @@ class UserError(Exception):
     """A problem the user can fix; the message names the file/line/key and says what to do."""
 
     exit_code = 2
+
+
+class SettingError(UserError):
+    """A setting that cannot work with this model or run (e.g. `grounding.sigma` above the grid's side,
+    known once the first record is): it ends the run in one line, never a row's failure in a batch."""

@@ -9,11 +9,15 @@
 * Inputs are opened only when they are regular files (`open_regular`): a FIFO, device, socket or
   folder (also behind a symlink) is refused with a message instead of blocking forever.
 * Images: `load_image` (utils/images.py) is the one loader of every stage, figure and the chat.
+* CSV: every cell the tool writes passes `spreadsheet_cell` (text that a spreadsheet would run as a
+  formula gets a leading `'`, the OWASP CSV-injection rule); `csv_text` writes whole tables with it.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -188,3 +192,45 @@ def jsonable(obj: Any) -> Any:
         f = float(obj)
         return f if math.isfinite(f) else None
     return obj
+
+
+FORMULA_LEAD = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula (OWASP)
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan)")
+
+
+def spreadsheet_cell(value: Any) -> Any:
+    """A CSV cell that no spreadsheet runs as a formula: text starting with `=`, `+`, `-`, `@`, a tab
+    or a CR gets a leading `'` (OWASP's CSV-injection rule); numbers, and text that is a plain
+    number (`-0.5`, `-inf`), stay as they are.
+
+    Args:
+        value: the cell (any type; only `str` cells can change).
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_LEAD) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def spreadsheet_row(row: Any) -> Any:
+    """`spreadsheet_cell` on every cell of a row: a sequence (-> list) or a mapping (-> dict, same keys)."""
+    if isinstance(row, Mapping):
+        return {k: spreadsheet_cell(v) for k, v in row.items()}
+    return [spreadsheet_cell(v) for v in row]
+
+
+def csv_text(rows: Any, fieldnames: list[str] | None = None, lineterminator: str = "\r\n") -> str:
+    """A whole CSV table as text, every cell through `spreadsheet_cell`.
+
+    Args:
+        rows: sequences (the first one the header when `fieldnames` is None) or mappings keyed by `fieldnames`.
+        fieldnames: the columns of mapping rows (written as the header).
+        lineterminator: the csv module's line end (its default, CRLF, unless a file chose otherwise).
+    """
+    buf = io.StringIO()
+    if fieldnames is not None:
+        w: Any = csv.DictWriter(buf, fieldnames=fieldnames, lineterminator=lineterminator)
+        w.writeheader()
+    else:
+        w = csv.writer(buf, lineterminator=lineterminator)
+    w.writerows(spreadsheet_row(r) for r in rows)
+    return buf.getvalue()

@@ -49,6 +49,13 @@ class BoxScreen:
         return out
 
 
+def fail_row(manifest: Path | None, row: Any, reason: str) -> None:
+    """A row that cannot be scored, written to the manifest (status failed, stage evaluate) with its reason."""
+    if manifest is not None:
+        append_jsonl(manifest, {"id": row.id, "line": row.line, "file": file_stem(row.id), "status": "failed",
+                                "stage": "evaluate", "reason": reason, "image_path": row.image_path})
+
+
 def screen_gt_boxes(pairs: list[tuple[Any, Any]], manifest: Path | None) -> BoxScreen:
     """Check each (row, record) pair's `row.bbox` against `record.meta.image_size`: clip it in place
     (row.bbox), or fail the row in `manifest` (status failed, stage evaluate) when it misses the image.
@@ -68,9 +75,7 @@ def screen_gt_boxes(pairs: list[tuple[Any, Any]], manifest: Path | None) -> BoxS
             reason = (f"bbox {row.bbox} (x, y, w, h) does not intersect the {W}x{H} image; "
                       f"it cannot be scored (line {row.line} of the data file)")
             out.failed.append((row.id, reason))
-            if manifest is not None:
-                append_jsonl(manifest, {"id": row.id, "line": row.line, "file": file_stem(row.id), "status": "failed",
-                                        "stage": "evaluate", "reason": reason, "image_path": row.image_path})
+            fail_row(manifest, row, reason)
             continue
         if changed:
             out.clipped.append(row.id)

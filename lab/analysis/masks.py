@@ -162,17 +162,17 @@ def spread(summaries: list[dict]) -> dict:
 
 
 def write_mask_png(path: Path, mask: np.ndarray) -> Path:
-    """A bool `[H, W]` mask as an 8-bit grey PNG (0 / 255) at the original size; atomic."""
-    import os
+    """A bool `[H, W]` mask as an 8-bit grey PNG (0 / 255) at the original size; atomic
+    (`utils.io.atomic_write_bytes`: a failed write, e.g. a full disk, leaves no temp file behind)."""
+    import io
 
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    from utils.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def read_mask_png(path: Path) -> np.ndarray:

@@ -144,6 +144,28 @@ class Strategy(StrategyConfig):
         return d
 
 
+def warn_visual_head_padding(maskout_mode: str, masks_heads: bool, batch_size: int, key: str = "strategy") -> str | None:
+    """Print (and return) one line when Bi et al.'s released maskout runs in padded batches, else None.
+
+    Their uniform rows leak into padding keys, so a left-padded batch's answers differ from the same
+    rows alone (docs/fidelity.md: 3 of 240 toy answers, logits up to 0.31); batch_size=1 reproduces
+    the release exactly, and the project's own modes (zero, uniform) do not depend on padding.
+
+    Args:
+        maskout_mode: `strategy.maskout_mode` / `ablation.maskout_mode`.
+        masks_heads: whether any head is masked out (strategy.maskout non-empty; always for ablate).
+        batch_size: rows per forward.
+        key: the settings group named in the line (`strategy` or `ablation`).
+    """
+    if maskout_mode != "visual_head" or not masks_heads or batch_size <= 1:
+        return None
+    line = (f"warning: {key}.maskout_mode=visual_head with batch_size={batch_size}: the release's maskout leaks into "
+            "padding keys, so answers depend on the batch's padding (3 of 240 toy answers differ); batch_size=1 "
+            "reproduces the release exactly (docs/fidelity.md)")
+    print(line)
+    return line
+
+
 def strategy_from_settings(s: StrategyConfig) -> Strategy:
     """The Strategy of a run from its `strategy` settings group (`positions` overrides `query_positions`)."""
     return Strategy(**{f.name: getattr(s, f.name) for f in fields(StrategyConfig)})

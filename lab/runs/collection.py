@@ -32,7 +32,7 @@ from lab.records.record import AttentionRecord, record_path
 from lab.capture.station import Strategy, collect
 from utils.console import printable
 from utils.data import Row, file_stem, parse_shard
-from utils.errors import UserError
+from utils.errors import SettingError, UserError
 from utils.io import append_jsonl, host_tag, load_image, pid_alive, read_jsonl_lenient, temp_owner
 from utils.contracts.vlm import VisionLanguageModel
 
@@ -43,6 +43,9 @@ PER_ROW_ERRNOS = {errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ}  # this row's 
 
 class WriteError(UserError):
     """Writing failed in a way no other row escapes (disk full, read-only, I/O error): the run ends."""
+
+
+RUN_ENDING = (WriteError, SettingError)  # raised through a row's work: no other row escapes them
 
 
 @dataclass
@@ -222,7 +225,7 @@ class _Collector:
             return
         try:
             self.run(items)
-        except WriteError:
+        except RUN_ENDING:
             raise
         except Exception as e:  # noqa: BLE001 - model / processor errors are per-row failures
             self.one_by_one(items, e)
@@ -245,7 +248,7 @@ class _Collector:
                 continue
             try:
                 self.run([item])
-            except WriteError:
+            except RUN_ENDING:
                 raise
             except Exception as e1:  # noqa: BLE001
                 self.fail(item[0], _reason(e1))
@@ -284,6 +287,8 @@ class _Collector:
         if self.on_record is not None:
             try:
                 entry.update(self.on_record(rec, row) or {})
+            except SettingError:
+                raise
             except Exception as e:  # noqa: BLE001 - a figure never sinks the batch; the record stands
                 entry["figure_error"] = f"{type(e).__name__}: {str(e)[:300]}"
                 log.warning("no figure for %s: %s", printable(row.id), printable(entry["figure_error"]))

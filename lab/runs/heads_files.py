@@ -25,7 +25,7 @@ from pathlib import Path
 from utils.errors import UserError
 from utils.files import read_text_regular
 from utils.settings.declarations import excluded_layers
-from utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, spreadsheet_row
 
 
 def _csv_float(x: float) -> str:
@@ -62,9 +62,9 @@ def write_head_table_csv(
     L, H = s.shape
     for l in range(L):
         for h in range(H):
-            w.writerow(
+            w.writerow(spreadsheet_row(
                 [l, h, _csv_float(s[l, h]), _csv_float(e[l, h]), int(f[l, h]), str(bool(el[l, h])).lower(), str(bool(se[l, h])).lower()]
-            )
+            ))
     atomic_write_text(path, buf.getvalue())
 
 

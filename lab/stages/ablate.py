@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lab.analysis import grounding as G
+from lab.capture.station import warn_visual_head_padding
 from lab import figures as plots
 from lab.runs.conditions import format_table, run_condition
 from lab.report import write_run_index
@@ -77,6 +78,7 @@ def ablate_stage(cfg: FinderConfig, ctx: StageContext) -> dict:
 
     kw = dict(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, match=match,
               maskout_mode=ab.maskout_mode, steps=ab.steps)
+    warn_visual_head_padding(ab.maskout_mode, True, cfg.batch_size, "ablation")
     visual = named_visual_heads(Path(ctx.output_dir), (L, Hn)) if ab.visual_heads else None
     bar = tqdm(total=len(items) * (2 + len(draws) + bool(visual)), desc="ablate", unit="answer", disable=len(items) < 20)
     base = run_condition(vlm, items, [], name="baseline", progress=bar, **kw)

@@ -10,7 +10,8 @@ from lab.runs.heads_files import HeadsFile, check_against_model
 from lab.runs.collection import BatchSummary, collect_rows, manifest_path
 from lab.records.folder import write_plan
 from lab.report import write_run_index
-from lab.capture.station import strategy_from_settings
+from lab.analysis.record_numbers import smoothing_sigma_for
+from lab.capture.station import strategy_from_settings, warn_visual_head_padding
 from lab.stages.context import StageContext
 from lab.stages.select import select_stage
 from lab.stages.visualize import visualize_record
@@ -32,11 +33,15 @@ def collect_batch(cfg: FinderConfig, ctx: StageContext, require: tuple[str, ...]
     rows = picked.rows
     write_plan(manifest_path(ctx.output_dir, cfg.shard), len(rows), picked.in_range, cfg.shard, cfg.data_file)
     strategy = strategy_from_settings(cfg.strategy)
+    warn_visual_head_padding(strategy.maskout_mode, bool(strategy.maskout), int(cfg.batch_size))
 
-    def sample_figure(rec, row) -> dict:  # per-sample figures as records arrive (visualize_batch=true)
+    def on_record(rec, row) -> dict:
+        smoothing_sigma_for(rec, cfg.selection, cfg.grounding)  # grounding.sigma above this grid: the run ends here, at once
+        if not cfg.visualize_batch:
+            return {}
+        # per-sample figures as records arrive (visualize_batch=true); a failing figure goes to the manifest
         return {"figure": visualize_record(rec, cfg, ctx.output_dir / "figures" / "samples")["figure"]}
 
-    on_record = sample_figure if cfg.visualize_batch else None  # a failing figure goes to the manifest
     def load_vlm():
         vlm = ctx.load_vlm()
         check_against_model(heads.all_heads() if heads else None, cfg.selection.exclude_layers, vlm.num_layers,

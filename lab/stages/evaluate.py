@@ -40,7 +40,7 @@ def evaluate_stage(cfg: FinderConfig, ctx: StageContext) -> dict:
         raise UserError("no sample could be collected; see the manifest for the reasons")
     check_compatible([rec for _, rec in recs])
     seg = SegmentationRun(cfg, ctx, cfg.data_file)  # masks / SAM (grounding.output, grounding.refine)
-    seg.check(recs)
+    recs = seg.check(recs, summary.manifest)  # rows whose mask is empty on the image fail in the manifest
     head_set, source = _head_set(cfg, ctx, chosen, [row.id for row in rows])
     heads, per_sample = head_set.heads, head_set.per_sample is not None
     sel, gr = cfg.selection, cfg.grounding
@@ -143,8 +143,8 @@ def _by_group(groups: list, sel_m: G.GroundingMetrics, all_m: G.GroundingMetrics
     if all(g is None for g in groups):
         return {}
     out = {}
-    for group in sorted({str(g) for g in groups}):
-        idx = [i for i, g in enumerate(groups) if str(g) == group]
+    for group in sorted({g for g in groups if g is not None}):  # a row without a group is in none (never "None")
+        idx = [i for i, g in enumerate(groups) if g == group]
 
         def part(m: G.GroundingMetrics) -> dict:
             return m.subset(idx).summary()

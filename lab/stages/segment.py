@@ -12,16 +12,16 @@ metrics.json can be recomputed from the PNGs.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from pathlib import Path
 
 from lab.analysis import grounding as G
 from lab.analysis import masks as M
+from lab.analysis.gt_boxes import fail_row
 from lab.records.record import AttentionRecord
 from utils.data import Row, file_stem
 from utils.errors import UserError
-from utils.io import load_image
+from utils.io import atomic_write_text, csv_text, load_image
 from utils.masks import decode_mask, mask_box_xywh
 from utils.settings.declarations import FinderConfig
 
@@ -58,13 +58,18 @@ class SegmentationRun:
         self.map_box: dict[str, G.GroundingMetrics] = {}
         self.rows: list[dict] = []
         self._gt: dict[str, object] = {}
+        self.empty: list[tuple[str, str]] = []  # (id, reason): rows whose mask is empty on the image
+        self.disagree: list[str] = []  # rows whose bbox has box IoU 0 with their mask's box
         self._image: tuple[str, object] | None = None
 
     # ---- per sample --------------------------------------------------------------------------
-    def check(self, recs: list[tuple[Row, AttentionRecord]]) -> None:
-        """Every row's mask decodes at its record's image size: else one UserError listing the rows."""
+    def check(self, recs: list[tuple[Row, AttentionRecord]], manifest=None) -> list[tuple[Row, AttentionRecord]]:
+        """Every row's mask decodes at its record's image size (else one UserError listing the rows);
+        a row whose mask is empty there (a polygon entirely outside the image, an all-zero RLE) fails
+        in `manifest`, as a box outside the image does; a bbox with no overlap with its mask's box is
+        counted (`finish`). Returns the rows kept."""
         if not self.masks:
-            return
+            return recs
         bad = []
         for row, rec in recs:
             try:
@@ -75,8 +80,27 @@ class SegmentationRun:
             raise UserError(bad[0])
         if bad:
             raise UserError(f"{len(bad)} row(s) whose mask does not fit the image:\n  " + "\n  ".join(bad[:20]))
-        for row, _ in recs:
+        kept = [(row, rec) for row, rec in recs if self._screen(row, rec, manifest)]
+        if not kept:
+            raise UserError(f"no row has a mask to score: all {len(recs)} are empty on their image (reasons in {manifest})")
+        for row, _ in kept:
             M.write_mask_png(self.out / GT / f"{file_stem(row.id)}.png", self._gt[row.id])
+        return kept
+
+    def _screen(self, row: Row, rec: AttentionRecord, manifest) -> bool:
+        """False (the row failed in the manifest) when its mask is empty on the image; counts a bbox
+        that does not overlap its mask's box."""
+        gt = self._gt[row.id]
+        if not gt.any():
+            W, H = rec.meta.image_size
+            what = "its polygon(s) lie entirely outside" if isinstance(row.mask, list) else "its RLE has no pixel set in"
+            reason = f"mask is empty: {what} the {W}x{H} image; it cannot be scored (line {row.line} of the data file)"
+            self.empty.append((row.id, reason))
+            fail_row(manifest, row, reason)
+            return False
+        if row.bbox is not None and G.iou(row.bbox, mask_box_xywh(gt)) == 0.0:
+            self.disagree.append(row.id)
+        return True
 
     def gt_box(self, row: Row):
         """The box target: the row's bbox, else (output=mask) its mask's tight box."""
@@ -131,6 +155,19 @@ class SegmentationRun:
         self.rows.append(line)
 
     # ---- the run -----------------------------------------------------------------------------
+    def _screened(self, metrics: dict) -> None:
+        """metrics.json's keys and one printed line for masks that failed their row or disagree with the bbox
+        (absent when every mask was good: the metrics.json a good run always wrote)."""
+        if self.empty:
+            metrics["masks_empty"] = [{"id": i, "reason": r} for i, r in self.empty]
+            metrics["failed"] = metrics.get("failed", 0) + len(self.empty)
+            print(f"warning: {len(self.empty)} row(s) not scored, their mask is empty on the image (polygon outside it "
+                  "or an all-zero RLE; reasons in the manifest)")
+        if self.disagree:
+            metrics["mask_bbox_disagree"] = {"count": len(self.disagree), "ids": self.disagree[:100]}
+            print(f"warning: {len(self.disagree)} row(s) whose bbox does not overlap their mask's box (box IoU 0; "
+                  "metrics.json mask_bbox_disagree): the bbox or the mask is wrong")
+
     def finish(self, metrics: dict, names: list[str]) -> None:
         """Add `mask` (and with refine=sam `map_box`) to each head set's metrics; write masks.csv; print."""
         if not self.active:
@@ -148,13 +185,12 @@ class SegmentationRun:
             "output": "mask" if self.masks else "box", "refine": "sam" if self.sam else "none", "edges": self.edges,
             **({"prompt": self.prompt, "num_points": self.num_points, "multimask": self.multimask} if self.sam else {}),
             "files": "masks/<method>/<id stem>.png, masks/ground_truth/, masks/masks.csv" if self.masks else "masks/masks.csv"}
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "masks.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-            w.writeheader()
-            w.writerows(self.rows)
+        self._screened(metrics)
+        atomic_write_text(self.out / "masks.csv", csv_text(self.rows, CSV_FIELDS))  # ids like =HYPERLINK(...) neutralised
         if self.masks:
             print(f"\n{'masks':16s} {'mIoU':>7s} {'cIoU':>7s} {'P@0.5':>7s} {'P@0.7':>7s} {'P@0.9':>7s}")
             for name in names:
                 m = metrics[name]["mask"]
+                if "miou" not in m:  # grounding.random_draws=0: no draws to print
+                    continue
                 print(f"{name:16s} {m['miou']:7.3f} {m['ciou']:7.3f} {m['p@0.5']:7.3f} {m['p@0.7']:7.3f} {m['p@0.9']:7.3f}")

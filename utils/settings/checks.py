@@ -20,6 +20,18 @@ def int_at_least(lo: int) -> Callable[[Any], str | None]:
     return check
 
 
+def int_in(lo: int, hi: int) -> Callable[[Any], str | None]:
+    """An integer in [lo, hi] (the upper bound keeps a typo such as 1e9 draws from running for hours)."""
+    def check(v: Any) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            return f"must be an integer in [{lo}, {hi}]"
+        return None
+    return check
+
+
+SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit unsigned
+
+
 def optional(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
     return lambda v: None if v is None else check(v)
 

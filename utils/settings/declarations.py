@@ -122,13 +122,22 @@ def heads_per_sample(sel: "SelectionConfig", top_k: int) -> int:
     return DEFAULT_K if sel.k is None else sel.k
 
 
+# Upper bounds of the numeric settings (a typo such as 1e9 is refused at once instead of hanging or
+# allocating for minutes); the model-dependent ones (head indices, sigma against the grid) are checked
+# again once the model or the first record is known.
+MAX_HEADS = 65_536  # heads of a model (LLaVA-1.5-7B has 1,024)
+MAX_GRID_SIDE = 256.0  # cells per side of an image grid (LLaVA-1.5: 24; Qwen2-VL's largest: 128)
+MAX_DRAWS = 1_000  # seeded random-head draws
+MAX_NEW_TOKENS = 32_768
+MAX_IMAGE_PIXELS = 2**32  # ~12.9 GB as 8-bit RGB
+
 DEFAULT_K = 10  # selection.k when unset: the paper's 10 lowest-entropy heads per sample
 TOP_K = 3  # localization heads used (the box, the figures, evaluate, ablate): the `top_k=` key of every entry point
 
 
 def top_k_setting() -> Any:
     """`top_k`, declared once for every entry point that has it (FinderConfig, VisualizeConfig, ChatConfig)."""
-    return setting(TOP_K, check=C.int_at_least(1), decides=True)
+    return setting(TOP_K, check=C.int_in(1, MAX_HEADS), decides=True)
 
 
 @dataclass(frozen=True)
@@ -139,7 +148,7 @@ class ModelConfig(_Checked):
     name_or_path: str = setting(MISSING, decides=True)  # hub id or local folder
     builder: Optional[str] = None  # "tiny_random": build a tiny random LLaVA into cache_dir first
     cache_dir: str = "${repo:.cache/models}"
-    seed: int = 0
+    seed: int = setting(0, check=C.int_in(0, C.SEED_MAX))
     device: str = setting("auto", check=C.device)  # auto | cpu | cuda | cuda:N
     dtype: Dtype = "auto"
     device_map: Optional[str] = None  # passed to from_pretrained, e.g. "auto" to spread over GPUs
@@ -160,7 +169,7 @@ class StrategyConfig(_Checked):
     maskout: Tuple[Tuple[int, ...], ...] = setting((), check=C.pairs)
     maskout_mode: MaskoutMode = "zero"  # visual_head: Bi et al.'s logits-to-0, leaks to future/padding keys
     modify: Tuple[Tuple[int, ...], ...] = setting((), check=C.pairs)
-    modify_factor: float = setting(1.0, check=C.number(0.0))
+    modify_factor: float = setting(1.0, check=C.number(0.0, 1000.0))
     modify_mode: ModifyMode = "image_reweight"  # visual_head: Bi et al.; empty modify = all heads
     steps: Steps = "all"
     vision: bool = False  # also store the vision tower's token->patch matrices (LLaVA-1.5-style models)
@@ -180,7 +189,7 @@ class SelectionConfig(_Checked):
     """The paper's selection (Kang et al., CVPR 2025); every constant is an option. Also the
     per-sample criteria's settings (`lab.analysis.per_sample.analyze_sample`)."""
 
-    k: Optional[int] = setting(None, check=C.optional(C.int_at_least(1)))  # heads taken per sample (lowest spatial entropy among those above the elbow); None = 10 (ranking=frequency); ranking=per_sample takes top_k (k unset or = top_k)
+    k: Optional[int] = setting(None, check=C.optional(C.int_in(1, MAX_HEADS)))  # heads taken per sample (lowest spatial entropy among those above the elbow); None = 10 (ranking=frequency); ranking=per_sample takes top_k (k unset or = top_k)
     exclude_layers: Optional[Tuple[int, ...]] = setting(None, check=C.int_list(0))  # None = auto: the first round(L/16) layers ([0, 1] for 32-40 layers)
     elbow: ElbowConfig = field(default_factory=ElbowConfig)
     component_weight: ComponentWeight = "mass"  # relu_mass: component mass / all relu mass (the release)
@@ -189,13 +198,13 @@ class SelectionConfig(_Checked):
     bottom_row_fraction: float = setting(0.5, check=C.number(0.0, 1.0, lo_open=True))
     grid: Optional[str] = None  # which layout grid to analyse (anyres models); None = the default
     # Variants (docs/fidelity.md); the defaults reproduce the formulas above, method=kang_release sets the release's
-    mean_factor: float = setting(1.0, check=C.number(0.0))  # B = relu(A - mean_factor * mean(A)) (the release v2: 2.0)
-    binarize_threshold: float = setting(0.0, check=C.number(0.0))  # component cells: B > binarize_threshold (the release: 0.001)
+    mean_factor: float = setting(1.0, check=C.number(0.0, 100.0))  # B = relu(A - mean_factor * mean(A)) (the release v2: 2.0)
+    binarize_threshold: float = setting(0.0, check=C.number(0.0, 1.0))  # component cells: B > binarize_threshold (the release: 0.001)
     bottom_row_rule: BottomRowRule = "share"  # share (> bottom_row_fraction of B's mass) | any_cell (a last-row cell's A > bottom_row_cell)
     bottom_row_cell: float = setting(0.05, check=C.number(0.0, 1.0))
     ranking: Ranking = "frequency"  # frequency (k per sample, counted) | per_sample (each sample's own top_k, the release)
     tie_break: TieBreak = "s_img"  # equal entropies: higher S_img first | index (layer, head order, the release's stable sort)
-    min_keep: int = setting(0, check=C.int_at_least(0))  # per sample: if fewer heads pass, keep this many by S_img (the release: 1)
+    min_keep: int = setting(0, check=C.int_in(0, MAX_HEADS))  # per sample: if fewer heads pass, keep this many by S_img (the release: 1)
 
 
 @dataclass(frozen=True)
@@ -204,7 +213,7 @@ class SamSettings(_Checked):
 
     name_or_path: str = "facebook/sam-vit-base"  # SAM (SamModel) or SAM 2 (Sam2Model) checkpoint: hub id or folder
     prompt: SamPrompt = "box"  # box (the map's REC box) | points (centres of the region's top cells, positive) | box+points
-    num_points: int = setting(1, check=C.int_at_least(1))  # points: the region's highest cells (the first is its peak)
+    num_points: int = setting(1, check=C.int_in(1, 64))  # points: the region's highest cells (the first is its peak)
     multimask: SamMultimask = "auto"  # auto (best of 3 for one point alone, else one mask) | best (SAM's top predicted IoU of 3) | single
     device: str = setting("auto", check=C.device)  # auto (cuda if available) | cpu | cuda[:i] | mps
     dtype: SamDtype = "float32"
@@ -214,9 +223,9 @@ class SamSettings(_Checked):
 class GroundingConfig(_Checked):
     """Selected heads' maps -> box (lab/analysis/grounding.py) and the evaluate baselines."""
 
-    sigma: Optional[float] = setting(None, check=C.optional(C.number(0.0)))  # Gaussian smoothing per head in grid cells; None = 1.0 per 24 cells (the paper on 24x24)
+    sigma: Optional[float] = setting(None, check=C.optional(C.number(0.0, MAX_GRID_SIDE)))  # Gaussian smoothing per head in grid cells; None = 1.0 per 24 cells (the paper on 24x24); at most the grid's side (checked on the first record)
     hull: bool = False  # fill the convex hull of the largest region before taking its box
-    random_draws: int = setting(5, check=C.int_at_least(0))  # random-head baseline: number of seeded draws of top_k heads
+    random_draws: int = setting(5, check=C.int_in(0, MAX_DRAWS))  # random-head baseline: number of seeded draws of top_k heads
     query_row: Optional[int] = None  # which captured query row to analyse; None = the last input token
     region: Region = "largest"  # largest (8-connected region of above-mean cells) | all (box of every above-mean cell, the release)
     geometry: Geometry = "layout"  # layout (cells placed through the ImageLayout) | stretch (grid stretched over the original image, the release)
@@ -231,7 +240,7 @@ class AblationConfig(_Checked):
     """stage=ablate: answer accuracy with the selected heads masked out vs random heads (lab/runs/conditions.py)."""
 
     match: AnswerMatch = "exact"  # exact (first word(s) of the answer) | contains (the answer anywhere in it)
-    random_draws: int = setting(5, check=C.int_at_least(0))  # seeded draws of as many random heads as selected
+    random_draws: int = setting(5, check=C.int_in(0, MAX_DRAWS))  # seeded draws of as many random heads as selected
     maskout_mode: MaskoutMode = "zero"  # see strategy.maskout_mode
     steps: Steps = "all"  # see strategy.steps
     visual_heads: bool = False  # also mask the visual heads named in the run's visual_heads.json (one more condition)
@@ -252,9 +261,9 @@ class VisualHeadsConfig(_Checked):
 class ReportConfig(_Checked):
     """index.html of a run folder: the offline explorer (lab/report/). Caps keep big runs light."""
 
-    max_samples: int = setting(1000, check=C.int_at_least(0))  # samples listed in the page (first N records by name; 0 = run summary only)
-    map_budget_mb: float = setting(8.0, check=C.number(0.0))  # 8-bit per-head maps: samples carry every head's map until this is spent, then the selected heads' only
-    image_side: int = setting(256, check=C.int_at_least(16))  # longest side (px) of the image thumbnails embedded in the page
+    max_samples: int = setting(1000, check=C.int_in(0, 1_000_000))  # samples listed in the page (first N records by name; 0 = run summary only)
+    map_budget_mb: float = setting(8.0, check=C.number(0.0, 4096.0))  # 8-bit per-head maps: samples carry every head's map until this is spent, then the selected heads' only
+    image_side: int = setting(256, check=C.int_in(16, 4096))  # longest side (px) of the image thumbnails embedded in the page
 
 
 @dataclass(frozen=True)
@@ -280,8 +289,8 @@ class FinderConfig(_Checked):
     output_dir: Optional[str] = None
     data_file: str = "${repo:examples/toy/toy_grounding.jsonl}"
     top_k: int = top_k_setting()
-    batch_size: int = setting(8, check=C.int_at_least(1))
-    max_new_tokens: int = setting(8, check=C.int_at_least(0))
+    batch_size: int = setting(8, check=C.int_in(1, 4096))
+    max_new_tokens: int = setting(8, check=C.int_in(0, MAX_NEW_TOKENS))
     visualize_batch: bool = False
     show_plot: bool = False
     show_components: bool = True
@@ -291,8 +300,8 @@ class FinderConfig(_Checked):
     start_index: int = setting(0, check=C.int_at_least(0))
     end_index: Optional[int] = setting(None, check=C.optional(C.int_at_least(0)))
     shard: Optional[str] = setting(None, check=C.shard)  # "i/n": this process takes rows i, i+n, i+2n, ...
-    seed: int = 0
-    max_image_pixels: int = setting(100_000_000, check=C.int_at_least(1))  # larger images are refused (per row in a batch); utils/images.py
+    seed: int = setting(0, check=C.int_in(0, C.SEED_MAX))
+    max_image_pixels: int = setting(100_000_000, check=C.int_in(1, MAX_IMAGE_PIXELS))  # larger images are refused (per row in a batch); utils/images.py
 
 
 @dataclass(frozen=True)
@@ -304,8 +313,8 @@ class TokensConfig(_Checked):
     heads: Optional[Tuple[int, ...]] = setting(None, check=C.int_list(0, nonempty=True))  # model head indices (None = all captured)
     reduce: Tuple[ReduceAxis, ...] = ("heads", "layers")  # axes to average: heads, layers, steps
     weighting: TokenWeighting = "plain"  # vlm_visualizer: per layer, zero the first-token column, renormalise
-    max_tokens: int = setting(24, check=C.int_at_least(1))  # panels drawn (all maps are saved)
-    ncols: int = setting(8, check=C.int_at_least(1))  # panels per figure row
+    max_tokens: int = setting(24, check=C.int_in(1, 4096))  # panels drawn (all maps are saved)
+    ncols: int = setting(8, check=C.int_in(1, 64))  # panels per figure row
 
 
 @dataclass(frozen=True)
@@ -330,13 +339,13 @@ class VisualizeConfig(_Checked):
     attention_dir: Optional[str] = None  # mode=batch: a folder of records (default: <data_file dir>/...)
     data_file: Optional[str] = None  # mode=batch: JSONL whose ids name records in attention_dir
     heads_file: Optional[str] = None
-    layer: Optional[int] = setting(None, check=C.optional(C.int_at_least(0)))
-    head: Optional[int] = setting(None, check=C.optional(C.int_at_least(0)))
+    layer: Optional[int] = setting(None, check=C.optional(C.int_in(0, MAX_HEADS - 1)))
+    head: Optional[int] = setting(None, check=C.optional(C.int_in(0, MAX_HEADS - 1)))
     top_k: int = top_k_setting()
     show_components: bool = False
     show_plot: bool = False
     output_dir: Optional[str] = None
-    max_image_pixels: int = setting(100_000_000, check=C.int_at_least(1))  # larger images are refused (utils/images.py)
+    max_image_pixels: int = setting(100_000_000, check=C.int_in(1, MAX_IMAGE_PIXELS))  # larger images are refused (utils/images.py)
 
 
 @dataclass(frozen=True)
@@ -352,7 +361,7 @@ class ChatConfig(_Checked):
     image_file: Optional[str] = None
     heads_file: Optional[str] = None  # heads to overlay (heads.json); None = the record's own top heads
     top_k: int = top_k_setting()
-    max_new_tokens: int = setting(64, check=C.int_at_least(0))
+    max_new_tokens: int = setting(64, check=C.int_in(0, MAX_NEW_TOKENS))
     query_positions: ChatQueryMode = "generated"  # what the saved record captures
     save_id: Optional[str] = None
     output_dir: Optional[str] = None
@@ -361,7 +370,7 @@ class ChatConfig(_Checked):
     vision: Optional[bool] = None  # store the vision tower's token->patch matrices; None = when the model supports it
     show_plot: bool = False
     show_components: bool = False
-    max_image_pixels: int = setting(100_000_000, check=C.int_at_least(1))  # larger images are refused (utils/images.py)
+    max_image_pixels: int = setting(100_000_000, check=C.int_in(1, MAX_IMAGE_PIXELS))  # larger images are refused (utils/images.py)
 
 
 def excluded_layers(layers, num_layers: int) -> list[int]:
@@ -375,7 +384,13 @@ def excluded_layers(layers, num_layers: int) -> list[int]:
 
 def smoothing_sigma(sigma, grid_side: int) -> float:
     """The paper smooths with sigma 1.0 on LLaVA-1.5's 24x24 grid; `None` keeps that scale relative to the
-    image for other grids (0.25 cells on a 6x6 grid, 2.25 on a 54x54 one)."""
+    image for other grids (0.25 cells on a 6x6 grid, 2.25 on a 54x54 one). A `sigma` above the grid's
+    side is refused (UserError): the map would be smoothed flat, and the filter's work grows with sigma."""
+    if sigma is not None and float(sigma) > grid_side:
+        from utils.errors import SettingError
+
+        raise SettingError(f"grounding.sigma={float(sigma):g} cells is more than the grid's side ({grid_side} cells): "
+                        f"must be at most {grid_side} for this model (unset: {grid_side / 24.0:g}, 1 per 24 cells)")
     return float(sigma) if sigma is not None else grid_side / 24.0
 
 

@@ -167,12 +167,58 @@ def unknown_override_keys(overrides: list[str], schema: type, groups: tuple[str,
     return out
 
 
+def override_value_problems(overrides: list[str], schema: type) -> list[str]:
+    """`key=value why` for plain command-line overrides whose value fails the key's declared check
+    (`top_k=2.5`, `grounding.sigma=1e9`), before Hydra composes: Hydra's own type error is four lines,
+    exit 1, after it has set up `output_dir`. Sweeps, interpolations and text values (Hydra converts
+    `'3'`) are left to Hydra and `check_config`, except text on an integer key that is no integer.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    words = [w for w in overrides if not w.startswith("-") and "=" in w]
+    try:
+        parsed = OverridesParser.create().parse_overrides(words)
+    except Exception:  # noqa: BLE001 - malformed: Hydra reports it in its own words
+        return []
+    checks, out = rules(schema), []
+    for o in parsed:
+        key = o.key_or_group
+        if o.is_add() or o.is_force_add() or o.is_delete() or o.is_sweep_override() or key not in checks:
+            continue
+        v = o.value()
+        if isinstance(v, str):
+            if "${" in v or not _is_int_key(schema, key):
+                continue
+            try:
+                v = int(v)
+            except ValueError:
+                pass
+        why = checks[key](v)
+        if why:
+            out.append(f"{key}={_show(v)} {why}")
+    return out
+
+
+def _is_int_key(schema: type, key: str) -> bool:
+    """Whether the dotted key's field is an int (or Optional[int])."""
+    cls: Any = declared_class(schema)
+    *groups, name = key.split(".")
+    for part in groups:
+        cls = _settings_class(field_types(cls)[part])
+    t = field_types(cls)[name]
+    return t is int or (typing.get_origin(t) is Union and int in typing.get_args(t))
+
+
 def check_override_keys(overrides: list[str], schema: type, groups: tuple[str, ...] = ()) -> None:
-    """`unknown_override_keys` as one UserError (the wording of `check_config`'s unknown keys)."""
+    """`unknown_override_keys` as one UserError (the wording of `check_config`'s unknown keys), then
+    `override_value_problems` (every bad value named in one line)."""
     bad = unknown_override_keys(overrides, schema, groups)
     if bad:
         name = declared_class(schema).__name__
         raise UserError("; ".join(f"unknown key {k}: not in the {name} schema (utils/settings/declarations.py)" for k in bad))
+    problems = override_value_problems(overrides, schema)
+    if problems:
+        raise UserError("; ".join(problems))
 
 
 def _value(cfg: DictConfig, key: str) -> tuple[bool, Any]:
