@@ -168,7 +168,7 @@ class VLM:
 
     def prepare(self, samples: Sequence[Sample | tuple], history: Sequence[tuple[str, str]] = ()) -> PreparedBatch:
         """Tokenise a batch (left padding) and locate every sample's image tokens."""
-        from utils.io import load_image
+        from utils.images import load_image
 
         items = [s if isinstance(s, Sample) else Sample(*s) for s in samples]
         images, prompts, kwargs = [], [], {}

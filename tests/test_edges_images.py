@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from utils.errors import UserError
-from utils.io import load_image
+from utils.images import load_image
 
 ORIENT = {  # EXIF orientation -> the upright array from the stored one (the EXIF definition)
     1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1, :],

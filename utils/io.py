@@ -25,12 +25,10 @@ import re
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
-from utils.errors import UserError
-from utils.files import file_digest, open_regular  # noqa: F401 - part of this module's interface
 
 
 def _umask() -> int:
@@ -142,37 +140,6 @@ def read_jsonl_lenient(path: str | os.PathLike) -> list[dict]:
         if isinstance(obj, dict):
             out.append(obj)
     return out
-
-
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict | Exception]]:
-    """Yield (line_number, parsed object or the parse error) for each non-blank line of a user file."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"data file not found: {path} (set data_file=<path to a .jsonl file>)")
-    fd = open_regular(path, "data file")
-    with os.fdopen(fd, "rb") as f:
-        for n, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield n, ValueError(f"not UTF-8 text (byte {e.start})")
-                continue
-            if not line.strip():
-                continue
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                yield n, e
-            except RecursionError:
-                yield n, ValueError("JSON nested too deeply")
-
-
-def load_image(path: str | os.PathLike, max_pixels: int | None = None):
-    """The one image loader (see utils/images.py): regular files only, a pixel limit, EXIF
-    orientation applied, 16-bit / 32-bit / float scaled to 8 bits, alpha composited on white -> RGB."""
-    from utils.images import load_image as _load
-
-    return _load(path, max_pixels)
 
 
 def jsonable(obj: Any) -> Any:

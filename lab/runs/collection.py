@@ -33,7 +33,8 @@ from lab.capture.station import Strategy, collect
 from utils.console import printable
 from utils.data import Row, file_stem, parse_shard
 from utils.errors import SettingError, UserError
-from utils.io import append_jsonl, host_tag, load_image, pid_alive, read_jsonl_lenient, temp_owner
+from utils.io import append_jsonl, host_tag, pid_alive, read_jsonl_lenient, temp_owner
+from utils.images import load_image
 from utils.contracts.vlm import VisionLanguageModel
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from utils.cli import resolve_query
 from utils.console import command_line, printable
 from utils.errors import UserError
 from utils.settings.reading import settings_from_config
-from utils.io import load_image
+from utils.images import load_image
 from utils.contracts.vlm import VisionLanguageModel
 
 log = logging.getLogger("cli_llava")

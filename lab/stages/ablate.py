@@ -26,7 +26,8 @@ from utils.io import jsonable
 from utils.settings.declarations import excluded_layers
 from utils.data import load_selection
 from utils.errors import UserError
-from utils.io import atomic_write_json, load_image
+from utils.io import atomic_write_json
+from utils.images import load_image
 from utils.settings.declarations import FinderConfig
 
 log = logging.getLogger(__name__)

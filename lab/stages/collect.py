@@ -11,7 +11,7 @@ from lab.stages.context import StageContext, require
 from lab.capture.station import collect
 from utils.cli import resolve_query
 from utils.errors import UserError
-from utils.io import load_image
+from utils.images import load_image
 from utils.settings.declarations import FinderConfig
 
 log = logging.getLogger(__name__)

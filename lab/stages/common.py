@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lab.records.record import AttentionRecord
 from utils.errors import UserError
-from utils.io import load_image
+from utils.images import load_image
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def record_files(folder: Path) -> list[Path]:
 
 
 def image_or_blank(rec: AttentionRecord):
-    """The record's image (utils.io.load_image: upright, 8-bit RGB), or a grey canvas of its size
+    """The record's image (utils.images.load_image: upright, 8-bit RGB), or a grey canvas of its size
     when the file is gone, unreadable or no longer the size the record was made from."""
     from PIL import Image
 

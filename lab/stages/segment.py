@@ -21,7 +21,8 @@ from lab.analysis.gt_boxes import fail_row
 from lab.records.record import AttentionRecord
 from utils.data import Row, file_stem
 from utils.errors import UserError
-from utils.io import atomic_write_text, csv_text, load_image
+from utils.io import atomic_write_text, csv_text
+from utils.images import load_image
 from utils.masks import decode_mask, mask_box_xywh
 from utils.settings.declarations import FinderConfig
 
