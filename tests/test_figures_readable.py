@@ -12,7 +12,7 @@ from helpers import make_cfg
 from matplotlib import colormaps
 from matplotlib.text import Text
 from PIL import Image
-from test_plots import head_maps, pad_layout, scene
+from test_plots import grounded, head_maps, pad_layout, scene
 
 from lab import figures as plots
 from lab.analysis.grounding import coverage_mask
@@ -74,7 +74,8 @@ def parents(cbar_ax) -> list:
 def test_long_titles_wrap_inside_every_figure(figures, tmp_path):
     lay = pad_layout(200, 120, 24)
     hm = head_maps(lay)
-    plots.overlay_heads(scene(), lay, hm, tmp_path / "ov.png", gt_box=(50, 66, 60, 36), show_components=True, title=LONG)
+    plots.overlay_heads(scene(), lay, hm, tmp_path / "ov.png", grounding=grounded(hm, lay), gt_box=(50, 66, 60, 36),
+                        show_components=True, title=LONG)
     maps = np.stack([hm[k] for k in list(hm) * 2])
     plots.token_overlay_strip(scene(), lay, maps, ["The", " cross", "\n", " is", " a_very_long_token", "."],
                               tmp_path / "strip.png", ncols=3, title=LONG)
@@ -107,7 +108,8 @@ def test_tokens_view_figures_fit(figures, toy_tokens_run, tmp_path):
 def test_every_map_panel_has_its_own_readable_colour_bar(figures, tmp_path):
     lay = pad_layout(200, 120, 24)
     hm = head_maps(lay, n=4)
-    plots.overlay_heads(scene(), lay, hm, tmp_path / "ov.png", gt_box=(50, 66, 60, 36), title="q -> a")
+    plots.overlay_heads(scene(), lay, hm, tmp_path / "ov.png", grounding=grounded(hm, lay), gt_box=(50, 66, 60, 36),
+                        title="q -> a")
     f = figures["ov.png"]
     maps = [a for a in f["panels"] if not a.get_title().startswith("image")]
     assert [a.get_title().split(" (")[0] for a in maps] == ["L10 H0", "L11 H3", "L12 H6", "L13 H9", "combined"]
@@ -129,7 +131,8 @@ def test_every_map_panel_has_its_own_readable_colour_bar(figures, tmp_path):
 
 def test_colour_map_is_perceptual_with_opacity_following_attention(figures, tmp_path):
     lay = pad_layout(200, 120, 24)
-    plots.overlay_heads(scene(), lay, head_maps(lay), tmp_path / "ov.png")
+    hm = head_maps(lay)
+    plots.overlay_heads(scene(), lay, hm, tmp_path / "ov.png", grounding=grounded(hm, lay))
     x = np.linspace(0, 1, 11)
     for cax in figures["ov.png"]["cbars"]:
         cm = cax._colorbar.cmap

@@ -11,6 +11,6 @@ from lab.figures.charts import (
     layer_head_heatmap,
     token_attention_curve,
 )
-from lab.figures.overlays import overlay_heads, token_overlay_strip
+from lab.figures.overlays import OverlayStyle, overlay_heads, token_overlay_strip
 
-__all__ = ["bar_chart", "elbow_curve", "layer_head_heatmap", "overlay_heads", "token_attention_curve", "token_overlay_strip"]
+__all__ = ["OverlayStyle", "bar_chart", "elbow_curve", "layer_head_heatmap", "overlay_heads", "token_attention_curve", "token_overlay_strip"]
