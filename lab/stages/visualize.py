@@ -19,6 +19,7 @@ from lab.figures.overlays import OverlayStyle
 from lab.analysis.grounding import Grounding
 from lab.records.record import AttentionRecord
 from lab.analysis.record_numbers import ground, head_maps, own_heads, score, smoothing_sigma_for
+from lab.report.explorer import plain_config
 from lab.report.page_settings import PageSettings, run_folder_of, run_settings
 from lab.stages.common import image_or_blank
 from lab.runs.heads_files import heads_from_file
@@ -76,7 +77,7 @@ class FigureNumbers:
             "heads": [list(h) for h in self.heads], "box": list(self.grounding.box_xywh), "box_source": self.box_source,
             "peak": list(self.grounding.peak_xy), "gt_box": rec.meta.extra.get("bbox"), "iou": self.iou, "hit": self.hit,
             "settings_source": settings.source, "top_k": settings.top_k,
-            "grounding": dataclasses.asdict(settings.grounding), "selection": dataclasses.asdict(settings.selection)})
+            "grounding": plain_config(settings.grounding), "selection": plain_config(settings.selection)})
 
 
 def figure_numbers(rec: AttentionRecord, heads: Sequence[Head], st: PageSettings) -> FigureNumbers:
