@@ -135,3 +135,26 @@ def test_chat_refuses_typos_and_names_saves_from_001(tiny_vlm, tmp_path, capsys)
     out, _ = capsys.readouterr()
     assert re.findall(r"^record: \S+/(\S+)$", out, flags=re.M) == ["chat_003.safetensors"]
     assert session.HELP in out and session.TYPO_NOTE in out  # /help says the rule too
+
+
+def test_chat_shows_the_run_heads_of_its_folder_and_says_so(tiny_vlm, tmp_path, capsys):
+    """output_dir holding a finder's heads.json: the overlays use its heads, and the line says where
+    they came from; /heads auto goes back to the answer's own top heads, said as such."""
+    import json
+
+    from PIL import Image
+
+    img = tmp_path / "im.png"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(img)
+    out_dir = tmp_path / "run"
+    out_dir.mkdir()
+    (out_dir / "heads.json").write_text(json.dumps({"heads": [{"layer": 1, "head": 0}, {"layer": 0, "head": 1}]}))
+    cfg = make_cfg("cli_mode=true", "max_new_tokens=2", "stream=false", "token_figures=false",
+                   "query_positions=last_input", f"image_file={img}", config_name="cli_config")
+    session.chat(cfg, StageContext(loader=lambda: tiny_vlm, output_dir=out_dir),
+                 stdin=io.StringIO("what is it ?\n/save\n/heads auto\n/save\n"))
+    out, _ = capsys.readouterr()
+    said = [l for l in out.splitlines() if l.startswith("heads: ")]
+    assert said[0] == f"heads: L1H0, L0H1 (the run's selected heads, from {out_dir / 'heads.json'})"
+    assert said[1] == "heads: auto (each answer's own top heads)"
+    assert said[2].endswith("(this answer's own top heads, not a run's selection: give heads_file= for those)")

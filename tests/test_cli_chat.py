@@ -95,7 +95,7 @@ def test_chat_through_stdin(tiny_ckpt, images, tmp_path):
     assert first.meta.query == "and where is it ?" and first.meta.image_path == str(square)
     assert "square" not in second.meta.prompt and second.meta.image_path == str(other)
     assert second.meta.query_mode == "generated" and second.image_attention.shape[0] >= 1
-    assert "heads: L2H1, L3H0 (chosen)" in out
+    assert "heads: L2H1, L3H0 (chosen with /heads)" in out
     assert "never read" not in out
 
 
@@ -115,7 +115,7 @@ def test_single_query_streams_and_saves(tiny_ckpt, images, tmp_path):
     assert answer_line == f"assistant: {rec.meta.generated_text}"
     fig = tmp_path / "out" / "figures" / "demo_heads.png"
     assert fig.read_bytes()[:8] == PNG
-    assert "heads: L3H1, L2H0 (chosen)" in r.stdout
+    assert f"heads: L3H1, L2H0 (the run's selected heads, from {heads})" in r.stdout
 
 
 @pytest.mark.parametrize("args,needle", [

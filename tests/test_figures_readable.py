@@ -12,10 +12,10 @@ from helpers import make_cfg
 from matplotlib import colormaps
 from matplotlib.text import Text
 from PIL import Image
-from test_plots import head_maps, pad_layout, scene
+from test_plots import grounded, head_maps, pad_layout, scene
 
 from lab import figures as plots
-from lab.analysis.grounding import coverage_mask
+from lab.analysis.grounding import above_mean_regions, coverage_mask
 from lab.figures import base, charts, overlays
 from lab.sessions.views import run_view
 from lab.stages import StageContext
@@ -74,7 +74,8 @@ def parents(cbar_ax) -> list:
 def test_long_titles_wrap_inside_every_figure(figures, tmp_path):
     lay = pad_layout(200, 120, 24)
     hm = head_maps(lay)
-    plots.overlay_heads(scene(), lay, hm, tmp_path / "ov.png", gt_box=(50, 66, 60, 36), show_components=True, title=LONG)
+    plots.overlay_heads(scene(), lay, hm, tmp_path / "ov.png", grounding=grounded(hm, lay), gt_box=(50, 66, 60, 36),
+                        show_components=True, title=LONG)
     maps = np.stack([hm[k] for k in list(hm) * 2])
     plots.token_overlay_strip(scene(), lay, maps, ["The", " cross", "\n", " is", " a_very_long_token", "."],
                               tmp_path / "strip.png", ncols=3, title=LONG)
@@ -107,7 +108,8 @@ def test_tokens_view_figures_fit(figures, toy_tokens_run, tmp_path):
 def test_every_map_panel_has_its_own_readable_colour_bar(figures, tmp_path):
     lay = pad_layout(200, 120, 24)
     hm = head_maps(lay, n=4)
-    plots.overlay_heads(scene(), lay, hm, tmp_path / "ov.png", gt_box=(50, 66, 60, 36), title="q -> a")
+    plots.overlay_heads(scene(), lay, hm, tmp_path / "ov.png", grounding=grounded(hm, lay), gt_box=(50, 66, 60, 36),
+                        title="q -> a")
     f = figures["ov.png"]
     maps = [a for a in f["panels"] if not a.get_title().startswith("image")]
     assert [a.get_title().split(" (")[0] for a in maps] == ["L10 H0", "L11 H3", "L12 H6", "L13 H9", "combined"]
@@ -129,7 +131,8 @@ def test_every_map_panel_has_its_own_readable_colour_bar(figures, tmp_path):
 
 def test_colour_map_is_perceptual_with_opacity_following_attention(figures, tmp_path):
     lay = pad_layout(200, 120, 24)
-    plots.overlay_heads(scene(), lay, head_maps(lay), tmp_path / "ov.png")
+    hm = head_maps(lay)
+    plots.overlay_heads(scene(), lay, hm, tmp_path / "ov.png", grounding=grounded(hm, lay))
     x = np.linspace(0, 1, 11)
     for cax in figures["ov.png"]["cbars"]:
         cm = cax._colorbar.cmap
@@ -190,3 +193,33 @@ def test_components_row_is_explained_and_has_no_blank_axes(figures, tmp_path):
         assert abs((c.get_position().x0 + c.get_position().x1) - (a.get_position().x0 + a.get_position().x1)) < 0.1
     image_panel = next(a for a in f["panels"] if a.get_title().startswith("image"))
     assert keys[0].get_position().y1 < image_panel.get_position().y0  # the key sits under the image
+
+
+def test_components_titles_count_what_the_legend_colours(figures, tmp_path):
+    """A head with 5 above-mean regions: its title says the 3 coloured ones are the largest of 5 (the
+    legend lists 3 colours and the grey rest); a head with 1 region says 1. Regions are numbered by size."""
+    lay = pad_layout(200, 120, 24)
+    five = np.zeros((24, 24))
+    for i, side in enumerate((4, 3, 3, 2, 1)):  # 5 separate squares, 16/9/9/4/1 cells
+        five[2 + 5 * (i % 2) * 2: 2 + 5 * (i % 2) * 2 + side, 1 + 4 * i: 1 + 4 * i + side] = 1.0
+    one = np.zeros((24, 24))
+    one[8:12, 8:12] = 1.0
+    labels, sizes = above_mean_regions(five, lay)
+    assert list(sizes) == [16, 9, 9, 4, 1] and (labels == 1).sum() == 16
+    plots.overlay_heads(scene(), lay, {(1, 0): five, (1, 1): one}, tmp_path / "ov.png", show_components=True)
+    titles = {a.get_title() for a in figures["ov.png"]["panels"] if "region" in a.get_title()}
+    assert titles == {"L1 H0: 3 largest of 5 regions above its mean", "L1 H1: 1 region above its mean"}
+    key = next(a for a in figures["ov.png"]["axes"] if a.get_legend() is not None and not a.images)
+    assert [t.get_text() for t in key.get_legend().get_texts()][:4] == ["largest region", "2nd largest", "3rd largest",
+                                                                       "smaller regions"]
+
+
+def test_colour_bar_ticks_share_their_decimals(figures, tmp_path):
+    lay = pad_layout(200, 120, 24)
+    hm = {k: m * 0.013 for k, m in head_maps(lay).items()}  # maxima ~0.013-0.039: ticks 0.0000 ... 0.0390
+    plots.overlay_heads(scene(), lay, hm, tmp_path / "ov.png", grounding=grounded(hm, lay))
+    for cax in figures["ov.png"]["cbars"]:
+        texts = [t.get_text() for t in cax.get_yticklabels()]
+        assert len({len(t.split(".")[-1]) if "." in t else 0 for t in texts}) == 1, texts
+    assert base.tick_labels([0, 0.5, 1]) == ["0.00", "0.50", "1.00"]
+    assert base.tick_labels([0, 0.0137, 0.0274]) == ["0.0000", "0.0137", "0.0274"]

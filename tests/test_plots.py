@@ -56,6 +56,12 @@ def head_maps(lay, n=3, seed=0):
     return out
 
 
+def grounded(hm, lay, **kw):
+    """The heads' combined map and box, as lab.analysis.record_numbers.ground computes them (the
+    figures draw a Grounding they are given; they compute none)."""
+    return predict_box(np.stack([np.asarray(m).reshape(lay.grid().rows, lay.grid().cols) for m in hm.values()]), lay, **kw)
+
+
 def check_png(path, size=None):
     p = Path(path)
     assert p.exists() and p.stat().st_size > 1000
@@ -78,8 +84,8 @@ def test_overlay_heads_png_size(tmp_path, mode):
     lay = (pad_layout if mode == "pad" else crop_layout)(200, 120, 24)
     hm = head_maps(lay)
     out = plots.overlay_heads(
-        scene(), lay, hm, tmp_path / "sub" / "ov.png", gt_box=(50, 66, 60, 36), show_components=True,
-        title="a $5 query", figsize=(10, 6), dpi=50,
+        scene(), lay, hm, tmp_path / "sub" / "ov.png", grounding=grounded(hm, lay), gt_box=(50, 66, 60, 36),
+        show_components=True, title="a $5 query", style=plots.OverlayStyle(figsize=(10, 6), dpi=50),
     )
     assert out == tmp_path / "sub" / "ov.png"
     check_png(out, (500, 300))
@@ -90,16 +96,16 @@ def test_overlay_heads_auto_size_and_options(tmp_path):
     lay = pad_layout(90, 160, 6)
     hm = head_maps(lay, n=7)
     g = predict_box(np.stack(list(hm.values())), lay)
-    out = plots.overlay_heads(scene(90, 160), lay, hm, tmp_path / "ov.png", pred_box=g, combined=g.combined)
+    out = plots.overlay_heads(scene(90, 160), lay, hm, tmp_path / "ov.png", grounding=g)
     with Image.open(out) as im:
         w, h = im.size
     # 1 image + 7 heads + combined = 9 panels: 6 columns x 2 rows of 3in-wide panels (+ 0.55in for
     # each panel's colour bar) at 100 dpi
     assert 2050 <= w <= 2250 and h > 2 * 300
-    # explicit xywh pred box, per-token [V] maps, no combined panel when there are no heads
+    # per-token [V] maps, no combined panel without a grounding
     flat = {k: v.ravel() for k, v in hm.items()}
-    check_png(plots.overlay_heads(scene(90, 160), lay, flat, tmp_path / "ov2.png", pred_box=(10, 20, 30, 40), figsize=(8, 4), dpi=50), (400, 200))
-    check_png(plots.overlay_heads(scene(90, 160), lay, {}, tmp_path / "ov3.png", figsize=(3, 4), dpi=50), (150, 200))
+    check_png(plots.overlay_heads(scene(90, 160), lay, flat, tmp_path / "ov2.png", style=plots.OverlayStyle(figsize=(8, 4), dpi=50)), (400, 200))
+    check_png(plots.overlay_heads(scene(90, 160), lay, {}, tmp_path / "ov3.png", style=plots.OverlayStyle(figsize=(3, 4), dpi=50)), (150, 200))
     with pytest.raises(ValueError):
         plots.overlay_heads(scene(90, 160), lay, {(0, 0): np.zeros((5, 5))}, tmp_path / "bad.png")
     with pytest.raises(ValueError):  # an image of another shape than the layout's
@@ -263,10 +269,12 @@ def test_every_colour_bar_is_labelled_and_the_combined_one_runs_0_to_1(tmp_path,
     monkeypatch.setattr(charts, "_save", saving(charts._save))
     lay = pad_layout(200, 120, 24)
     maps = head_maps(lay, n=3)  # three heads: their smoothed sum peaks near 3 (that was the colour bar's top)
-    plots.overlay_heads(scene(), lay, maps, tmp_path / "o.png", sigma=1.0)
-    # each head's own bar (0 .. its max), then the combined one
-    heads = [("attention (softmax probability)", 0.0, pytest.approx(m.max())) for m in maps.values()]
-    assert seen == [*heads, ("combined, normalised to [0, 1]", 0.0, 1.0)]
+    plots.overlay_heads(scene(), lay, maps, tmp_path / "o.png", grounding=grounded(maps, lay, sigma=1.0))
+    # each head's own bar (0 .. its max), then the combined one; the labels say grid cells / smoothed
+    style = plots.OverlayStyle()
+    heads = [(style.head_label, 0.0, pytest.approx(m.max())) for m in maps.values()]
+    assert seen == [*heads, (style.combined_label, 0.0, 1.0)]
+    assert "grid cell" in style.head_label and "smoothed" in style.combined_label
     seen.clear()
     plots.layer_head_heatmap(np.random.default_rng(0).random((4, 5)), tmp_path / "h.png")  # no label given
     plots.layer_head_heatmap(np.ones((4, 5)), tmp_path / "h2.png", cbar_label="S_img")

@@ -70,7 +70,7 @@ class Selection:
         lines = [
             f"{self.n_samples} samples, {self.n_layers} layers x {self.n_heads} heads",
             (f"criterion 1 per sample ({self.elbow.method}" if self.elbow.method_used == "per_sample" else
-             f"criterion-1 threshold {self.threshold:.4g} ({self.elbow.method_used}")
+             f"criterion-1 threshold {self.threshold:.3f} ({self.elbow.method_used}")
             + (f"; {self.elbow.note}" if self.elbow.note else "")
             + f"): {int(self.eligible.sum())} eligible heads",
         ]
@@ -78,7 +78,7 @@ class Selection:
             me = d["mean_entropy"]
             lines.append(
                 f"{i}. L{d['layer']}H{d['head']}: chosen {d['frequency']}/{self.n_samples} "
-                f"({d['frequency_ratio']:.2f}), mean S_img {d['mean_s_img']:.4g}, "
+                f"({d['frequency_ratio']:.2f}), mean S_img {d['mean_s_img']:.3f}, "
                 f"mean entropy {'n/a' if me is None or not np.isfinite(me) else f'{me:.3f}'}"
             )
         return "\n".join(lines)

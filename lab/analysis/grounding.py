@@ -155,6 +155,25 @@ def label_regions(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(n)
 
 
+def above_mean_regions(m: np.ndarray, layout: ImageLayout, grid: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One head's cells above its mean (over the cells the grid's image covers), as 8-connected
+    regions numbered by size: (labels int [rows, cols], 1 = the largest, 0 = below the mean;
+    sizes int [n], descending). What the figures' components row draws.
+
+    Args:
+        m: [rows, cols] map of one head.
+    """
+    m = np.asarray(m, dtype=np.float64)
+    valid = cell_validity(layout, grid)
+    mask = (m > m[valid].mean()) & valid if valid.any() else m > m.mean()
+    labels, n = label_regions(mask)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    order = np.argsort(-sizes, kind="stable")  # region order[i] + 1 becomes i + 1
+    rank = np.zeros(n + 1, dtype=int)
+    rank[order + 1] = np.arange(1, n + 1)
+    return rank[labels], sizes[order]
+
+
 def select_region(mask: np.ndarray, combined: np.ndarray, region: str = "largest") -> np.ndarray:
     """Pick cells of `mask`: "largest" (most cells; ties -> larger summed map), "mass" (largest
     summed map value), "peak" (the component holding the highest above-threshold cell) or "all"."""

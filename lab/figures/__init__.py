@@ -12,6 +12,7 @@ from lab.figures.charts import (
     token_attention_curve,
 )
 from lab.figures.head_grid import head_kinds_grid
-from lab.figures.overlays import overlay_heads, token_overlay_strip
+from lab.figures.overlays import OverlayStyle, overlay_heads, token_overlay_strip
 
-__all__ = ["bar_chart", "elbow_curve", "head_kinds_grid", "layer_head_heatmap", "overlay_heads", "token_attention_curve", "token_overlay_strip"]
+__all__ = ["OverlayStyle", "bar_chart", "elbow_curve", "head_kinds_grid", "layer_head_heatmap", "overlay_heads",
+           "token_attention_curve", "token_overlay_strip"]

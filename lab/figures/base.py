@@ -15,7 +15,7 @@ import uuid
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -194,6 +194,14 @@ def _overlay(ax, m: np.ndarray, disp: ImageLayout, cov: np.ndarray, W: int, H: i
     return ScalarMappable(norm=norm, cmap=cm)
 
 
+def tick_labels(values: Sequence[float], digits: int = 3) -> list[str]:
+    """Tick labels with one number of decimals: enough for `digits` significant digits of the largest
+    magnitude (0, 0.5, 1 -> 0.00, 0.50, 1.00; 0, 0.0137, 0.0274 -> 0.0000, 0.0137, 0.0274)."""
+    top = max((abs(float(v)) for v in values if np.isfinite(v)), default=0.0)
+    decimals = max(0, digits - 1 - int(np.floor(np.log10(top)))) if top > 0 else 0
+    return [f"{float(v):.{decimals}f}" for v in values]
+
+
 def _colorbar(fig, ax, mappable, label: str, **kw):
     """A colour bar beside `ax` with a readable label (FONT) and three ticks: bottom, middle, top
     (few ticks keep it legible in a small panel, and cheap to lay out)."""
@@ -201,7 +209,7 @@ def _colorbar(fig, ax, mappable, label: str, **kw):
     cb.set_label(_tx(label), fontsize=FONT["cbar_label"])
     lo, hi = float(mappable.norm.vmin), float(mappable.norm.vmax)
     ticks = [lo, (lo + hi) / 2, hi]
-    cb.set_ticks(ticks, labels=[f"{v:.3g}" for v in ticks])
+    cb.set_ticks(ticks, labels=tick_labels(ticks))
     cb.ax.tick_params(labelsize=FONT["cbar_ticks"])
     return cb
 

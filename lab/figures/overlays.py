@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -12,15 +13,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
 from matplotlib.patches import Patch
 
-from lab.analysis.grounding import (
-    Grounding,
-    cell_validity,
-    combine_head_maps,
-    coverage_mask,
-    iou,
-    label_regions,
-    predict_box,
-)
+from lab.analysis.grounding import Grounding, above_mean_regions, coverage_mask
 from lab.figures.base import (
     FONT,
     MAP_CMAP,
@@ -48,159 +41,189 @@ def overlay_heads(
     head_maps: Mapping[tuple[int, int], Any],
     out_path: PathLike,
     *,
-    combined: Any = None,
-    pred_box: Sequence[float] | Grounding | None = None,
+    grounding: Grounding | None = None,
     gt_box: Sequence[float] | None = None,
+    iou: float | None = None,
     show_components: bool = False,
     title: str | None = None,
     grid: str | None = None,
-    sigma: float = 1.0,
-    order: int = 1,
-    cmap: str = MAP_CMAP,
-    alpha: float = 0.8,
-    ncols: int | None = None,
-    panel_width: float = 3.0,
-    figsize: tuple[float, float] | None = None,
-    dpi: float = 100,
-    max_side: int = 1024,
-    combined_label: str = "combined, normalised to [0, 1]",
-    head_label: str = "attention (softmax probability)",
+    style: OverlayStyle | None = None,
     show: bool = False,
 ) -> Path:
     """Original image + one overlay per head + the combined map with boxes (+ components row).
 
-    head_maps: {(layer, head): [rows, cols] map (or [V] per-token values)}. combined: the
-    combined map (default: `combine_head_maps` of the heads with `sigma`). pred_box: (x, y, w, h)
-    or a `Grounding` (default: `predict_box` on the combined map). gt_box: (x, y, w, h) if known.
-    show_components: add a row with each head's above-mean 8-connected regions (largest outlined),
-    each under its head's panel, the colours explained under the image.
-    Every map panel has its own colour bar: a head's runs from 0 to its max (`head_label`); the
-    combined panel is drawn divided by its maximum, so its bar (`combined_label`) runs from 0 to 1
-    whatever the number of heads; the box is computed on the map as given. Colours: `cmap` (a
+    Draws the numbers it is given and computes none (`lab.analysis.record_numbers` does, with the
+    run's settings): head_maps: {(layer, head): [rows, cols] map (or [V] per-token values)};
+    grounding: the heads' combined map, region, box and peak (`record_numbers.ground`; None: no
+    combined panel); gt_box: (x, y, w, h) if known; iou: the IoU of the two, in the combined panel's
+    title. `style.order`: 0 draws grid cells (as the explorer page does), 1 interpolates between
+    cell centres. show_components: add a row with each
+    head's above-mean 8-connected regions (`grounding.above_mean_regions`; the 3 largest coloured),
+    each under its head's panel, the colours explained under the image. Every map panel has its own
+    colour bar: a head's runs from 0 to its max (`style.head_label`); the combined panel is drawn
+    divided by its maximum, so its bar (`style.combined_label`) runs from 0 to 1. Colours: `style.cmap` (a
     perceptual map) with opacity proportional to the value (`base.alpha_cmap`).
     """
+    st = style or OverlayStyle()
     W, H = layout.image_size
-    img, disp = _display(image, layout, max_side)
+    img, disp = _display(image, layout, st.max_side)
     cov = coverage_mask(disp, grid)
     keys = list(head_maps.keys())
     maps = [_as_grid(head_maps[k], layout, grid) for k in keys]
-    if combined is None:
-        combined_map = combine_head_maps(np.stack(maps), sigma=sigma) if maps else None
-    else:
-        combined_map = _as_grid(combined, layout, grid)
-    g_pred: Grounding | None = pred_box if isinstance(pred_box, Grounding) else None
-    if g_pred is None and pred_box is None and combined_map is not None:
-        g_pred = predict_box(combined_map, layout, grid=grid)
-    box_pred = g_pred.box_xywh if g_pred is not None else (tuple(pred_box) if pred_box is not None else None)
-
-    n_main = 1 + len(maps) + (1 if combined_map is not None else 0)
-    nc = ncols or min(n_main, 6)
+    n_main = 1 + len(maps) + (1 if grounding is not None else 0)
+    nc = st.ncols or min(n_main, 6)
     rows_main = math.ceil(n_main / nc)
     rows_comp = rows_main if (show_components and maps) else 0  # each head's regions under its panel
-    pw, ph = _panel_size(W, H, panel_width)
-    if figsize is None:
-        figsize = (nc * (pw + 0.55) + 0.3, (rows_main + rows_comp) * (ph + 0.45) + (0.45 if title else 0.1))
-    fig = _new_figure(figsize, dpi, show)
+    pw, ph = _panel_size(W, H, st.panel_width)
+    figsize = st.figsize or (nc * (pw + 0.55) + 0.3, (rows_main + rows_comp) * (ph + 0.45) + (0.45 if title else 0.1))
+    fig = _new_figure(figsize, st.dpi, show)
     axes = fig.subplots(rows_main + rows_comp, nc, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     flat_main = list(axes[:rows_main].flat)
     used = {id(a) for a in flat_main[:n_main]}
-
-    # panel 0: the image, gt box, grid coverage
-    ax = flat_main[0]
-    ax.set_axis_on()
-    _show_image(ax, img, W, H)
-    _coverage_outline(ax, layout, grid, W, H)
-    if gt_box is not None:
-        _box_patch(ax, gt_box, color="white", ls="--", label="gt")
-    ax.set_title(_tx(f"image {W}x{H} ({layout.aspect})"), fontsize=FONT["title"], wrap=True)
-
-    # one panel per head, each with its own colour scale (0 .. the head's max)
-    for i, (k, m) in enumerate(zip(keys, maps)):
-        ax = flat_main[1 + i]
-        ax.set_axis_on()
-        _show_image(ax, img, W, H)
-        sm = _overlay(ax, m, disp, cov, W, H, grid=grid, order=order, cmap=cmap, alpha=alpha)
-        ax.set_title(_tx(_head_name(k)), fontsize=FONT["title"], wrap=True)
-        _colorbar(fig, ax, sm, head_label)
-
-    # combined panel
-    if combined_map is not None:
-        ax = flat_main[1 + len(maps)]
-        ax.set_axis_on()
-        _show_image(ax, img, W, H)
-        im = _overlay(ax, unit_scale(combined_map), disp, cov, W, H, grid=grid, order=order, cmap=cmap, alpha=alpha,
-                      vmin=0.0, vmax=1.0)
-        if g_pred is not None and g_pred.grid_mask.any():
-            region = disp.to_image(g_pred.grid_mask.astype(float), grid=grid, order=0)
-            xs = (np.arange(region.shape[1]) + 0.5) * W / region.shape[1]
-            ys = (np.arange(region.shape[0]) + 0.5) * H / region.shape[0]
-            if min(region.shape) >= 2 and region.min() < 0.5 < region.max():  # contour needs 2x2 (1-pixel-high images)
-                ax.contour(xs, ys, region, levels=[0.5], colors="white", linewidths=1.0)
-        if box_pred is not None:
-            _box_patch(ax, box_pred, color="lime", label="pred")
-        if gt_box is not None:
-            _box_patch(ax, gt_box, color="red", ls="--", label="gt")
-        if g_pred is not None:
-            ax.plot([g_pred.peak_xy[0]], [g_pred.peak_xy[1]], marker="*", color="white", markeredgecolor="black", markersize=11, linestyle="none", label="peak")
-        ax.set_xlim(0, W)
-        ax.set_ylim(H, 0)
-        ttl = "combined"
-        if box_pred is not None and gt_box is not None:
-            ttl += f" (IoU {iou(box_pred, gt_box):.2f})"
-        ax.set_title(ttl, fontsize=FONT["title"], wrap=True)
-        if box_pred is not None or gt_box is not None:
-            ax.legend(loc="upper right", fontsize=7, framealpha=0.6, handlelength=1.5)
-        _colorbar(fig, ax, im, combined_label)
-
-    # components row(s): head i's regions under head i's panel; the colours explained under the image
-    if rows_comp:
-        valid = cell_validity(layout, grid)
+    draw = _Panels(fig, img, disp, cov, layout, grid, st)
+    draw.image(flat_main[0], gt_box)
+    for i, (k, m) in enumerate(zip(keys, maps)):  # each with its own colour scale (0 .. the head's max)
+        draw.head(flat_main[1 + i], m, _head_name(k))
+    if grounding is not None:
+        draw.combined(flat_main[1 + len(maps)], grounding, gt_box, iou)
+    if rows_comp:  # head i's regions under head i's panel; the colours explained under the image
         flat_comp = list(axes[rows_main:].flat)
         _components_key(flat_comp[0])
         used.add(id(flat_comp[0]))
         for i, (k, m) in enumerate(zip(keys, maps)):
-            ax = flat_comp[1 + i]
-            used.add(id(ax))
-            ax.set_axis_on()
-            _show_image(ax, img, W, H)
-            _dim_uncovered(ax, cov, W, H)
-            mask = (m > m[valid].mean()) & valid if valid.any() else m > m.mean()
-            labels, n = label_regions(mask)
-            if n:
-                up = disp.to_image(labels.astype(float), grid=grid, order=0)
-                up = np.rint(up).astype(int)
-                base = colormaps["tab10"].colors
-                cm = ListedColormap([base[j % len(base)] for j in range(n)])
-                norm = BoundaryNorm(np.arange(0.5, n + 1.5), n)
-                ax.imshow(np.ma.masked_where((up == 0) | ~cov, up), extent=(0, W, H, 0), cmap=cm, norm=norm, alpha=0.6, interpolation="nearest")
-                sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-                big = (labels == int(np.argmax(sizes)) + 1).astype(float)
-                bigu = disp.to_image(big, grid=grid, order=0)
-                if min(bigu.shape) >= 2 and bigu.max() > 0.5:
-                    xs = (np.arange(bigu.shape[1]) + 0.5) * W / bigu.shape[1]
-                    ys = (np.arange(bigu.shape[0]) + 0.5) * H / bigu.shape[0]
-                    ax.contour(xs, ys, bigu, levels=[0.5], colors="white", linewidths=1.2)
-                ax.set_xlim(0, W)
-                ax.set_ylim(H, 0)
-            ax.set_title(_tx(f"{_head_name(k)}: {n} region{'s' if n != 1 else ''} above its mean"),
-                         fontsize=FONT["title"] - 1, wrap=True)
+            used.add(id(flat_comp[1 + i]))
+            draw.components(flat_comp[1 + i], m, _head_name(k))
     for ax in list(axes.flat):
         if id(ax) not in used:
             ax.remove()  # no blank axes
     if title:
         fig.suptitle(_tx(title), fontsize=11, wrap=True)
-    return _save(fig, out_path, dpi, show)
+    return _save(fig, out_path, st.dpi, show)
+
+
+@dataclass(frozen=True)
+class OverlayStyle:
+    """How `overlay_heads` lays out and colours its panels (none of it changes a number)."""
+
+    cmap: str = MAP_CMAP
+    alpha: float = 0.8
+    ncols: int | None = None
+    panel_width: float = 3.0
+    figsize: tuple[float, float] | None = None
+    dpi: float = 100
+    max_side: int = 1024
+    order: int = 0  # 0: grid cells, as the explorer page draws them; 1: interpolated between cell centres
+    box_label: str = "pred"
+    combined_label: str = "combined (smoothed), / its max"
+    head_label: str = "attention per grid cell (softmax prob.)"
+
+
+N_COLOURED = 3  # the components row colours this many largest regions; the others are grey
+_OTHER = (0.6, 0.6, 0.6)
+
+
+@dataclass
+class _Panels:
+    """The panels of one overlay figure (image, head, combined, components), sharing its display."""
+
+    fig: Any
+    img: Any
+    disp: ImageLayout
+    cov: np.ndarray
+    layout: ImageLayout
+    grid: str | None
+    style: OverlayStyle
+
+    def _base(self, ax) -> None:
+        ax.set_axis_on()
+        W, H = self.layout.image_size
+        _show_image(ax, self.img, W, H)
+
+    def _map(self, ax, m, **kw):
+        W, H = self.layout.image_size
+        return _overlay(ax, m, self.disp, self.cov, W, H, grid=self.grid, order=self.style.order, cmap=self.style.cmap,
+                        alpha=self.style.alpha, **kw)
+
+    def _outline(self, ax, mask: np.ndarray, width: float) -> None:
+        """White contour around the cells of a bool grid mask (needs 2 x 2 display pixels)."""
+        W, H = self.layout.image_size
+        up = self.disp.to_image(mask.astype(float), grid=self.grid, order=0)
+        if min(up.shape) >= 2 and up.min() < 0.5 < up.max():
+            xs = (np.arange(up.shape[1]) + 0.5) * W / up.shape[1]
+            ys = (np.arange(up.shape[0]) + 0.5) * H / up.shape[0]
+            ax.contour(xs, ys, up, levels=[0.5], colors="white", linewidths=width)
+
+    def image(self, ax, gt_box) -> None:
+        """Panel 0: the image, the ground-truth box, the grid's coverage."""
+        W, H = self.layout.image_size
+        self._base(ax)
+        _coverage_outline(ax, self.layout, self.grid, W, H)
+        if gt_box is not None:
+            _box_patch(ax, gt_box, color="white", ls="--", label="gt")
+        ax.set_title(_tx(f"image {W}x{H} ({self.layout.aspect})"), fontsize=FONT["title"], wrap=True)
+
+    def head(self, ax, m, name: str) -> None:
+        self._base(ax)
+        sm = self._map(ax, m)
+        ax.set_title(_tx(name), fontsize=FONT["title"], wrap=True)
+        _colorbar(self.fig, ax, sm, self.style.head_label)
+
+    def combined(self, ax, g: Grounding, gt_box, iou: float | None) -> None:
+        """The combined map (divided by its max), its region, the boxes, the peak, the IoU given."""
+        W, H = self.layout.image_size
+        self._base(ax)
+        im = self._map(ax, unit_scale(_as_grid(g.combined, self.layout, self.grid)), vmin=0.0, vmax=1.0)
+        if g.grid_mask.any():
+            self._outline(ax, g.grid_mask, 1.0)
+        _box_patch(ax, g.box_xywh, color="lime", label=self.style.box_label)
+        if gt_box is not None:
+            _box_patch(ax, gt_box, color="red", ls="--", label="gt")
+        ax.plot([g.peak_xy[0]], [g.peak_xy[1]], marker="*", color="white", markeredgecolor="black", markersize=11,
+                linestyle="none", label="peak")
+        ax.set_xlim(0, W)
+        ax.set_ylim(H, 0)
+        ax.set_title("combined" + (f" (IoU {iou:.2f})" if iou is not None else ""), fontsize=FONT["title"], wrap=True)
+        ax.legend(loc="upper right", fontsize=7, framealpha=0.6, handlelength=1.5)
+        _colorbar(self.fig, ax, im, self.style.combined_label)
+
+    def components(self, ax, m, name: str) -> None:
+        """One head's above-mean regions: the N_COLOURED largest in colour (largest outlined), the rest grey."""
+        W, H = self.layout.image_size
+        self._base(ax)
+        _dim_uncovered(ax, self.cov, W, H)
+        labels, sizes = above_mean_regions(m, self.layout, self.grid)
+        n = len(sizes)
+        if n:
+            up = np.rint(self.disp.to_image(np.minimum(labels, N_COLOURED + 1).astype(float), grid=self.grid, order=0)).astype(int)
+            base = colormaps["tab10"].colors
+            cm = ListedColormap([base[j] for j in range(N_COLOURED)] + [_OTHER])
+            norm = BoundaryNorm(np.arange(0.5, N_COLOURED + 2.5), N_COLOURED + 1)
+            ax.imshow(np.ma.masked_where((up == 0) | ~self.cov, up), extent=(0, W, H, 0), cmap=cm, norm=norm, alpha=0.6,
+                      interpolation="nearest")
+            self._outline(ax, labels == 1, 1.2)
+            ax.set_xlim(0, W)
+            ax.set_ylim(H, 0)
+        ax.set_title(_tx(f"{name}: {_regions_text(n)}"), fontsize=FONT["title"] - 1, wrap=True)
+
+
+def _regions_text(n: int) -> str:
+    """'26 regions above its mean' said so that a legend of 3 colours matches it."""
+    if n > N_COLOURED:
+        return f"{N_COLOURED} largest of {n} regions above its mean"
+    return f"{n} region{'s' if n != 1 else ''} above its mean"
 
 
 def _components_key(ax) -> None:
     """The components row's legend, drawn in the slot under the image panel."""
     base = colormaps["tab10"].colors
-    handles = [Patch(facecolor=base[j], alpha=0.6, label=f"region {j + 1}") for j in range(3)]
+    names = ["largest region", "2nd largest", "3rd largest"][:N_COLOURED]
+    handles = [Patch(facecolor=base[j], alpha=0.6, label=names[j]) for j in range(N_COLOURED)]
+    handles.append(Patch(facecolor=_OTHER, alpha=0.6, label="smaller regions"))
     handles.append(Patch(facecolor="none", edgecolor="black", linewidth=1.2, label="largest region (white outline)"))
     ax.legend(handles=handles, loc="center", fontsize=7, frameon=False,
-              title="below: each head's cells above\nits mean, one colour per\n8-connected region", title_fontsize=7)
+              title="below: each head's grid cells above\nits mean, one colour per\n8-connected region", title_fontsize=7)
 
 
 def unit_scale(m: np.ndarray) -> np.ndarray:

@@ -3,16 +3,24 @@ stage's settings as it wrote them), never the page's own defaults.
 
 Per-sample tables, boxes, IoUs and hits on the page come from `lab.analysis.record_numbers` with
 these `SelectionConfig` / `GroundingConfig` objects, so they are the numbers stage=analyze,
-stage=select and stage=evaluate computed.
+stage=select and stage=evaluate computed. The figures of a run's records read the same settings
+(`run_settings`: visualize_attention.py, stage=visualize, cli_llava.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from utils.settings.declarations import TOP_K, GroundingConfig, ReportConfig, SelectionConfig
 from utils.settings.reading import from_plain
+
+log = logging.getLogger(__name__)
 
 # stages whose settings decide the heads, the analyses and the boxes of a run folder
 ANALYSIS_STAGES = ("stage=select", "stage=batch", "stage=evaluate", "stage=ablate", "stage=analyze")
@@ -28,6 +36,19 @@ class PageSettings:
     heads_file: str | None = None
     source: str = "defaults"  # whose settings these are (a run_config.json label, or "this view")
     match: str = "exact"  # how an answer is compared with the expected one (ablation.match; lab.runs.conditions)
+
+
+def load_run_config(run_dir: Path) -> dict[str, Any]:
+    """run_config.json of a run folder (stage label -> that stage's settings), {} when absent or unreadable."""
+    path = Path(run_dir) / "run_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        log.warning("%s: not readable JSON (%s); its settings are not used", path, e)
+        return {}
+    return d if isinstance(d, dict) else {}
 
 
 def page_settings(configs: Mapping[str, Any], current: Mapping[str, Any] | None = None) -> PageSettings:
@@ -53,3 +74,50 @@ def page_settings(configs: Mapping[str, Any], current: Mapping[str, Any] | None 
         heads_file=(current or {}).get("heads_file") or src.get("heads_file"),
         source=label if src else "defaults",
         match=str(((src.get("ablation") or {}) if isinstance(src.get("ablation"), Mapping) else {}).get("match") or "exact"))
+
+
+def run_folder_of(record_file: str | os.PathLike | None) -> Path | None:
+    """The run folder a record belongs to: the folder holding run_config.json beside `attention/`
+    (`<run>/attention/<id>.safetensors`) or beside the record itself; None when neither has one."""
+    if record_file is None:
+        return None
+    parent = Path(record_file).resolve().parent
+    for folder in (parent.parent, parent) if parent.name == "attention" else (parent,):
+        if (folder / "run_config.json").is_file():
+            return folder
+    return None
+
+
+def _keep_given(view: Any, default: Any, run: Any, prefix: str, given: list[str]) -> Any:
+    """`run`'s settings, except the fields where `view` differs from the declared `default` (keys the
+    view was given), whose names are appended to `given`."""
+    if dataclasses.is_dataclass(view):
+        return dataclasses.replace(run, **{f.name: _keep_given(getattr(view, f.name), getattr(default, f.name),
+                                                               getattr(run, f.name), f"{prefix}{f.name}.", given)
+                                           for f in dataclasses.fields(view) if f.init})
+    if view != default:
+        given.append(prefix.rstrip("."))
+        return view
+    return run
+
+
+def run_settings(run_dir: Path | None, selection: SelectionConfig, grounding: GroundingConfig, top_k: int) -> PageSettings:
+    """The settings a figure draws a run's record with: the selection, grounding and top_k the run's
+    stages wrote into `run_dir/run_config.json` (`page_settings`), except the keys the view itself was
+    given a non-default value for (those win, and `source` names them); without a run folder or an
+    analysis stage in it, the view's own.
+
+    Args:
+        run_dir: the record's run folder (`run_folder_of`), or None.
+        selection, grounding, top_k: the view's (or chat's, or stage=visualize's) settings.
+    """
+    configs = load_run_config(run_dir) if run_dir else {}
+    st = page_settings(configs)
+    if st.source == "defaults":
+        return PageSettings(selection=selection, grounding=grounding, top_k=top_k, source="this view's settings")
+    given: list[str] = []
+    sel = _keep_given(selection, SelectionConfig(), st.selection, "selection.", given)
+    gr = _keep_given(grounding, GroundingConfig(), st.grounding, "grounding.", given)
+    k = _keep_given(top_k, TOP_K, st.top_k, "top_k.", given)
+    source = f"{run_dir / 'run_config.json'} {st.source}" + (f" (this view's {', '.join(given)})" if given else "")
+    return dataclasses.replace(st, selection=sel, grounding=gr, top_k=int(k), source=source)

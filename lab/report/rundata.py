@@ -23,7 +23,7 @@ from lab.analysis.across_samples import select_from_analyses
 from lab.analysis.record_numbers import HeadSet, selection_analysis
 from lab.report.samples import LEVELS, map_bytes, sample_data
 from lab.report.page_data import PageData
-from lab.report.page_settings import PageSettings, page_settings
+from lab.report.page_settings import PageSettings, load_run_config, page_settings
 from lab.report.mask_overlay import mask_overlays
 from lab.report.staleness import needs_sample_heads, stale_tables
 from utils.data import file_stem
@@ -81,11 +81,6 @@ def failures(run_dir: Path) -> list[dict[str, Any]]:
                 last[str(d["id"])] = d
     return [{"id": i, "line": d.get("line"), "reason": d.get("reason", "")} for i, d in last.items()
             if d.get("status") == "failed"]
-
-
-def load_run_config(run_dir: Path) -> dict[str, Any]:
-    d = _json(run_dir / RUN_CONFIG, [])
-    return d if isinstance(d, dict) else {}
 
 
 def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,

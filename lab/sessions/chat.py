@@ -2,7 +2,8 @@
 
 One query (`run_cli`): the answer is streamed, the attention record is saved to
 `<output_dir>/attention/<id>.safetensors` and an overlay of the heads (from `heads_file=`, else
-the record's own top heads by spatial entropy) to `<output_dir>/figures/<id>_heads.png`; records
+from the heads.json of a finder run in `output_dir`, else the record's own top heads by spatial
+entropy; the line after the answer says which) to `<output_dir>/figures/<id>_heads.png`; records
 also carry the vision tower's token->patch matrices when the model supports them (`vision=`), for
 `visualize_attention.py mode=tokens`.
 Chat (`chat`, `cli_mode=true`) reads stdin lines: plain text is a user turn (history kept), and
@@ -17,10 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from lab.analysis import token_maps as TK
 from lab.figures import token_figures
 from lab.records.record import record_path
 from lab.analysis.record_numbers import analyze_record
+from lab.report.page_settings import run_settings
 from lab.runs.heads_files import heads_from_file
 from lab.stages.context import StageContext
 from lab.stages.visualize import visualize_record
@@ -143,9 +144,10 @@ class ChatSession:
     """One image, a conversation about it, and the attention record of the last answer."""
 
     def __init__(self, vlm: VisionLanguageModel, cfg: Any, out_dir: Path, heads: list[tuple[int, int]] | None = None,
-                 out: TextIO | None = None):
+                 heads_source: str | None = None, out: TextIO | None = None):
         self.vlm, self.cfg, self.out_dir = vlm, cfg, Path(out_dir)
         self.heads = heads
+        self.heads_source = heads_source if heads else None  # the heads file they came from (None: /heads or own)
         self.out = out or sys.stdout
         self.image: Any = None
         self.image_path: str | None = None
@@ -220,7 +222,12 @@ class ChatSession:
                                                  title=f"{rec.meta.generated_text}   (per token; heads {names})"))
             paths["image_share"] = str(token_figures.token_curve(rec, figs / f"{sid}_image_share.png"))
         heads_txt = ", ".join(f"L{l}H{h}" for l, h in vis["heads"])
-        whose = "chosen" if self.heads else "this answer's own top heads, not a run's selection: give heads_file= for those"
+        if self.heads and self.heads_source:
+            whose = f"the run's selected heads, from {self.heads_source}"
+        elif self.heads:
+            whose = "chosen with /heads"
+        else:
+            whose = "this answer's own top heads, not a run's selection: give heads_file= for those"
         self.say(f"heads: {heads_txt} ({whose})")
         for k, v in paths.items():
             self.say(f"{k}: {v}")
@@ -257,10 +264,10 @@ class ChatSession:
             if not arg:
                 self.say("heads: " + (", ".join(f"L{l}H{h}" for l, h in self.heads) if self.heads else "auto"))
             elif arg == "auto":
-                self.heads = None
+                self.heads, self.heads_source = None, None
                 self.say("heads: auto (each answer's own top heads)")
             else:
-                self.heads = parse_heads(arg, self.vlm.num_layers, self.vlm.num_heads)
+                self.heads, self.heads_source = parse_heads(arg, self.vlm.num_layers, self.vlm.num_heads), None
                 self.say("heads: " + ", ".join(f"L{l}H{h}" for l, h in self.heads))
         elif cmd == "/reset":
             self.reset()
@@ -303,16 +310,21 @@ def _vision_setting(vlm: VisionLanguageModel, cfg: Any) -> bool:
     return True
 
 
-def _heads_option(cfg, vlm=None) -> list[tuple[int, int]] | None:
-    if not cfg.heads_file:
-        return None
-    heads = heads_from_file(cfg.heads_file, cfg.top_k)
+def _heads_option(cfg, out_dir: Path, vlm=None) -> tuple[list[tuple[int, int]] | None, str | None]:
+    """The heads the overlays show and where they come from: `heads_file=`, else the heads.json of a
+    finder run in `output_dir`, else (None, None): each answer's own top heads. The first top_k of
+    the file, top_k as the file's run set it (run_config.json beside it) unless top_k= is given."""
+    path = Path(cfg.heads_file) if cfg.heads_file else Path(out_dir) / "heads.json"
+    if not cfg.heads_file and not path.is_file():
+        return None, None
+    top_k = run_settings(path.parent, cfg.selection, cfg.grounding, int(cfg.top_k)).top_k
+    heads = heads_from_file(str(path), top_k)
     if vlm is not None:
         bad = [h for h in heads if not (0 <= h[0] < vlm.num_layers and 0 <= h[1] < vlm.num_heads)]
         if bad:
-            raise UserError(f"heads_file={cfg.heads_file}: heads {bad} are outside the model's "
+            raise UserError(f"heads_file={path}: heads {bad} are outside the model's "
                             f"{vlm.num_layers} layers x {vlm.num_heads} heads")
-    return heads
+    return heads, str(path)
 
 
 def run_cli(cfg, ctx: StageContext) -> dict:
@@ -325,9 +337,9 @@ def run_cli(cfg, ctx: StageContext) -> dict:
         raise UserError("give query=... and image_file=... for one question (query_file=<UTF-8 text file> instead "
                         "of query= for text with quotes or commas), or cli_mode=true for a chat")
     load_image(cfg.image_file)  # a bad path fails before the model loads
-    _heads_option(cfg)
+    _heads_option(cfg, ctx.output_dir)
     vlm = ctx.load_vlm()
-    session = ChatSession(vlm, cfg, ctx.output_dir, _heads_option(cfg, vlm))
+    session = ChatSession(vlm, cfg, ctx.output_dir, *_heads_option(cfg, ctx.output_dir, vlm))
     session.set_image(cfg.image_file)
     session.ask(query, sample_id=cfg.save_id or Path(cfg.image_file).stem)
     paths = session.save()
@@ -336,11 +348,12 @@ def run_cli(cfg, ctx: StageContext) -> dict:
 
 def chat(cfg, ctx: StageContext, stdin: TextIO | None = None) -> dict:
     """The interactive loop; a user error prints one line (stderr) and the chat goes on."""
+    cfg = settings_from_config(cfg)
     stdin = stdin or sys.stdin
     if cfg.image_file:
         load_image(cfg.image_file)
     vlm = ctx.load_vlm()
-    session = ChatSession(vlm, cfg, ctx.output_dir, _heads_option(cfg, vlm))
+    session = ChatSession(vlm, cfg, ctx.output_dir, *_heads_option(cfg, ctx.output_dir, vlm))
     if cfg.image_file:
         session.set_image(cfg.image_file)
     interactive = stdin.isatty()

@@ -3,6 +3,7 @@ or one record's per-token maps (mode=tokens, lab/sessions/token_view.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -10,15 +11,13 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from lab import figures as plots
 from lab.records.record import AttentionRecord, record_file
 from lab.report import write_run_index
-from lab.analysis.record_numbers import head_maps, smoothing_sigma_for
-from lab.stages.common import image_or_blank, record_files
-from lab.runs.heads_files import heads_from_file
+from lab.report.page_settings import run_folder_of, run_settings
+from lab.stages.common import record_files
 from lab.records.folder import NameCheck, refuse_live_writer
 from lab.stages.context import StageContext
-from lab.stages.visualize import short_text, visualize_record
+from lab.stages.visualize import draw_overlay, figure_numbers, record_settings, short_text, visualize_record
 from lab.sessions.token_view import tokens_view
 from utils.data import file_stem, load_rows
 from utils.errors import UserError
@@ -28,14 +27,17 @@ log = logging.getLogger(__name__)
 
 
 def _single_head(rec: AttentionRecord, cfg, out_dir: Path) -> dict:
+    """One head's map, its smoothed map's box (the run's grounding settings) and `<figure>.json`."""
     layer, head = int(cfg.layer), int(cfg.head)
-    maps = head_maps(rec, [(layer, head)], cfg.selection, cfg.grounding)  # (1, rows, cols)
-    path = plots.overlay_heads(
-        image_or_blank(rec), rec.layout, {(layer, head): maps[0]},
-        out_dir / f"{file_stem(rec.meta.sample_id)}_L{layer}H{head}.png", show_components=cfg.show_components,
-        title=f"L{layer}H{head}: {short_text(rec.meta.query)}", grid=cfg.selection.grid, sigma=smoothing_sigma_for(rec, cfg.selection, cfg.grounding),
-        gt_box=rec.meta.extra.get("bbox"), show=cfg.show_plot)
-    return {"figure": str(path), "heads": [(layer, head)]}
+    st = record_settings(rec, cfg)
+    numbers = figure_numbers(rec, [(layer, head)], st)
+    path = draw_overlay(rec, cfg, numbers, st, out_dir / f"{file_stem(rec.meta.sample_id)}_L{layer}H{head}.png",
+                        f"L{layer}H{head}: {short_text(rec.meta.query)}")
+    res = {"figure": str(path), "heads": numbers.heads, "box": [float(x) for x in numbers.grounding.box_xywh],
+           "settings_source": st.source}
+    if numbers.iou is not None:
+        res["iou"] = numbers.iou
+    return res
 
 
 def single_view(cfg, ctx: StageContext) -> dict:
@@ -48,9 +50,8 @@ def single_view(cfg, ctx: StageContext) -> dict:
     if cfg.layer is not None:
         res = _single_head(rec, cfg, out)
     else:
-        heads = heads_from_file(cfg.heads_file, cfg.top_k) if cfg.heads_file else None
-        res = visualize_record(rec, cfg, out, heads)
-    print(f"figure: {res['figure']}")
+        res = visualize_record(rec, cfg, out, heads_file=cfg.heads_file)
+    print(f"figure: {res['figure']}  (settings: {res['settings_source']})")
     return res
 
 
@@ -76,7 +77,6 @@ def batch_view(cfg, ctx: StageContext) -> dict:
     if cfg.attention_dir:
         refuse_live_writer(Path(cfg.attention_dir))
     names = NameCheck()
-    heads = heads_from_file(cfg.heads_file, cfg.top_k) if cfg.heads_file else None
     out = ctx.output_dir / "figures" / "samples"
     done, failed = [], []
     bar = tqdm(files, desc="figures", unit="record", disable=None)  # disable=None: off unless stderr is a TTY
@@ -85,12 +85,14 @@ def batch_view(cfg, ctx: StageContext) -> dict:
             try:
                 rec = AttentionRecord.load(f)
                 names.add(f, rec)
-                done.append(visualize_record(rec, cfg, out, heads)["figure"])
+                done.append(visualize_record(rec, cfg, out, heads_file=cfg.heads_file)["figure"])
             except UserError as e:
                 failed.append((str(f), str(e)))
                 log.warning("%s", e if str(f) in str(e) else f"{f}: {e}")
-    index = write_run_index(ctx.output_dir, cfg=cfg, ids=ids)
-    print(f"{len(done)} figure(s) in {out}, {len(failed)} failed; index: {index}")
+    st = run_settings(run_folder_of(files[0]) if files else None, cfg.selection, cfg.grounding, int(cfg.top_k))
+    page_cfg = dataclasses.replace(cfg, selection=st.selection, grounding=st.grounding, top_k=st.top_k)  # the records' run's
+    index = write_run_index(ctx.output_dir, cfg=page_cfg, ids=ids)
+    print(f"{len(done)} figure(s) in {out}, {len(failed)} failed; index: {index}  (settings: {st.source})")
     return {"figures": done, "failed": failed, "index": str(index)}
 
 
