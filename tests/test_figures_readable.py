@@ -4,6 +4,10 @@ the image unchanged), the components row explained and without blank axes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from lab.figures.overlays import STRIP_STYLE
+
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +82,7 @@ def test_long_titles_wrap_inside_every_figure(figures, tmp_path):
                         show_components=True, title=LONG)
     maps = np.stack([hm[k] for k in list(hm) * 2])
     plots.token_overlay_strip(scene(), lay, maps, ["The", " cross", "\n", " is", " a_very_long_token", "."],
-                              tmp_path / "strip.png", ncols=3, title=LONG)
+                              tmp_path / "strip.png", style=replace(STRIP_STYLE, ncols=3), title=LONG)
     plots.token_attention_curve([f"{i}:tok" for i in range(3)], [0.2, 0.5, 0.3], tmp_path / "curve.png", title=LONG)
     plots.layer_head_heatmap(np.random.default_rng(0).random((4, 4)), tmp_path / "hm.png", title=LONG,
                              marked=[(1, 2)], cbar_label="S_img")

@@ -3,6 +3,10 @@ files that exist; overlays are drawn with the layout's geometry."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from lab.figures.overlays import STRIP_STYLE
+
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -191,8 +195,8 @@ def test_token_overlay_strip(tmp_path, mode):
     lay = (pad_layout if mode == "pad" else crop_layout)(200, 120, 24)
     maps = np.stack(list(head_maps(lay, n=3).values()) * 6)  # 18 tokens
     toks = [f"w{i}" for i in range(18)]
-    check_png(plots.token_overlay_strip(scene(), lay, maps, toks, tmp_path / "strip.png", max_tokens=12, figsize=(12, 2), dpi=50), (600, 100))
-    check_png(plots.token_overlay_strip(scene(), lay, maps[:4], toks[:4], tmp_path / "strip2.png", shared_scale=True, ncols=2))
+    check_png(plots.token_overlay_strip(scene(), lay, maps, toks, tmp_path / "strip.png", max_tokens=12, style=replace(STRIP_STYLE, figsize=(12, 2), dpi=50)), (600, 100))
+    check_png(plots.token_overlay_strip(scene(), lay, maps[:4], toks[:4], tmp_path / "strip2.png", shared_scale=True, style=replace(STRIP_STYLE, ncols=2)))
     with pytest.raises(ValueError):
         plots.token_overlay_strip(scene(), lay, maps, toks[:3], tmp_path / "bad.png")
 

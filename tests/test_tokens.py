@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from lab.figures.overlays import STRIP_STYLE
+
 import numpy as np
 import pytest
 import torch
@@ -143,7 +147,7 @@ def test_token_figures(gen_records, tmp_path):
     assert _png_size(p) == (600, 400)  # default figsize (6, 4) at 100 dpi for a few tokens
     p = token_figures.token_curve(rec, tmp_path / "curve_sel.png", pairs=[(2, 1), (3, 0)], figsize=(5, 3), dpi=80)
     assert _png_size(p) == (400, 240)
-    p = token_figures.token_strip(rec, img, tmp_path / "strip.png", figsize=(8, 2.5), dpi=100)
+    p = token_figures.token_strip(rec, img, tmp_path / "strip.png", style=replace(STRIP_STYLE, figsize=(8, 2.5), dpi=100))
     assert _png_size(p) == (800, 250)
     p = token_figures.token_strip(rec, img, tmp_path / "strip_default.png", layers=[2, 3], max_tokens=2)
     w, h = _png_size(p)

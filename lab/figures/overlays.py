@@ -120,6 +120,9 @@ class OverlayStyle:
     head_label: str = "attention per grid cell (softmax prob.)"
 
 
+STRIP_STYLE = OverlayStyle(panel_width=1.8, max_side=512, order=1)  # token strips: small panels, interpolated
+
+
 N_COLOURED = 3  # the components row colours this many largest regions; the others are grey
 _OTHER = (0.6, 0.6, 0.6)
 
@@ -248,24 +251,19 @@ def token_overlay_strip(
     max_tokens: int = 12,
     *,
     grid: str | None = None,
-    order: int = 1,
-    cmap: str = MAP_CMAP,
-    alpha: float = 0.8,
     shared_scale: bool = False,
-    ncols: int | None = None,
-    panel_width: float = 1.8,
     title: str | None = None,
-    figsize: tuple[float, float] | None = None,
-    dpi: float = 100,
-    max_side: int = 512,
     value_label: str = "attention",
+    style: OverlayStyle | None = None,
     show: bool = False,
 ) -> Path:
     """One small overlay per generated token (the first `max_tokens`), in a strip.
 
     maps_per_token: `[T, rows, cols]` (or `[T, V]` per-token values). Each panel is scaled to its
     own max (0 .. max) unless `shared_scale`; the panel title is the token; one colour bar
-    (`value_label`) beside the strip says so."""
+    (`value_label`) beside the strip says so. `style`: panels' colours and sizes (`STRIP_STYLE` when None)."""
+    st = style or STRIP_STYLE
+    cmap, alpha, order, figsize, dpi = st.cmap, st.alpha, st.order, st.figsize, st.dpi
     W, H = layout.image_size
     maps = np.asarray(maps_per_token, dtype=np.float64)
     if maps.ndim == 2 and maps.shape[-1] == layout.num_tokens:
@@ -276,11 +274,11 @@ def token_overlay_strip(
         raise ValueError(f"{len(tokens)} tokens but {maps.shape[0]} maps")
     T = maps.shape[0]
     n = max(1, min(T, int(max_tokens)))
-    img, disp = _display(image, layout, max_side)
+    img, disp = _display(image, layout, st.max_side)
     cov = coverage_mask(disp, grid)
-    nc = ncols or n
+    nc = st.ncols or n
     nr = math.ceil(n / nc)
-    pw, ph = _panel_size(W, H, panel_width)
+    pw, ph = _panel_size(W, H, st.panel_width)
     if figsize is None:
         figsize = (nc * pw + 0.2, nr * (ph + 0.4) + (0.45 if (title or T > n) else 0.05))
     fig = _new_figure(figsize, dpi, show)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from lab import figures as plots
+from lab.figures.overlays import STRIP_STYLE
 from utils.console import printable
 from lab.analysis import token_maps as TK
 from lab.records.record import AttentionRecord, safe_id
@@ -95,8 +97,9 @@ def tokens_view(cfg, ctx: StageContext) -> dict:
     n = min(len(labels), int(t.max_tokens))
     inner = int(np.prod(view.maps.shape[1:-2])) if view.maps.ndim > 3 else 1  # e.g. layers kept: one row per step
     ncols = inner if 1 < inner <= max(int(t.ncols), 12) else int(t.ncols)
-    kw = dict(max_tokens=int(t.max_tokens), ncols=min(n, ncols), grid=opts["grid"], show=bool(cfg.show_plot))
-    width = 24 * kw["ncols"]  # characters per title line: about 24 per 1.8-inch panel
+    kw = dict(max_tokens=t.max_tokens, style=replace(STRIP_STYLE, ncols=min(n, ncols)), grid=opts["grid"],
+              show=cfg.show_plot)
+    width = 24 * min(n, ncols)  # characters per title line: about 24 per 1.8-inch panel
     res["figure"] = str(plots.token_overlay_strip(
         image, view.layout, maps, labels, out / "figures" / f"{sid}_tokens.png",
         title=_wrap(f"{rec.meta.query} -> {rec.meta.generated_text}", width) + "\n"
@@ -114,7 +117,7 @@ def tokens_view(cfg, ctx: StageContext) -> dict:
         res["image_share"] = str(plots.token_attention_curve(
             [f"{s}:{lab}" for s, lab in zip(view.steps, view.labels)], view.shares,
             out / "figures" / f"{sid}_image_share.png", title=_wrap(f"attention on the image per generated token ({what})", 80),
-            show=bool(cfg.show_plot)))
+            show=cfg.show_plot))
     for line in _left_by_earlier_views(out, sid, before, res):
         print(line)
     for k, v in res.items():
