@@ -32,6 +32,7 @@ from utils.errors import UserError
 from utils.settings.reading import settings_from_config
 from utils.images import load_image
 from utils.contracts.vlm import VisionLanguageModel
+from utils.settings.declarations import ChatConfig
 
 log = logging.getLogger("cli_llava")
 
@@ -310,7 +311,7 @@ def _vision_setting(vlm: VisionLanguageModel, cfg: Any) -> bool:
     return True
 
 
-def _heads_option(cfg, out_dir: Path, vlm=None) -> tuple[list[tuple[int, int]] | None, str | None]:
+def _heads_option(cfg: ChatConfig, out_dir: Path, vlm=None) -> tuple[list[tuple[int, int]] | None, str | None]:
     """The heads the overlays show and where they come from: `heads_file=`, else the heads.json of a
     finder run in `output_dir`, else (None, None): each answer's own top heads. The first top_k of
     the file, top_k as the file's run set it (run_config.json beside it) unless top_k= is given."""
@@ -327,7 +328,7 @@ def _heads_option(cfg, out_dir: Path, vlm=None) -> tuple[list[tuple[int, int]] |
     return heads, str(path)
 
 
-def run_cli(cfg, ctx: StageContext) -> dict:
+def run_cli(cfg: ChatConfig, ctx: StageContext) -> dict:
     """Dispatch: one query, or the chat loop (`utils.settings.declarations.ChatConfig`, or a composed config from Python)."""
     cfg = settings_from_config(cfg)
     if cfg.cli_mode:
@@ -346,7 +347,7 @@ def run_cli(cfg, ctx: StageContext) -> dict:
     return {"answer": session.last.meta.generated_text, **paths}
 
 
-def chat(cfg, ctx: StageContext, stdin: TextIO | None = None) -> dict:
+def chat(cfg: ChatConfig, ctx: StageContext, stdin: TextIO | None = None) -> dict:
     """The interactive loop; a user error prints one line (stderr) and the chat goes on."""
     cfg = settings_from_config(cfg)
     stdin = stdin or sys.stdin

@@ -30,6 +30,7 @@ from lab.stages.common import image_or_blank
 from lab.stages.context import StageContext
 from utils.errors import UserError
 from utils.io import atomic_write_bytes
+from utils.settings.declarations import VisualizeConfig
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ FORMAT = "token_maps"
 FORMAT_VERSION = 1
 
 
-def _options(cfg) -> dict:
+def _options(cfg: VisualizeConfig) -> dict:
     """token_view()'s keywords from the view settings (checked when the config was composed)."""
     t, v = cfg.tokens, cfg.vision
     return {"steps": t.steps, "layers": t.layers, "heads": t.heads, "reduce": list(t.reduce), "weighting": t.weighting,
@@ -79,7 +80,7 @@ def save_token_maps(view: TK.TokenView, rec: AttentionRecord, path: Path) -> Pat
     return path
 
 
-def tokens_view(cfg, ctx: StageContext) -> dict:
+def tokens_view(cfg: VisualizeConfig, ctx: StageContext) -> dict:
     """mode=tokens: numbers + figures of one record's per-token view (module docstring)."""
     if not cfg.attention_file:
         raise UserError("mode=tokens needs attention_file=<record captured with query_positions=generated>")

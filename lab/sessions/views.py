@@ -22,11 +22,12 @@ from lab.sessions.token_view import tokens_view
 from utils.data import file_stem, load_rows
 from utils.errors import UserError
 from utils.settings.reading import settings_from_config
+from utils.settings.declarations import VisualizeConfig
 
 log = logging.getLogger(__name__)
 
 
-def _single_head(rec: AttentionRecord, cfg, out_dir: Path) -> dict:
+def _single_head(rec: AttentionRecord, cfg: VisualizeConfig, out_dir: Path) -> dict:
     """One head's map, its smoothed map's box (the run's grounding settings) and `<figure>.json`."""
     layer, head = int(cfg.layer), int(cfg.head)
     st = record_settings(rec, cfg)
@@ -40,7 +41,7 @@ def _single_head(rec: AttentionRecord, cfg, out_dir: Path) -> dict:
     return res
 
 
-def single_view(cfg, ctx: StageContext) -> dict:
+def single_view(cfg: VisualizeConfig, ctx: StageContext) -> dict:
     if not cfg.attention_file:
         raise UserError("mode=single needs attention_file=<record .safetensors>")
     if (cfg.layer is None) != (cfg.head is None):
@@ -55,7 +56,7 @@ def single_view(cfg, ctx: StageContext) -> dict:
     return res
 
 
-def batch_view(cfg, ctx: StageContext) -> dict:
+def batch_view(cfg: VisualizeConfig, ctx: StageContext) -> dict:
     """Overlays for every record of a folder (or of a JSONL's ids) + index.html (listing the same
     records). A progress bar on stderr counts the records when stderr is a terminal."""
     ids = None
@@ -99,7 +100,7 @@ def batch_view(cfg, ctx: StageContext) -> dict:
 VIEWS = {"single": single_view, "batch": batch_view, "tokens": tokens_view}
 
 
-def run_view(cfg, ctx: StageContext) -> dict:
+def run_view(cfg: VisualizeConfig, ctx: StageContext) -> dict:
     """Dispatch `cfg.mode` (`utils.settings.declarations.VisualizeConfig`, or a composed config from Python)."""
     cfg = settings_from_config(cfg)
     if cfg.mode not in VIEWS:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from utils.errors import UserError
+from utils.settings.declarations import FinderConfig
 
 
 @dataclass
@@ -31,7 +32,7 @@ class StageContext:
         return self._vlm
 
 
-def require(cfg, *keys: str, stage: str) -> None:
+def require(cfg: FinderConfig, *keys: str, stage: str) -> None:
     """A stage's required keys, all reported in one line."""
     missing = [k for k in keys if getattr(cfg, k) in (None, "")]
     if missing:

@@ -27,6 +27,7 @@ from lab.stages.context import StageContext, require
 from utils.data import file_stem
 from utils.errors import UserError
 from utils.io import atomic_write_json, jsonable
+from utils.settings.declarations import FinderConfig, VisualizeConfig
 
 EVALUATE_SAMPLES = "evaluate_samples.jsonl"  # lab/stages/evaluate.py SAMPLES_FILE
 
@@ -110,7 +111,7 @@ def _title_box(numbers: FigureNumbers) -> str:
     return "pred (SAM)" if numbers.box_source.startswith("SAM") else "pred"
 
 
-def visualize_record(rec: AttentionRecord, cfg, out_dir: Path, heads: list[Head] | None = None,
+def visualize_record(rec: AttentionRecord, cfg: FinderConfig | VisualizeConfig, out_dir: Path, heads: list[Head] | None = None,
                      heads_file: str | None = None) -> dict:
     """Overlay of the top-k heads (given, else the first top_k of `heads_file`, else the record's own
     lowest-entropy heads above its elbow), drawn with the record's run settings (`record_settings`:
@@ -132,7 +133,7 @@ def visualize_record(rec: AttentionRecord, cfg, out_dir: Path, heads: list[Head]
     return res
 
 
-def draw_overlay(rec: AttentionRecord, cfg, numbers: FigureNumbers, st: PageSettings, out: Path, title: str) -> Path:
+def draw_overlay(rec: AttentionRecord, cfg: FinderConfig | VisualizeConfig, numbers: FigureNumbers, st: PageSettings, out: Path, title: str) -> Path:
     """The overlay of `numbers` (one panel per head, the combined map and box) and its `<figure>.json`."""
     g = numbers.grounding
     per_head = head_maps(rec, numbers.heads, st.selection, st.grounding)  # (K, rows, cols)
@@ -146,7 +147,7 @@ def draw_overlay(rec: AttentionRecord, cfg, numbers: FigureNumbers, st: PageSett
     return path
 
 
-def visualize_stage(cfg, ctx: StageContext) -> dict:
+def visualize_stage(cfg: FinderConfig, ctx: StageContext) -> dict:
     """Figures for one record: each top-k head's map on the image, their combined map and box."""
     require(cfg, "attention_file", stage="visualize")
     rec = AttentionRecord.load(cfg.attention_file)
