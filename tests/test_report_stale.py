@@ -119,13 +119,19 @@ def test_rule_without_run_config_heads_decide_and_the_latest_writer_counts():
     assert stale_tables({**HEADS_JSON, "settings": {"top_k": 3}}, {"metrics": metrics}, {}) == []
     (x,) = stale_tables(HEADS_JSON, {"metrics": {"heads": [[1, 0]]}}, {})
     assert x.heads_differ and x.settings == [] and x.writer == "heads.json"
-    # stage=evaluate after stage=batch selected on the fly: it wrote heads.json itself, so it is current
+    # stage=evaluate alone in a folder: it selected on the fly and wrote heads.json itself, so it is current
+    assert stale_tables(HEADS_JSON, {"metrics": metrics}, {"stage=evaluate": _cfg("evaluate")}) == []
+    # after stage=batch it used the folder's heads.json (issue 29.3), as with heads_file=: stage=batch's
+    # top_k=5 wrote heads.json
     cfgs = {"stage=batch": _cfg("batch", top_k=5), "stage=evaluate": _cfg("evaluate")}
-    assert stale_tables(HEADS_JSON, {"metrics": metrics}, cfgs) == []
-    # ... but with heads_file= it did not: stage=batch's top_k=5 wrote heads.json
+    (x,) = stale_tables(HEADS_JSON, {"metrics": metrics}, cfgs)
+    assert x.writer == "stage=batch" and x.settings == [("top_k", 2, 5)]
     cfgs["stage=evaluate"]["heads_file"] = "runs/toy/heads.json"
     (x,) = stale_tables(HEADS_JSON, {"metrics": metrics}, cfgs)
     assert x.writer == "stage=batch" and x.settings == [("top_k", 2, 5)]
+    # reselect=true: it selected again and wrote heads.json: current
+    cfgs["stage=evaluate"].update(heads_file=None, reselect=True)
+    assert stale_tables(HEADS_JSON, {"metrics": metrics}, cfgs) == []
     # an unreadable heads list in a table: only the settings can say
     assert stale_tables(HEADS_JSON, {"metrics": {"heads": "garbage", "settings": {}}}, {}) == []
 

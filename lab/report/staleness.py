@@ -151,14 +151,24 @@ def table_heads(name: str, doc: Mapping[str, Any]) -> list[Head] | None:
 
 
 def heads_writer(configs: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
-    """(label, config) of the latest stage in run_config.json that wrote heads.json."""
-    for label in reversed(list(configs)):
-        cfg = configs[label]
+    """(label, config) of the latest stage in run_config.json that wrote heads.json. stage=evaluate and
+    stage=ablate without heads_file= use the folder's heads.json when one is there (they select and
+    write it only with reselect=true, or as the first stage to give the folder one)."""
+    labels = list(configs)
+    for i in reversed(range(len(labels))):
+        label, cfg = labels[i], configs[labels[i]]
         if not isinstance(cfg, Mapping):
             continue
-        if label in HEAD_WRITERS or (label in ("stage=evaluate", "stage=ablate") and not cfg.get("heads_file")):
+        if label in HEAD_WRITERS:
             return label, cfg
+        if label in _USERS and not cfg.get("heads_file"):
+            earlier = any(l in HEAD_WRITERS or l in _USERS for l in labels[:i])
+            if cfg.get("reselect") or not earlier:
+                return label, cfg
     return None
+
+
+_USERS = ("stage=evaluate", "stage=ablate")  # stages that select on the fly when they have no heads
 
 
 def setting_differences(a: Mapping[str, Any], b: Mapping[str, Any], keys: tuple[str, ...]) -> list[tuple[str, Any, Any]]:
