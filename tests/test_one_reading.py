@@ -142,3 +142,9 @@ def test_refine_sam_figures_draw_the_box_evaluate_wrote(toy_run, toy_vlm, tmp_pa
     drawn = json.loads(Path(res["figure"]).with_suffix(".json").read_text())
     assert drawn["box"] == list(ground(rec, [(layer, head)], st.selection, st.grounding).box_xywh)
     assert "refine=sam boxes exist only for the heads stage=evaluate scored" in drawn["box_source"]
+    # the page (index.html's data) draws the same box as evaluate scored, and keeps the map's beside it
+    from lab.report.rundata import build_run_data
+
+    page = {s["id"]: s for s in build_run_data(run)["samples"]}[want["id"]]
+    assert page["pred_box"] == want["box"] and page["map_box"] == map_box and page["iou"] == want["iou"]
+    assert "SAM" in page["box_source"]

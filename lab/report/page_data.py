@@ -88,6 +88,8 @@ class Sample(TypedDict):
     sel_entropy: NotRequired[float]
     combined: NotRequired[CombinedMap]
     pred_box: NotRequired[list[float]]
+    map_box: NotRequired[list[float]]  # grounding.refine=sam: the map's own box (pred_box is then the SAM mask's)
+    box_source: NotRequired[str]  # said when pred_box is not the map's box
     peak: NotRequired[list[float]]
     iou: NotRequired[float]
     hit: NotRequired[bool]

@@ -110,6 +110,7 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
 
     own = {str(d["id"]): d.get("heads") for d in read_jsonl_lenient(rd / SAMPLES_FILE) if "id" in d} \
         if rd and needs_sample_heads(metrics) else None  # stage=evaluate's per-sample heads
+    sam_boxes = _sam_boxes(rd, metrics)
     stale = stale_tables(heads_json, {"metrics": metrics, "ablation": ablation}, configs, own)
     stale_metrics = any(x.table == "metrics" for x in stale)
     if stale_metrics and heads_json:
@@ -125,7 +126,10 @@ def build_run_data(run_dir: Path | None, cfg: dict[str, Any] | None = None, *,
         if head_set.heads:
             notes.append("no heads.json: heads selected by the report over the listed samples")
         load = _Loader()  # the listing below loads them again, and says again which were skipped
-    samples, analyses_listed, excl, layouts = _sample_entries(listed, load, st, head_set, ablation, rd, cached, notes)
+    if stale_metrics:
+        sam_boxes = {}
+    samples, analyses_listed, excl, layouts = _sample_entries(listed, load, st, head_set, ablation, rd,
+                                                              cached, notes, sam_boxes)
     first = load.first
     grids = _grids(first, analyses_listed, excl, heads_json, table, st, samples, notes)
     return {
@@ -183,8 +187,17 @@ class _Loader:
             return None
 
 
+def _sam_boxes(rd: Path | None, metrics: Any) -> dict[str, dict]:
+    """grounding.refine=sam: stage=evaluate's lines of evaluate_samples.jsonl by id (the SAM mask's box,
+    its IoU and hit, and the heads it came from), which the page shows instead of the map's box."""
+    masks = ((metrics or {}).get("settings") or {}).get("masks") or {}
+    if rd is None or masks.get("refine") != "sam":
+        return {}
+    return {str(d["id"]): d for d in read_jsonl_lenient(rd / SAMPLES_FILE) if "id" in d and d.get("box")}
+
+
 def _sample_entries(listed, load: _Loader, st: PageSettings, head_set: HeadSet | None, ablation: Any,
-                    rd: Path | None, cached: dict[str, Any], notes: list[str]):
+                    rd: Path | None, cached: dict[str, Any], notes: list[str], sam_boxes: dict[str, dict]):
     """Each listed sample's page entry (its maps at the level report.map_budget_mb leaves), their
     analyses, the excluded layer axes and the distinct grid layouts (one copy each in the page)."""
     budget = int(max(0.0, st.report.map_budget_mb) * 1e6)
@@ -200,6 +213,7 @@ def _sample_entries(listed, load: _Loader, st: PageSettings, head_set: HeadSet |
         budget -= map_bytes(rec, level, n_sel)
         levels[level] += 1
         sd = sample_data(rec, st, head_set, level, ab_rows.get(rec.meta.sample_id), cached.get(rec.meta.sample_id))
+        _use_sam_box(sd.entry, sam_boxes.get(rec.meta.sample_id))
         if rd:  # stage=evaluate's masks (grounding.output=mask|both), when there are any
             sd.entry.update(mask_overlays(rd, rec.meta.sample_id, tuple(rec.meta.image_size), st.report.image_side))
         key = json.dumps(sd.entry["grids"])  # one copy of each distinct layout in the page
@@ -213,6 +227,19 @@ def _sample_entries(listed, load: _Loader, st: PageSettings, head_set: HeadSet |
         notes.append(f"per-head maps: every head for {levels['full'] + levels['row']} sample(s), the selected heads only "
                      f"for {levels['selected']} (report.map_budget_mb={st.report.map_budget_mb:g})")
     return samples, analyses_listed, excl, layouts
+
+
+def _use_sam_box(entry: dict, line: dict | None) -> None:
+    """The SAM mask's box stage=evaluate scored (grounding.refine=sam), when it came from the heads the
+    page draws this sample with; the map's own box stays as `map_box`."""
+    if not line or entry.get("heads") != line.get("heads") or "pred_box" not in entry:
+        return
+    entry["map_box"] = entry["pred_box"]
+    entry["pred_box"] = [float(v) for v in line["box"]]
+    for k in ("iou", "hit"):
+        if k in line and entry.get("gt_box") is not None:
+            entry[k] = line[k]
+    entry["box_source"] = "the SAM mask's box stage=evaluate scored (grounding.refine=sam, evaluate_samples.jsonl)"
 
 
 def _head_set(metrics: Any, heads_json: Any, top_k: int) -> HeadSet | None:

@@ -158,7 +158,7 @@ function paintMarks(f, s) {  // masks, boxes and the peak the stages computed (n
     legend.push(text);
   }
   if (s.gt_box) box(s.gt_box, [5 / sc, 3 / sc], "#ff2020", "red dashed: ground-truth box");
-  if (s.pred_box) box(s.pred_box, [], "#00e000", "green: box predicted from the selected heads");
+  if (s.pred_box) box(s.pred_box, [], "#00e000", s.box_source ? "green: " + s.box_source : "green: box predicted from the selected heads");
   if (s.peak && st.source === "combined") {
     ctx.fillStyle = "#fff";
     ctx.beginPath();
@@ -212,6 +212,7 @@ function renderDetail() {
   if (!s) return;
   var rows = [["id", s.id], ["prompt", s.prompt], ["answer (generated)", s.answer], ["expected answer", s.gt_answer],
     ["ground-truth box (x, y, w, h)", s.gt_box ? boxText(s.gt_box) : null], ["predicted box", s.pred_box ? boxText(s.pred_box) : null],
+    ["the map's own box", s.map_box ? boxText(s.map_box) : null],
     ["IoU", s.iou !== undefined ? fmt(s.iou, 3) : null], ["pointing (peak in box)", s.hit !== undefined ? String(s.hit) : null],
     ["image", (s.image_path || "") + " " + s.image_size.join("x") + (s.image_found ? "" : " (file not found: grey placeholder)")],
     ["layout", s.aspect + ", grid " + s.grid], ["group", s.group]];
