@@ -17,7 +17,7 @@ from lab.report.page_settings import run_folder_of, run_settings
 from lab.stages.common import record_files
 from lab.records.folder import NameCheck, refuse_live_writer
 from lab.stages.context import StageContext
-from lab.stages.visualize import draw_overlay, figure_numbers, record_settings, short_text, visualize_record
+from lab.stages.visualize import draw_overlay, figure_numbers, figure_result, record_settings, short_text, visualize_record
 from lab.sessions.token_view import tokens_view
 from utils.data import file_stem, load_rows
 from utils.errors import UserError
@@ -34,11 +34,7 @@ def _single_head(rec: AttentionRecord, cfg: VisualizeConfig, out_dir: Path) -> d
     numbers = figure_numbers(rec, [(layer, head)], st)
     path = draw_overlay(rec, cfg, numbers, st, out_dir / f"{file_stem(rec.meta.sample_id)}_L{layer}H{head}.png",
                         f"L{layer}H{head}: {short_text(rec.meta.query)}")
-    res = {"figure": str(path), "heads": numbers.heads, "box": [float(x) for x in numbers.grounding.box_xywh],
-           "settings_source": st.source}
-    if numbers.iou is not None:
-        res["iou"] = numbers.iou
-    return res
+    return figure_result(path, numbers, st)
 
 
 def single_view(cfg: VisualizeConfig, ctx: StageContext) -> dict:

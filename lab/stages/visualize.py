@@ -126,6 +126,11 @@ def visualize_record(rec: AttentionRecord, cfg: FinderConfig | VisualizeConfig, 
     numbers = figure_numbers(rec, heads, st)
     path = draw_overlay(rec, cfg, numbers, st, out_dir / f"{file_stem(rec.meta.sample_id)}_heads.png",
                  f"{short_text(rec.meta.query)}  ->  {short_text(rec.meta.generated_text)}")
+    return figure_result(path, numbers, st)
+
+
+def figure_result(path: Path, numbers: FigureNumbers, st: PageSettings) -> dict:
+    """What a view or stage returns for one drawn figure: its path, heads, box, IoU and settings source."""
     res = {"figure": str(path), "heads": numbers.heads, "box": [float(x) for x in numbers.grounding.box_xywh],
            "settings_source": st.source}
     if numbers.iou is not None:
