@@ -121,3 +121,24 @@ def run_settings(run_dir: Path | None, selection: SelectionConfig, grounding: Gr
     k = _keep_given(top_k, TOP_K, st.top_k, "top_k.", given)
     source = f"{run_dir / 'run_config.json'} {st.source}" + (f" (this view's {', '.join(given)})" if given else "")
     return dataclasses.replace(st, selection=sel, grounding=gr, top_k=int(k), source=source)
+
+
+EVALUATE_SAMPLES = "evaluate_samples.jsonl"  # stage=evaluate (lab/stages/evaluate.py SAMPLES_FILE): each sample's heads, box, IoU, hit
+
+
+def evaluated_samples(run_dir: Path | None) -> dict[str, dict]:
+    """stage=evaluate's lines of a run folder's evaluate_samples.jsonl, by sample id ({} when none)."""
+    from utils.io import read_jsonl_lenient
+
+    if run_dir is None:
+        return {}
+    return {str(d["id"]): d for d in read_jsonl_lenient(Path(run_dir) / EVALUATE_SAMPLES) if "id" in d}
+
+
+def sam_line(line: dict | None, heads: Any) -> dict | None:
+    """`line` (an evaluate_samples.jsonl line) when it holds a box stage=evaluate scored with exactly
+    `heads`: under grounding.refine=sam, the SAM mask's box the figures and the page draw; else None."""
+    if not line or line.get("box") is None:
+        return None
+    same = [tuple(map(int, h)) for h in line.get("heads") or []] == [tuple(map(int, h)) for h in heads or []]
+    return line if same else None

@@ -23,7 +23,7 @@ from lab.analysis.across_samples import select_from_analyses
 from lab.analysis.record_numbers import HeadSet, selection_analysis
 from lab.report.samples import LEVELS, map_bytes, sample_data
 from lab.report.page_data import PageData
-from lab.report.page_settings import PageSettings, load_run_config, page_settings
+from lab.report.page_settings import EVALUATE_SAMPLES, PageSettings, evaluated_samples, load_run_config, page_settings, sam_line
 from lab.report.mask_overlay import mask_overlays
 from lab.report.staleness import needs_sample_heads, stale_tables
 from utils.data import file_stem
@@ -33,7 +33,7 @@ from utils.io import read_jsonl_lenient
 log = logging.getLogger(__name__)
 
 RUN_CONFIG = "run_config.json"
-SAMPLES_FILE = "evaluate_samples.jsonl"  # stage=evaluate: each sample's heads, box, IoU, hit
+SAMPLES_FILE = EVALUATE_SAMPLES
 FILE_GLOBS = ("heads.json", "heads.csv", "visual_heads.json", "metrics.json", "ablation.json", "manifest*.jsonl",
               RUN_CONFIG, "figures/*.png", "figures/samples/*.png")
 
@@ -193,7 +193,7 @@ def _sam_boxes(rd: Path | None, metrics: Any) -> dict[str, dict]:
     masks = ((metrics or {}).get("settings") or {}).get("masks") or {}
     if rd is None or masks.get("refine") != "sam":
         return {}
-    return {str(d["id"]): d for d in read_jsonl_lenient(rd / SAMPLES_FILE) if "id" in d and d.get("box")}
+    return evaluated_samples(rd)
 
 
 def _sample_entries(listed, load: _Loader, st: PageSettings, head_set: HeadSet | None, ablation: Any,
@@ -232,7 +232,8 @@ def _sample_entries(listed, load: _Loader, st: PageSettings, head_set: HeadSet |
 def _use_sam_box(entry: dict, line: dict | None) -> None:
     """The SAM mask's box stage=evaluate scored (grounding.refine=sam), when it came from the heads the
     page draws this sample with; the map's own box stays as `map_box`."""
-    if not line or entry.get("heads") != line.get("heads") or "pred_box" not in entry:
+    line = sam_line(line, entry.get("heads"))
+    if line is None or "pred_box" not in entry:
         return
     entry["map_box"] = entry["pred_box"]
     entry["pred_box"] = [float(v) for v in line["box"]]

@@ -10,7 +10,6 @@ figure, `<figure>.json` holds those numbers and where the settings came from.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,7 +19,7 @@ from lab.analysis.grounding import Grounding
 from lab.records.record import AttentionRecord
 from lab.analysis.record_numbers import ground, head_maps, own_heads, score, smoothing_sigma_for
 from lab.report.explorer import plain_config
-from lab.report.page_settings import PageSettings, run_folder_of, run_settings
+from lab.report.page_settings import EVALUATE_SAMPLES, PageSettings, evaluated_samples, run_folder_of, run_settings, sam_line
 from lab.stages.common import image_or_blank
 from lab.runs.heads_files import heads_from_file
 from lab.stages.context import StageContext, require
@@ -29,7 +28,6 @@ from utils.errors import UserError
 from utils.io import atomic_write_json, jsonable
 from utils.settings.declarations import FinderConfig, VisualizeConfig
 
-EVALUATE_SAMPLES = "evaluate_samples.jsonl"  # lab/stages/evaluate.py SAMPLES_FILE
 
 Head = tuple[int, int]
 
@@ -44,21 +42,6 @@ def record_settings(rec: AttentionRecord, cfg: Any) -> PageSettings:
     """The settings `rec`'s figures are drawn with: its run's (run_config.json beside its `attention/`
     folder), except the keys `cfg` (a view's, the chat's or stage=visualize's settings) sets itself."""
     return run_settings(run_folder_of(rec.path), cfg.selection, cfg.grounding, int(cfg.top_k))
-
-
-def _evaluate_line(run_dir: Path | None, sample_id: str) -> dict | None:
-    """stage=evaluate's line of `sample_id` in the run's evaluate_samples.jsonl, or None."""
-    path = run_dir / EVALUATE_SAMPLES if run_dir else None
-    if path is None or not path.is_file():
-        return None
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            d = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(d, dict) and d.get("id") == sample_id:
-            return d
-    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +77,8 @@ def figure_numbers(rec: AttentionRecord, heads: Sequence[Head], st: PageSettings
     numbers = FigureNumbers(heads, g, sc.iou if sc else None, sc.hit if sc else None, "combined map (record_numbers.ground)")
     if st.grounding.refine != "sam":
         return numbers
-    line = _evaluate_line(run_folder_of(rec.path), rec.meta.sample_id)
-    if line is None or line.get("box") is None or [tuple(h) for h in line.get("heads") or []] != heads:
+    line = sam_line(evaluated_samples(run_folder_of(rec.path)).get(rec.meta.sample_id), heads)
+    if line is None:
         return dataclasses.replace(numbers, box_source="combined map: grounding.refine=sam boxes exist only for the "
                                                         "heads stage=evaluate scored (evaluate_samples.jsonl)")
     g = dataclasses.replace(g, box_xywh=tuple(float(v) for v in line["box"]))
